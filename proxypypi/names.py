@@ -1,0 +1,92 @@
+# -*- test-case-name: tests.test_names -*-
+"""
+Project names and distribution file names.
+
+Everything here leans on ``packaging``: normalization (PEP 503), name
+validation (PEP 508) and wheel/sdist file-name parsing are exactly what
+``packaging.utils`` already does, so nothing here re-implements them with
+regular expressions.
+"""
+
+from __future__ import annotations
+
+import attrs
+from packaging.utils import (
+    InvalidName,
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    NormalizedName,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import Version
+
+#: Longest file name accepted anywhere; common file systems stop at 255 bytes.
+MAX_FILENAME_BYTES = 255
+
+#: Suffix of a PEP 658 core-metadata file, next to its distribution.
+METADATA_SUFFIX = ".metadata"
+
+
+class InvalidDistFilename(ValueError):
+    """
+    A file name that is not a wheel or sdist name of the expected form.
+    """
+
+
+def normalize(name: str) -> NormalizedName | None:
+    """
+    The PEP 503 normalized form of a project name, or ``None`` when the name
+    cannot be a project name at all (so callers can answer 404 without
+    asking any upstream).
+    """
+    if not name or len(name.encode("utf-8", "replace")) > MAX_FILENAME_BYTES:
+        return None
+    try:
+        return canonicalize_name(name, validate=True)
+    except InvalidName:
+        return None
+
+
+def is_safe_filename(filename: str) -> bool:
+    """
+    Whether C{filename} can name a file inside a project directory: one path
+    segment, no traversal, nothing hidden, no control characters.
+    """
+    if not filename or filename.startswith("."):
+        return False
+    if "/" in filename or "\\" in filename or "\x00" in filename:
+        return False
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in filename):
+        return False
+    return len(filename.encode("utf-8", "replace")) <= MAX_FILENAME_BYTES
+
+
+@attrs.frozen
+class DistName:
+    """
+    What a distribution file name says about its contents.
+    """
+
+    project: NormalizedName
+    version: Version
+    kind: str  #: ``"wheel"`` or ``"sdist"``
+
+
+def parse_dist_filename(filename: str) -> DistName:
+    """
+    Parse a wheel (``.whl``) or sdist (``.tar.gz``, ``.zip``) file name.
+
+    :raises InvalidDistFilename: for anything else.
+    """
+    if not is_safe_filename(filename):
+        raise InvalidDistFilename(f"unsafe file name: {filename!r}")
+    try:
+        if filename.endswith(".whl"):
+            name, version, _build, _tags = parse_wheel_filename(filename)
+            return DistName(name, version, "wheel")
+        name, version = parse_sdist_filename(filename)
+        return DistName(name, version, "sdist")
+    except (InvalidWheelFilename, InvalidSdistFilename) as e:
+        raise InvalidDistFilename(str(e)) from e

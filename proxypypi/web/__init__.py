@@ -1,0 +1,3 @@
+"""
+The twisted.web resource tree.
+"""

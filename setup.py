@@ -1,0 +1,43 @@
+"""
+Packaging for proxypypi.
+
+``twisted.plugins`` is listed explicitly: it has no ``__init__.py`` (it must
+not, or it would shadow Twisted's own), so ``find_packages`` never sees it.
+"""
+
+from setuptools import setup
+
+setup(
+    name="proxypypi",
+    version="0.1.0",
+    description="A caching proxy for the Python package index, built on Twisted",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=["proxypypi", "proxypypi.simple", "proxypypi.web", "twisted.plugins"],
+    package_data={"proxypypi": ["py.typed"]},
+    install_requires=[
+        "Twisted[tls]>=24.7.0",
+        "treq>=23.11.0",
+        "attrs>=23.1.0",
+        "service-identity>=21.1.0",
+        "packaging>=24.2",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "mypy>=1.10",
+            "mypy-zope>=1.0",
+            "ruff>=0.5",
+            "uv>=0.4",
+            "twine>=5",
+        ],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: System :: Software Distribution",
+    ],
+)
