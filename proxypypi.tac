@@ -1,0 +1,27 @@
+# -*- mode: python -*-
+"""
+Run proxypypi with ``twistd -ny proxypypi.tac``.
+
+Settings come from the TOML file named by the PROXYPYPI_CONFIG environment
+variable (the same keys as the ``twistd proxypypi`` options).
+"""
+
+import os
+import sys
+
+from twisted.application import service
+from twisted.internet import reactor
+
+from proxypypi.config import ConfigError, build_config, load_toml
+from proxypypi.service import make_service
+from proxypypi.storage import StorageError
+
+path = os.environ.get("PROXYPYPI_CONFIG")
+if not path:
+    sys.exit("proxypypi.tac: set PROXYPYPI_CONFIG to the path of a TOML settings file")
+try:
+    config = build_config(load_toml(path))
+    application = service.Application("proxypypi")
+    make_service(config, reactor).setServiceParent(application)
+except (ConfigError, StorageError) as e:
+    sys.exit(f"proxypypi.tac: {e}")

@@ -1,0 +1,446 @@
+# -*- test-case-name: tests.test_downloads -*-
+"""
+Single-flight file downloads that clients can read while they land.
+
+However many clients ask for a file, one L{Download} fetches it: it appends
+the upstream body to a partial file as it arrives, and every client tails
+that file with its own producer (L{proxypypi.producers.TailProducer}).  A
+broken upstream connection is resumed with an HTTP ``Range`` request; the
+hash from the index page is checked before the last byte is released, and
+only a verified file is renamed into place.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IAgent, IResponse
+from zope.interface import implementer
+
+from .fetch import BodyReceiver, FetchError, describe_failure, header, request
+from .interfaces import IFileSource, IFileSourceListener
+from .storage import Storage
+
+#: How many times one download may (re)connect before giving up.
+MAX_ATTEMPTS = 6
+
+
+class FileNotFoundUpstream(FetchError):
+    """
+    The upstream says the file listed on its page does not exist.
+    """
+
+
+class IntegrityError(FetchError):
+    """
+    The bytes do not match what the index page promised.
+    """
+
+
+@attrs.frozen
+class Origin:
+    """
+    One place a file can be fetched from: a URL an upstream page listed
+    (or the same path on another member of that upstream's group).
+    """
+
+    url: str
+    agent: IAgent
+    first_byte_timeout: float = 15.0
+
+
+@attrs.frozen
+class FileKey:
+    project: str
+    filename: str
+
+
+def _hashers(hashes: Mapping[str, str]) -> dict[str, Any]:
+    """
+    A running hash for every algorithm of the page's hashes we can compute.
+    """
+    out: dict[str, Any] = {}
+    for name, digest in hashes.items():
+        if name in hashlib.algorithms_available and digest:
+            out[name] = hashlib.new(name)
+    if "sha256" not in out:
+        out["sha256"] = hashlib.sha256()
+    return out
+
+
+@implementer(IFileSource)
+@attrs.define(eq=False)
+class CompleteFile:
+    """
+    A file already committed to storage.
+    """
+
+    path: str
+    size: int
+
+    @classmethod
+    def at(cls, path: str) -> CompleteFile | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return cls(path, st.st_size)
+
+    def open(self) -> int:
+        return os.open(self.path, os.O_RDONLY)
+
+    def available(self) -> int:
+        return self.size
+
+    def expected_size(self) -> int | None:
+        return self.size
+
+    def is_complete(self) -> bool:
+        return True
+
+    def failure(self) -> Failure | None:
+        return None
+
+    def add_listener(self, listener: IFileSourceListener) -> None:
+        pass
+
+    def remove_listener(self, listener: IFileSourceListener) -> None:
+        pass
+
+
+@implementer(IFileSource)
+@attrs.define(eq=False)
+class Download:
+    """
+    One file being fetched into storage, readable while it grows.
+
+    :ivar hashes: the hashes the index page gave; every one we can compute
+        must match before the file is committed.
+    :ivar size: the size the page gave, if any; a response of another
+        length is refused.
+    """
+
+    key: FileKey
+    origins: Sequence[Origin]
+    hashes: Mapping[str, str]
+    size: int | None
+    storage: Storage
+    clock: IReactorTime
+    idle_timeout: float
+    log = Logger()
+
+    _fd: int | None = None
+    _path: str = ""
+    _written: int = 0
+    _total: int | None = None
+    _complete: bool = False
+    _failure: Failure | None = None
+    _hash: dict[str, Any] = attrs.field(factory=dict)
+    _listeners: list[IFileSourceListener] = attrs.field(factory=list)
+    _header_waiters: list[Deferred[None]] = attrs.field(factory=list)
+    _headers_known: bool = False
+    _finished: bool = False
+    _done_waiters: list[Deferred[None]] = attrs.field(factory=list)
+    _receiver: BodyReceiver | None = None
+
+    # IFileSource
+
+    def open(self) -> int:
+        return os.open(self._path, os.O_RDONLY)
+
+    def available(self) -> int:
+        if self._complete:
+            return self._written
+        # Hold back the last byte until the hash is verified: no client
+        # ever holds a complete-looking file that might be corrupt.
+        return max(0, self._written - 1)
+
+    def expected_size(self) -> int | None:
+        return self._total if self._total is not None else self.size
+
+    def is_complete(self) -> bool:
+        return self._complete
+
+    def failure(self) -> Failure | None:
+        return self._failure
+
+    def add_listener(self, listener: IFileSourceListener) -> None:
+        if not self._complete and self._failure is None:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: IFileSourceListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    # Life cycle
+
+    def start(self) -> None:
+        """
+        Begin fetching.  Failures are reported to waiters and listeners.
+        """
+        self._hash = _hashers(self.hashes)
+        d = Deferred.fromCoroutine(self._run())
+        d.addErrback(self._fail)
+        d.addCallback(self._finished_all)
+
+    def _finished_all(self, _: object) -> None:
+        self._finished = True
+        waiters, self._done_waiters = self._done_waiters, []
+        for w in waiters:
+            w.callback(None)
+
+    def when_done(self) -> Deferred[None]:
+        """
+        A new Deferred that fires (with ``None``) once the download is
+        committed or has failed.
+        """
+        d: Deferred[None] = Deferred()
+        if self._finished:
+            d.callback(None)
+        else:
+            self._done_waiters.append(d)
+        return d
+
+    def wait_for_headers(self) -> Deferred[None]:
+        """
+        A new Deferred firing once the response can start: the upstream
+        answered with the file's headers (its size, when it gave one).
+        Fails with the download's failure if that never happens.
+        """
+        d: Deferred[None] = Deferred()
+        if self._failure is not None:
+            d.errback(self._failure)
+        elif self._headers_known:
+            d.callback(None)
+        else:
+            self._header_waiters.append(d)
+        return d
+
+    def cancel(self) -> None:
+        """
+        Give up (service shutting down).
+        """
+        if self._receiver is not None:
+            self._receiver.abort(FetchError("download cancelled"))
+
+    def progress(self) -> tuple[int, int | None]:
+        return self._written, self.expected_size()
+
+    async def _run(self) -> None:
+        self._fd, self._path = self.storage.open_partial()
+        errors: list[str] = []
+        for attempt in range(MAX_ATTEMPTS):
+            origin = self.origins[attempt % len(self.origins)]
+            try:
+                await self._attempt(origin)
+            except FileNotFoundUpstream:
+                raise
+            except IntegrityError:
+                raise
+            except Exception as e:
+                reason = describe_failure(Failure(e))
+                errors.append(f"{origin.url}: {reason}")
+                self.log.warn(
+                    "download of {filename} from {url} broke at byte {offset}: {reason}",
+                    filename=self.key.filename,
+                    url=origin.url,
+                    offset=self._written,
+                    reason=reason,
+                )
+                if isinstance(e, OSError):
+                    raise
+                continue
+            await self._finish()
+            return
+        raise FetchError(f"gave up after {MAX_ATTEMPTS} attempts: " + "; ".join(errors[-3:]))
+
+    async def _attempt(self, origin: Origin) -> None:
+        headers = {b"accept-encoding": b"identity"}
+        if self._written:
+            headers[b"range"] = f"bytes={self._written}-".encode()
+        response = await request(
+            origin.agent, self.clock, origin.url, headers, origin.first_byte_timeout
+        )
+        skip = self._accept_response(response)
+        self._headers_ready()
+        receiver = BodyReceiver(
+            lambda data: self._write_skipping(data, skip), self.clock, self.idle_timeout
+        )
+        self._receiver = receiver
+        response.deliverBody(receiver)
+        try:
+            await receiver.done
+        finally:
+            self._receiver = None
+        if self._total is not None and self._written < self._total:
+            raise FetchError(f"body ended at byte {self._written} of {self._total}")
+
+    def _accept_response(self, response: IResponse) -> list[int]:
+        """
+        Check a response's status and length against what we know; return
+        how many leading bytes to skip (a 200 answer to a resumed request
+        repeats what we already have).
+        """
+        if response.code in (404, 410):
+            response.deliverBody(Protocol())
+            raise FileNotFoundUpstream(f"HTTP {response.code} for a file the page lists")
+        if response.code not in (200, 206):
+            response.deliverBody(Protocol())
+            raise FetchError(f"HTTP {response.code}")
+        if header(response, b"content-encoding") not in (None, "identity"):
+            response.deliverBody(Protocol())
+            raise FetchError("upstream sent an encoded body for a file")
+        total: int | None = None
+        skip = 0
+        if response.code == 206:
+            start, total = _content_range(header(response, b"content-range"))
+            if start != self._written:
+                response.deliverBody(Protocol())
+                raise FetchError(f"asked for bytes from {self._written}, got from {start}")
+        else:
+            skip = self._written
+            if response.length != -1 and isinstance(response.length, int):
+                total = response.length
+        known = self.expected_size()
+        if total is not None and known is not None and total != known:
+            response.deliverBody(Protocol())
+            raise IntegrityError(f"upstream says {total} bytes, the index page says {known}")
+        if total is not None:
+            self._total = total
+        return [skip]
+
+    def _headers_ready(self) -> None:
+        if not self._headers_known:
+            self._headers_known = True
+            waiters, self._header_waiters = self._header_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def _write_skipping(self, data: bytes, skip: list[int]) -> None:
+        if skip[0]:
+            cut = min(skip[0], len(data))
+            skip[0] -= cut
+            data = data[cut:]
+            if not data:
+                return
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        if self._total is not None and self._written + len(data) > self._total:
+            raise IntegrityError(f"upstream sent more than the {self._total} bytes announced")
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        for h in self._hash.values():
+            h.update(data)
+        self._written += len(data)
+        self._notify()
+
+    async def _finish(self) -> None:
+        for name, h in self._hash.items():
+            want = self.hashes.get(name)
+            if want is not None and h.hexdigest() != want.lower():
+                raise IntegrityError(f"{name} mismatch: index says {want}, got {h.hexdigest()}")
+        fd, self._fd = self._fd, None
+        assert fd is not None
+        self._path = await self.storage.commit(fd, self._path, self.key.project, self.key.filename)
+        self._total = self._written
+        self._complete = True
+        self._headers_ready()
+        self.log.info(
+            "stored {filename} ({size} bytes)", filename=self.key.filename, size=self._written
+        )
+        self._notify()
+        self._listeners.clear()
+
+    def _fail(self, failure: Failure) -> None:
+        if isinstance(failure.value, OSError) and failure.value.errno == errno.ENOSPC:
+            self.log.error(
+                "disk full while storing {filename}: free space in the storage directory; "
+                "cached files are still served",
+                filename=self.key.filename,
+            )
+        else:
+            self.log.error(
+                "download of {filename} failed: {reason}",
+                filename=self.key.filename,
+                reason=describe_failure(failure),
+            )
+        self._failure = failure
+        self.storage.discard(self._fd, self._path)
+        self._fd = None
+        waiters, self._header_waiters = self._header_waiters, []
+        for d in waiters:
+            d.errback(failure)
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener.source_failed(failure)
+
+    def _notify(self) -> None:
+        for listener in list(self._listeners):
+            listener.data_available()
+
+
+def _content_range(value: str | None) -> tuple[int, int | None]:
+    """
+    Parse ``bytes START-END/TOTAL`` of a 206 response.
+    """
+    if not value or not value.startswith("bytes "):
+        raise FetchError(f"bad Content-Range {value!r}")
+    try:
+        span, _, total = value[6:].partition("/")
+        start = int(span.split("-", 1)[0])
+        return start, (None if total.strip() == "*" else int(total))
+    except ValueError as e:
+        raise FetchError(f"bad Content-Range {value!r}") from e
+
+
+@attrs.define
+class Manager:
+    """
+    The downloads in flight, one per file (single-flight).
+    """
+
+    storage: Storage
+    clock: IReactorTime
+    idle_timeout: float = 30.0
+    _active: dict[FileKey, Download] = attrs.field(factory=dict)
+
+    def get(
+        self,
+        key: FileKey,
+        origins: Sequence[Origin],
+        hashes: Mapping[str, str],
+        size: int | None,
+    ) -> Download:
+        """
+        The download of C{key}: the one in flight, or a new one.
+        """
+        existing = self._active.get(key)
+        if existing is not None:
+            return existing
+        download = Download(
+            key, origins, hashes, size, self.storage, self.clock, self.idle_timeout
+        )
+        self._active[key] = download
+        download.start()
+        download.when_done().addCallback(lambda _: self._active.pop(key, None))
+        return download
+
+    def in_flight(self) -> list[Download]:
+        return list(self._active.values())
+
+    def cancel_all(self) -> None:
+        for download in list(self._active.values()):
+            download.cancel()

@@ -1,0 +1,302 @@
+# -*- test-case-name: tests.test_index -*-
+"""
+Project pages: cached on disk, fresh for a while, refreshed from the
+upstreams, and never lost.
+
+A page is answered from memory or disk while fresh.  A stale page is
+answered at once and refreshed in the background (one refresh per project
+however many requests); when no upstream answers, the last page stays in
+use.  Files we stored stay listed after the upstream drops them, marked as
+removed upstream.  Rendered HTML and JSON are kept with the page, so a hot
+page costs no rendering per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+from packaging.utils import NormalizedName
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .fetch import describe_failure
+from .simple.model import DistFile, ProjectPage
+from .simple.negotiate import JSON_V1
+from .simple.parse import PageParseError, parse_project_page
+from .simple.render import render_project_html, render_project_json
+from .storage import Storage
+from .upstream import PageResult, Pool, ProjectNotFound, Validators
+
+#: Pages kept in memory (with their renderings); the rest are on disk.
+MEMORY_PAGES = 512
+
+
+@attrs.frozen
+class Rendered:
+    """
+    One representation of a page: the bytes and their entity tag.
+    """
+
+    body: bytes
+    etag: str
+
+
+@attrs.define(eq=False)
+class CachedPage:
+    """
+    A project page we hold, where it came from and when.
+    """
+
+    page: ProjectPage
+    source: str
+    fetched_at: float
+    etag: str | None = None
+    last_modified: str | None = None
+    _renders: dict[str, Rendered] = attrs.field(factory=dict)
+
+    def render(self, media_type: str) -> Rendered:
+        """
+        The page as C{media_type}, rendered once and kept.
+        """
+        r = self._renders.get(media_type)
+        if r is None:
+            name = self.page.name
+
+            def url(f: DistFile) -> str:
+                return "../../files/{}/{}".format(name, quote(f.filename, safe="+!"))
+
+            if media_type == JSON_V1:
+                body = render_project_json(self.page, url, private_keys=True)
+            else:
+                body = render_project_html(self.page, url)
+            r = Rendered(body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+            self._renders[media_type] = r
+        return r
+
+    def touched(self, now: float) -> CachedPage:
+        """
+        The same page, confirmed current at C{now}.
+        """
+        return CachedPage(self.page, self.source, now, self.etag, self.last_modified, self._renders)
+
+    def validators(self) -> Validators:
+        return Validators(self.source, self.etag, self.last_modified)
+
+    def to_bytes(self) -> bytes:
+        """
+        The stored form: the page as PEP 691 JSON with the upstream URLs,
+        plus our own bookkeeping under a private key.
+        """
+        data: dict[str, Any] = json.loads(render_project_json(self.page, lambda f: f.url))
+        data["_proxypypi"] = {
+            "source": self.source,
+            "fetched-at": self.fetched_at,
+            "etag": self.etag,
+            "last-modified": self.last_modified,
+        }
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, name: NormalizedName, raw: bytes) -> CachedPage:
+        """
+        Load a stored page.
+
+        :raises ValueError: when it is damaged.
+        """
+        meta = json.loads(raw).get("_proxypypi")
+        if not isinstance(meta, dict) or not isinstance(meta.get("source"), str):
+            raise ValueError("no bookkeeping block")
+        page, _ = parse_project_page(raw, JSON_V1, meta["source"], name)
+        return cls(
+            page,
+            meta["source"],
+            float(meta.get("fetched-at") or 0.0),
+            meta.get("etag"),
+            meta.get("last-modified"),
+        )
+
+
+@attrs.define
+class PageCache:
+    """
+    Project pages from the upstreams, kept on disk and in memory.
+    """
+
+    pool: Pool
+    storage: Storage
+    clock: IReactorTime
+    ttl: float = 600.0
+    negative_ttl: float = 60.0
+    forget_removed: bool = False
+    log = Logger()
+
+    _memory: OrderedDict[str, CachedPage] = attrs.field(factory=OrderedDict)
+    _refreshing: dict[str, list[Deferred[CachedPage]]] = attrs.field(factory=dict)
+    _not_found: dict[str, float] = attrs.field(factory=dict)
+
+    def peek(self, name: NormalizedName) -> CachedPage | None:
+        """
+        The page we hold for C{name}, fresh or not, without asking any
+        upstream.
+        """
+        cached = self._memory.get(name)
+        if cached is not None:
+            self._memory.move_to_end(name)
+            return cached
+        raw = self.storage.read_page(name)
+        if raw is None:
+            return None
+        try:
+            cached = CachedPage.from_bytes(name, raw)
+        except (ValueError, PageParseError) as e:
+            self.log.warn(
+                "ignoring damaged stored page for {project}: {error}", project=name, error=e
+            )
+            return None
+        self._remember(cached)
+        return cached
+
+    def _remember(self, cached: CachedPage) -> None:
+        self._memory[cached.page.name] = cached
+        self._memory.move_to_end(cached.page.name)
+        while len(self._memory) > MEMORY_PAGES:
+            self._memory.popitem(last=False)
+
+    def get(self, name: NormalizedName) -> Deferred[CachedPage]:
+        """
+        The page of C{name}: fresh from cache, stale from cache (refreshed
+        in the background), or fetched now.
+
+        :returns: a Deferred failing with L{ProjectNotFound} or
+            L{proxypypi.upstream.UpstreamUnavailable} when there is nothing
+            to serve.
+        """
+        now = self.clock.seconds()
+        cached = self.peek(name)
+        if cached is not None:
+            if now - cached.fetched_at >= self.ttl:
+                self._refresh(name, cached).addErrback(lambda _: None)
+            return Deferred.fromCoroutine(_value(cached))
+        missing_since = self._not_found.get(name)
+        if missing_since is not None and now - missing_since < self.negative_ttl:
+            return Deferred.fromCoroutine(_raise(ProjectNotFound(name)))
+        return self._refresh(name, None)
+
+    def _refresh(self, name: NormalizedName, cached: CachedPage | None) -> Deferred[CachedPage]:
+        d: Deferred[CachedPage] = Deferred()
+        waiters = self._refreshing.get(name)
+        if waiters is not None:
+            waiters.append(d)
+            return d
+        self._refreshing[name] = [d]
+
+        def done(result: CachedPage | Failure) -> None:
+            for w in self._refreshing.pop(name, []):
+                if isinstance(result, Failure):
+                    w.errback(result)
+                else:
+                    w.callback(result)
+
+        Deferred.fromCoroutine(self._fetch(name, cached)).addBoth(done)
+        return d
+
+    async def _fetch(self, name: NormalizedName, cached: CachedPage | None) -> CachedPage:
+        validators = cached.validators() if cached is not None else None
+        try:
+            result = await self.pool.fetch_page(name, validators)
+        except ProjectNotFound:
+            self._not_found[name] = self.clock.seconds()
+            kept = self._keep_only_stored(cached)
+            if kept is None:
+                raise
+            self.log.warn(
+                "upstreams no longer have {project}; serving the files stored here",
+                project=name,
+            )
+            return await self._store(kept)
+        except Exception as e:
+            if cached is None:
+                raise
+            self.log.warn(
+                "serving stale page of {project}: {reason}",
+                project=name,
+                reason=describe_failure(Failure(e)),
+            )
+            return cached
+        self._not_found.pop(name, None)
+        return await self._store(self._merge(name, cached, result))
+
+    def _merge(
+        self, name: NormalizedName, cached: CachedPage | None, result: PageResult
+    ) -> CachedPage:
+        now = self.clock.seconds()
+        if result.page is None:
+            assert cached is not None
+            return cached.touched(now)
+        page = result.page
+        if cached is not None and cached.source == result.source:
+            old, new = cached.page.last_serial, page.last_serial
+            if old is not None and new is not None and new < old:
+                self.log.info(
+                    "{upstream} sent {project} at serial {new}, older than our {old}; kept ours",
+                    upstream=result.source,
+                    project=name,
+                    new=new,
+                    old=old,
+                )
+                return cached.touched(now)
+        if cached is not None and not self.forget_removed:
+            page = self._with_removed(cached.page, page)
+        return CachedPage(page, result.source, now, result.etag, result.last_modified)
+
+    def _with_removed(self, old: ProjectPage, new: ProjectPage) -> ProjectPage:
+        """
+        C{new}, plus the files of C{old} that we stored and the upstream
+        no longer lists.
+        """
+        listed = {f.filename for f in new.files}
+        kept = tuple(
+            attrs.evolve(f, removed_upstream=True)
+            for f in old.files
+            if f.filename not in listed and self.storage.has_file(old.name, f.filename)
+        )
+        if not kept:
+            return new
+        return attrs.evolve(new, files=new.files + kept)
+
+    def _keep_only_stored(self, cached: CachedPage | None) -> CachedPage | None:
+        if cached is None or self.forget_removed:
+            return None
+        page = self._with_removed(cached.page, ProjectPage(cached.page.name))
+        if not page.files:
+            return None
+        return CachedPage(page, cached.source, self.clock.seconds())
+
+    async def _store(self, cached: CachedPage) -> CachedPage:
+        self._remember(cached)
+        try:
+            await self.storage.write_page(cached.page.name, cached.to_bytes())
+        except OSError as e:
+            self.log.error(
+                "cannot store page of {project} ({error}); serving it from memory",
+                project=cached.page.name,
+                error=os.strerror(e.errno or 0),
+            )
+        return cached
+
+
+async def _value(value: CachedPage) -> CachedPage:
+    return value
+
+
+async def _raise(error: Exception) -> CachedPage:
+    raise error
+

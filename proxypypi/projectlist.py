@@ -1,0 +1,211 @@
+# -*- test-case-name: tests.test_projectlist -*-
+"""
+``/simple/``: the list of every project, streamed through and cached.
+
+A real index lists hundreds of thousands of names.  The list is asked for
+as HTML (every index serves it) and parsed incrementally; each name is
+written straight to two partial files, our HTML and our JSON rendering,
+so at no point is the whole list held in memory.  Both are committed
+together and served from disk until they are older than the TTL.
+"""
+
+from __future__ import annotations
+
+import os
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+
+from .downloads import CompleteFile
+from .fetch import BodyReceiver, FetchError, describe_failure, header, request
+from .simple import render
+from .simple.negotiate import HTML, JSON_V1
+from .simple.parse import ProjectListParser, parse_project_list_json
+from .storage import Storage
+from .upstream import Pool, Upstream, UpstreamUnavailable
+from .web.errors import error
+from .web.fileresponse import respond_with_file
+
+LIST_ACCEPT = f"{HTML}, {JSON_V1};q=0.1".encode()
+
+
+@attrs.define(eq=False)
+class _Writer:
+    """
+    Both renderings of the list, growing side by side in partial files.
+    """
+
+    storage: Storage
+    html: list[bytes] = attrs.field(factory=list)
+    json: list[bytes] = attrs.field(factory=list)
+    count: int = 0
+    _files: list[tuple[int, str]] = attrs.field(factory=list)
+
+    def open(self) -> None:
+        self._files = [self.storage.open_partial(), self.storage.open_partial()]
+        self._write(render.project_list_html_head(), render.project_list_json_head())
+
+    def _write(self, html: bytes, json: bytes) -> None:
+        for (fd, _), data in zip(self._files, (html, json), strict=True):
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+
+    def add(self, names: list[str]) -> None:
+        if not names:
+            return
+        html = b"".join(render.project_list_html_entry(n) for n in names)
+        json = b"".join(
+            render.project_list_json_entry(n, first=(self.count + i == 0))
+            for i, n in enumerate(names)
+        )
+        self.count += len(names)
+        self._write(html, json)
+
+    def finish(self, html_path: str, json_path: str) -> None:
+        """
+        Close both files and move them into place.  Blocking.
+        """
+        self._write(render.project_list_html_tail(), render.project_list_json_tail())
+        for (fd, partial), final in zip(self._files, (html_path, json_path), strict=True):
+            os.fsync(fd)
+            os.close(fd)
+            os.replace(partial, final)
+        self._files = []
+
+    def discard(self) -> None:
+        for fd, partial in self._files:
+            self.storage.discard(fd, partial)
+        self._files = []
+
+
+@attrs.define
+class ProjectList:
+    """
+    The cached project list and its refresh.
+    """
+
+    pool: Pool
+    storage: Storage
+    clock: IReactorTime
+    ttl: float = 3600.0
+    max_json_bytes: int = 256 * 1024 * 1024
+    log = Logger()
+    _refreshing: list[Deferred[None]] | None = None
+
+    def path(self, media_type: str) -> str:
+        suffix = "json" if media_type == JSON_V1 else "html"
+        # Project names never start with "_", so these cannot collide.
+        return os.path.join(self.storage.pages_dir, f"_index.{suffix}")
+
+    def _age(self) -> float | None:
+        try:
+            return self.clock.seconds() - os.stat(self.path(JSON_V1)).st_mtime
+        except OSError:
+            return None
+
+    async def serve(self, request: IRequest, media_type: str) -> bytes | int:
+        """
+        Answer C{request} with the list as C{media_type}.
+        """
+        age = self._age()
+        if age is None:
+            try:
+                await self._refresh()
+            except FetchError as e:
+                return error(request, 502, f"no upstream answered for the project list: {e}")
+        elif age >= self.ttl:
+            self._refresh().addErrback(lambda _: None)
+        source = CompleteFile.at(self.path(media_type))
+        if source is None:
+            return error(request, 503, "the project list is being rebuilt; try again")
+        request.setHeader(b"vary", b"Accept, Accept-Encoding")
+        return respond_with_file(
+            request,
+            source,
+            etag=f'"{int(os.stat(source.path).st_mtime_ns)}-{source.size}"',
+            content_type=media_type,
+            clock=self.clock,
+            cache_control="max-age=600, public",
+        )
+
+    def _refresh(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if self._refreshing is not None:
+            self._refreshing.append(d)
+            return d
+        self._refreshing = [d]
+
+        def done(result: None | Failure) -> None:
+            waiters, self._refreshing = self._refreshing or [], None
+            for w in waiters:
+                if isinstance(result, Failure):
+                    w.errback(result)
+                else:
+                    w.callback(None)
+
+        Deferred.fromCoroutine(self._fetch()).addBoth(done)
+        return d
+
+    async def _fetch(self) -> None:
+        errors = []
+        for member in self.pool.in_order():
+            try:
+                count = await self._fetch_from(member)
+            except Exception as e:
+                reason = describe_failure(Failure(e))
+                errors.append(f"{member.url}: {reason}")
+                self.log.warn(
+                    "project list from {upstream} failed: {reason}",
+                    upstream=member.url,
+                    reason=reason,
+                )
+                continue
+            self.log.info(
+                "project list from {upstream}: {count} projects", upstream=member.url, count=count
+            )
+            return
+        raise UpstreamUnavailable("; ".join(errors))
+
+    async def _fetch_from(self, member: Upstream) -> int:
+        response = await request(
+            member.page_agent,
+            self.clock,
+            member.url,
+            {b"accept": LIST_ACCEPT},
+            member.config.first_byte_timeout,
+        )
+        if response.code != 200:
+            raise FetchError(f"HTTP {response.code}")
+        writer = _Writer(self.storage)
+        writer.open()
+        try:
+            is_json = (header(response, b"content-type") or "").startswith(JSON_V1)
+            if is_json:
+                body = bytearray()
+
+                def on_data(data: bytes) -> None:
+                    body.extend(data)
+                    if len(body) > self.max_json_bytes:
+                        raise FetchError("project list too large")
+
+            else:
+                parser = ProjectListParser()
+
+                def on_data(data: bytes) -> None:
+                    writer.add(parser.feed(data))
+
+            receiver = BodyReceiver(on_data, self.clock, self.pool.idle_timeout)
+            response.deliverBody(receiver)
+            await receiver.done
+            writer.add(parse_project_list_json(bytes(body)) if is_json else parser.close())
+            await self.storage.run(writer.finish, self.path(HTML), self.path(JSON_V1))
+        except BaseException:
+            writer.discard()
+            raise
+        return writer.count
+

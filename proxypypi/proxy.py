@@ -1,0 +1,31 @@
+"""
+The collaborators of one running proxy, handed to the resource tree.
+"""
+
+from __future__ import annotations
+
+import attrs
+from twisted.internet.interfaces import IReactorTime
+
+from .config import Config
+from .downloads import Manager
+from .index import PageCache
+from .projectlist import ProjectList
+from .storage import Storage
+from .upstream import Pool
+
+
+@attrs.define
+class Proxy:
+    """
+    Everything a request may need: settings, upstreams, caches, storage.
+    """
+
+    config: Config
+    clock: IReactorTime
+    storage: Storage
+    pool: Pool
+    pages: PageCache
+    downloads: Manager
+    project_list: ProjectList
+    started_at: float = 0.0

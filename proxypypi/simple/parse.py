@@ -1,0 +1,627 @@
+# -*- test-case-name: tests.test_simple_parse -*-
+"""
+Upstream index pages (PEP 503 HTML, PEP 691 JSON) into the model.
+
+Upstreams are not trusted.  A page is read as far as it makes sense, and a
+link is dropped (with a warning for the caller to log) whenever keeping it
+could make the proxy fetch from a non-HTTP URL, store a file under a
+dangerous name or serve another project's file.  Only a body that is not an
+index page at all raises L{PageParseError}, so that an error page is never
+mistaken for a project that lost all its files.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+from collections.abc import Iterable
+from html.parser import HTMLParser
+from typing import Any, TypeVar
+from urllib.parse import unquote, urldefrag, urljoin, urlsplit
+
+import attrs
+from packaging.utils import NormalizedName, canonicalize_name
+
+from ..names import InvalidDistFilename, is_safe_filename, parse_dist_filename
+from .model import CoreMetadata, DistFile, ProjectPage, ProjectStatus, Yanked
+from .negotiate import HTML, HTML_V1, JSON_V1, Format, parse_media_type
+
+#: Our private per-file JSON key for L{DistFile.removed_upstream}; clients
+#: ignore keys starting with ``_`` (PEP 691).
+REMOVED_UPSTREAM_KEY = "_proxypypi-removed-upstream"
+
+#: Keys of the PEP 658 flag in JSON, newest first: PEP 714 renamed it, and
+#: the reference index actually sends ``data-dist-info-metadata``.
+_JSON_METADATA_KEYS = ("core-metadata", "dist-info-metadata", "data-dist-info-metadata")
+_HTML_METADATA_KEYS = ("data-core-metadata", "data-dist-info-metadata")
+
+#: Hex digest length of every fixed-size algorithm ``hashlib.new`` always
+#: knows; the names PEP 691 allows and the proxy can verify.
+_HEX_LENGTHS = {
+    name: hashlib.new(name).digest_size * 2
+    for name in hashlib.algorithms_guaranteed
+    if not name.startswith("shake_")
+}
+_HEX_DIGITS = frozenset("0123456789abcdef")
+_SCHEMES = frozenset({"http", "https"})
+_BOM = b"\xef\xbb\xbf"
+
+_T = TypeVar("_T")
+
+
+class PageParseError(ValueError):
+    """
+    The body is not an index page at all, or is the page of another project.
+    """
+
+
+def _brief(value: object) -> str:
+    """
+    A log-safe rendering of an upstream value, cut short: attribute values
+    can be arbitrarily large.
+    """
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _ascii_int(text: str) -> int | None:
+    """
+    C{text} as a non-negative integer, or ``None`` (also for numbers too
+    long for ``int()``).
+    """
+    if not (text.isascii() and text.isdigit()):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _check_api_version(version: object) -> None:
+    """
+    Refuse a page of a newer major version, as PEP 629 requires of clients:
+    its fields may no longer mean what this module thinks they mean.
+    """
+    if isinstance(version, str):
+        major = _ascii_int(version.partition(".")[0].strip())
+        if major is not None and major != 1:
+            raise PageParseError(f"unsupported repository version {_brief(version)}")
+
+
+def _status(status: object, reason: object) -> ProjectStatus | None:
+    """
+    A PEP 792 status from whichever spelling the upstream used.
+    """
+    if not isinstance(status, str) or not status:
+        return None
+    return ProjectStatus(status, reason if isinstance(reason, str) and reason else None)
+
+
+@attrs.define
+class _Collector:
+    """
+    The admission rules shared by both serializations, and the warnings
+    they produce, for one page of one project.
+    """
+
+    page_url: str
+    expected: NormalizedName
+    warnings: list[str] = attrs.field(factory=list)
+    files: dict[str, DistFile] = attrs.field(factory=dict)
+
+    def resolve(self, href: str, what: str, base: str | None = None) -> tuple[str, str] | None:
+        """
+        The absolute URL (without fragment) and the fragment of a link, or
+        ``None`` when the proxy must never fetch it (not http or https).
+
+        :param base: what relative URLs resolve against, if not the page.
+        """
+        href = href.strip()
+        if not href:
+            self.warnings.append(f"dropped {_brief(what)}: no URL")
+            return None
+        try:
+            url, fragment = urldefrag(urljoin(base or self.page_url, href))
+            scheme = urlsplit(url).scheme
+        except ValueError:
+            scheme = ""
+        if scheme not in _SCHEMES:
+            self.warnings.append(f"dropped {_brief(what)}: not an http(s) URL: {_brief(href)}")
+            return None
+        return url, fragment
+
+    def admit(self, filename: str) -> bool:
+        """
+        Whether a file of this name may join the page: a safe, printable,
+        first-seen name, of this project when the name says which project.
+        """
+        if not (is_safe_filename(filename) and filename.isprintable()):
+            self.warnings.append(f"dropped {_brief(filename)}: unsafe file name")
+            return False
+        if filename in self.files:
+            self.warnings.append(f"dropped {_brief(filename)}: duplicate file name")
+            return False
+        try:
+            project = parse_dist_filename(filename).project
+        except InvalidDistFilename:
+            return True  # a legacy format (.egg, .exe, ...): nothing to check
+        if project != self.expected:
+            self.warnings.append(f"dropped {_brief(filename)}: belongs to project {project!r}")
+            return False
+        return True
+
+    def hashes(self, pairs: Iterable[tuple[object, object]], what: str) -> dict[str, str]:
+        """
+        The usable hashes among C{pairs}: a known algorithm with a hex
+        digest of the right length, both lowercased.
+        """
+        clean: dict[str, str] = {}
+        for name, value in pairs:
+            if isinstance(name, str) and isinstance(value, str):
+                name, value = name.lower(), value.lower()
+                if len(value) == _HEX_LENGTHS.get(name) and _HEX_DIGITS.issuperset(value):
+                    clean.setdefault(name, value)
+                    continue
+            self.warnings.append(f"{what}: dropped hash {_brief(name)}={_brief(value)}")
+        return clean
+
+    def provenance(self, value: object, filename: str) -> str | None:
+        """
+        A PEP 740 provenance URL, which must be absolute https; clients fetch
+        it directly, so anything else is dropped.
+        """
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            try:
+                parts = urlsplit(value)
+            except ValueError:
+                parts = None
+            if parts is not None and parts.scheme == "https" and parts.netloc:
+                return value
+        self.warnings.append(f"{_brief(filename)}: dropped provenance {_brief(value)}")
+        return None
+
+    def page(
+        self, versions: Iterable[str], last_serial: int | None, status: ProjectStatus | None
+    ) -> ProjectPage:
+        """
+        The finished page, with C{versions} completed by the files' own
+        versions so that the page round-trips through JSON unchanged.
+        """
+        draft = ProjectPage(self.expected, tuple(self.files.values()), tuple(versions))
+        return attrs.evolve(
+            draft, versions=draft.all_versions(), last_serial=last_serial, status=status
+        )
+
+
+# JSON (PEP 691 / 700 / 714 / 740 / 792)
+
+
+def _load_json_object(body: bytes) -> dict[str, Any]:
+    """
+    The top-level JSON object of C{body}.
+
+    :raises PageParseError: for anything but a JSON object.
+    """
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as e:
+        raise PageParseError(f"not JSON: {_brief(str(e))}") from None
+    if not isinstance(doc, dict):
+        raise PageParseError("JSON page is not an object")
+    return doc
+
+
+def _field(doc: dict[str, Any], key: str, kind: type[_T], default: _T) -> _T:
+    """
+    C{doc[key]}, or C{default} when absent.
+
+    :raises PageParseError: when present with the wrong type.
+    """
+    value = doc.get(key, default)
+    if not isinstance(value, kind):
+        raise PageParseError(f"{key!r} is not a {kind.__name__}")
+    return value
+
+
+def _json_yanked(value: object) -> Yanked:
+    """
+    PEP 592 in JSON; an empty reason means yanked without one.
+    """
+    if isinstance(value, str):
+        return value or True
+    return bool(value)
+
+
+def _json_size(value: object) -> int | None:
+    """
+    A PEP 700 size, which must be a non-negative integer.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def _json_str(value: object) -> str | None:
+    """
+    C{value} if it is a non-empty string (upstreams send ``null``).
+    """
+    return value if isinstance(value, str) and value else None
+
+
+def _json_core_metadata(c: _Collector, entry: dict[str, Any], filename: str) -> CoreMetadata:
+    """
+    The PEP 658 flag under the first key present, newest spelling first.
+    A dict whose hashes are all unusable is treated as no metadata: the
+    proxy must not advertise what it cannot vouch for.
+    """
+    value = next((entry[key] for key in _JSON_METADATA_KEYS if key in entry), False)
+    if isinstance(value, dict):
+        return (c.hashes(value.items(), f"{_brief(filename)} metadata") or False) if value else True
+    return value is True
+
+
+def _json_file(c: _Collector, entry: object) -> None:
+    """
+    Admit one element of ``files``.
+    """
+    if not isinstance(entry, dict):
+        c.warnings.append(f"dropped file entry {_brief(entry)}: not an object")
+        return
+    filename, href = entry.get("filename"), entry.get("url")
+    if not isinstance(filename, str) or not isinstance(href, str):
+        c.warnings.append(f"dropped file entry {_brief(filename)}: no filename or url")
+        return
+    resolved = c.resolve(href, filename)
+    if resolved is None or not c.admit(filename):
+        return
+    hashes = entry.get("hashes")
+    c.files[filename] = DistFile(
+        filename=filename,
+        url=resolved[0],
+        hashes=c.hashes(hashes.items(), _brief(filename)) if isinstance(hashes, dict) else {},
+        requires_python=_json_str(entry.get("requires-python")),
+        yanked=_json_yanked(entry.get("yanked")),
+        core_metadata=_json_core_metadata(c, entry, filename),
+        gpg_sig=entry.get("gpg-sig") if isinstance(entry.get("gpg-sig"), bool) else None,
+        size=_json_size(entry.get("size")),
+        upload_time=_json_str(entry.get("upload-time")),
+        provenance=c.provenance(entry.get("provenance"), filename),
+        removed_upstream=entry.get(REMOVED_UPSTREAM_KEY) is True,
+    )
+
+
+def _json_status(doc: dict[str, Any], meta: dict[str, Any]) -> ProjectStatus | None:
+    """
+    PEP 792 status in any of its three spellings: ``project-status.status``
+    (the spec text), ``project-status.state`` (PEP 792) or
+    ``meta.project-status`` (the spec's example).
+    """
+    block = doc.get("project-status")
+    if isinstance(block, dict):
+        return _status(block.get("status") or block.get("state"), block.get("reason"))
+    return _status(meta.get("project-status"), meta.get("project-status-reason"))
+
+
+def _parse_json(c: _Collector, body: bytes, last_serial: int | None) -> ProjectPage:
+    """
+    A PEP 691 project page.
+    """
+    doc = _load_json_object(body)
+    meta = _field(doc, "meta", dict, {})
+    _check_api_version(meta.get("api-version"))
+    name = _field(doc, "name", str, c.expected)
+    if canonicalize_name(name) != c.expected:
+        raise PageParseError(f"page of {_brief(name)}, expected {c.expected!r}")
+    if "files" not in doc:
+        raise PageParseError("no 'files' in JSON page")
+    for entry in _field(doc, "files", list, []):
+        _json_file(c, entry)
+    versions = [v for v in _field(doc, "versions", list, []) if isinstance(v, str)]
+    serial = doc.get("_last-serial")
+    if isinstance(serial, int) and not isinstance(serial, bool) and serial >= 0:
+        last_serial = serial
+    return c.page(versions, last_serial, _json_status(doc, meta))
+
+
+# HTML (PEP 503 / 592 / 629 / 658 / 714 / 740 / 792)
+
+_Attrs = dict[str, str | None]
+
+
+class _AnchorParser(HTMLParser):
+    """
+    Collects every ``<a>`` as its attributes and text.  Text runs until the
+    next ``</a>`` or ``<a>``, so unclosed anchors still count.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.anchors: list[tuple[_Attrs, str]] = []
+        self._attrs: _Attrs | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._finish_anchor()
+            self._attrs = {}
+            for name, value in attrs:
+                self._attrs.setdefault(name, value)  # HTML: the first duplicate wins
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a":
+            self._finish_anchor()
+
+    def handle_data(self, data: str) -> None:
+        if self._attrs is not None:
+            self._text.append(data)
+
+    def close(self) -> None:
+        super().close()
+        self._finish_anchor()
+
+    def parse_marked_section(self, i: int, report: bool = True) -> int:
+        """
+        Skip ``<![keyword[`` sections the standard library does not know,
+        where it would raise ``AssertionError`` on hostile input.
+        """
+        try:
+            return super().parse_marked_section(i, report)
+        except AssertionError:
+            end = self.rawdata.find(">", i)
+            return -1 if end < 0 else end + 1
+
+    def _finish_anchor(self) -> None:
+        if self._attrs is not None:
+            self.anchors.append((self._attrs, "".join(self._text).strip()))
+        self._attrs, self._text = None, []
+
+
+class _PageParser(_AnchorParser):
+    """
+    Also collects ``<meta name=... content=...>``, the first ``<base>`` and
+    the ``<!--SERIAL n-->`` comment some indexes put on HTML pages.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.meta: dict[str, str] = {}
+        self.base: str | None = None
+        self.serial: int | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        super().handle_starttag(tag, attrs)
+        values = dict(attrs)
+        if tag == "meta" and values.get("name") and values.get("content") is not None:
+            self.meta.setdefault(str(values["name"]).lower(), str(values["content"]))
+        elif tag == "base" and self.base is None and values.get("href"):
+            self.base = values["href"]
+
+    def handle_comment(self, data: str) -> None:
+        words = data.split()
+        if self.serial is None and len(words) == 2 and words[0] == "SERIAL":
+            self.serial = _ascii_int(words[1])
+
+
+def _decode_html(body: bytes, content_type: str) -> str:
+    """
+    The text of an HTML body in its declared charset (UTF-8 by default);
+    undecodable bytes become U+FFFD rather than an error.
+    """
+    charset = parse_media_type(content_type)[1].get("charset", "utf-8")
+    try:
+        text = body.decode(charset, "replace")
+    except LookupError:
+        text = body.decode("utf-8", "replace")
+    return text.removeprefix("\ufeff")
+
+
+def _html_yanked(attrs: _Attrs) -> Yanked:
+    """
+    PEP 592: a bare or empty ``data-yanked`` means yanked without a reason.
+    """
+    if "data-yanked" not in attrs:
+        return False
+    return attrs["data-yanked"] or True
+
+
+def _html_core_metadata(c: _Collector, attrs: _Attrs, filename: str) -> CoreMetadata:
+    """
+    PEP 658 / 714: ``true`` or ``<hashname>=<hex>``, newest spelling first;
+    an unusable hash means no metadata (see L{_json_core_metadata}).
+    """
+    for key in _HTML_METADATA_KEYS:
+        if key in attrs:
+            value = (attrs[key] or "true").strip()
+            if value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            name, _, digest = value.partition("=")
+            return c.hashes([(name, digest)], f"{_brief(filename)} metadata") or False
+    return False
+
+
+def _html_bool(value: str | None) -> bool | None:
+    """
+    ``data-gpg-sig``: ``true``, ``false`` or unknown.
+    """
+    if value is None or value.lower() not in ("true", "false"):
+        return None
+    return value.lower() == "true"
+
+
+def _html_file(c: _Collector, base: str, attrs: _Attrs, text: str) -> None:
+    """
+    Admit one anchor.  The file name is the URL's last path segment, which
+    PEP 503 says the anchor text must equal: the URL decides what is
+    fetched, so it also decides what the file is called.
+    """
+    href = attrs.get("href")
+    if href is None:
+        c.warnings.append(f"dropped anchor {_brief(text)}: no href")
+        return
+    resolved = c.resolve(href, text, base)
+    if resolved is None:
+        return
+    url, fragment = resolved
+    filename = unquote(urlsplit(url).path.rpartition("/")[2])
+    if not filename:
+        c.warnings.append(f"dropped {_brief(href)}: the URL does not name a file")
+        return
+    if not c.admit(filename):
+        return
+    name, eq, digest = fragment.partition("=")
+    c.files[filename] = DistFile(
+        filename=filename,
+        url=url,
+        hashes=c.hashes([(name, digest)], _brief(filename)) if eq else {},
+        requires_python=attrs.get("data-requires-python") or None,
+        yanked=_html_yanked(attrs),
+        core_metadata=_html_core_metadata(c, attrs, filename),
+        gpg_sig=_html_bool(attrs.get("data-gpg-sig")),
+        provenance=c.provenance(attrs.get("data-provenance"), filename),
+    )
+
+
+def _html_base(page_url: str, base: str | None) -> str:
+    """
+    What relative links resolve against: the page URL, or the first
+    ``<base href>`` resolved against it (as browsers and pip do).
+    """
+    if base and base.strip():
+        try:
+            return urljoin(page_url, base.strip())
+        except ValueError:
+            pass
+    return page_url
+
+
+def _feed(parser: HTMLParser, text: str, *, close: bool) -> None:
+    """
+    Feed C{parser}, turning the standard library's last-resort assertions
+    into L{PageParseError}.
+    """
+    try:
+        parser.feed(text)
+        if close:
+            parser.close()
+    except AssertionError as e:
+        raise PageParseError(f"unparseable HTML: {_brief(str(e))}") from None
+
+
+def _parse_html(
+    c: _Collector, body: bytes, content_type: str, last_serial: int | None
+) -> ProjectPage:
+    """
+    A PEP 503 project page.
+    """
+    parser = _PageParser()
+    _feed(parser, _decode_html(body, content_type), close=True)
+    _check_api_version(parser.meta.get("pypi:repository-version"))
+    base = _html_base(c.page_url, parser.base)
+    for attrs_, text in parser.anchors:
+        _html_file(c, base, attrs_, text)
+    status = _status(
+        parser.meta.get("pypi:project-status"), parser.meta.get("pypi:project-status-reason")
+    )
+    serial = parser.serial if parser.serial is not None else last_serial
+    return c.page((), serial, status)
+
+
+def _format_of(body: bytes, content_type: str) -> Format:
+    """
+    Which serialization C{body} is in: the content type when it names one,
+    otherwise a sniff (JSON starts with ``{``).
+    """
+    media_type = parse_media_type(content_type)[0]
+    if media_type == JSON_V1:
+        return Format.JSON
+    if media_type in (HTML, HTML_V1):
+        return Format.HTML
+    head = body[:1024].removeprefix(_BOM).lstrip()
+    return Format.JSON if head.startswith(b"{") else Format.HTML
+
+
+def parse_project_page(
+    body: bytes,
+    content_type: str,
+    page_url: str,
+    expected_name: NormalizedName,
+    last_serial: int | None = None,
+) -> tuple[ProjectPage, list[str]]:
+    """
+    Read an upstream project page.
+
+    :param body: the response body.
+    :param content_type: the response's ``Content-Type`` (may be empty).
+    :param page_url: the URL the page was finally fetched from, after
+        redirects; relative file URLs resolve against it.
+    :param expected_name: the project asked for.
+    :param last_serial: the ``X-PyPI-Last-Serial`` header, used when the
+        body carries no serial.
+    :returns: the page (whose ``versions`` already include every file's
+        version) and human-readable warnings about what was dropped.
+    :raises PageParseError: when C{body} is not a project page, or a JSON
+        page names another project.
+    """
+    c = _Collector(page_url, expected_name)
+    if _format_of(body, content_type) is Format.JSON:
+        page = _parse_json(c, body, last_serial)
+    else:
+        page = _parse_html(c, body, content_type, last_serial)
+    return page, c.warnings
+
+
+# The project list (PEP 503 / 691 ``/simple/``)
+
+
+class ProjectListParser:
+    """
+    Incremental reader of an HTML project list, which upstream can be tens
+    of megabytes: feed it chunks as they arrive and get names back as soon
+    as their anchors close.  Chunks may split tags, names and UTF-8
+    sequences anywhere.
+    """
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._parser = _AnchorParser()
+
+    def feed(self, chunk: bytes) -> list[str]:
+        """
+        :returns: the project names (anchor texts) completed by C{chunk}.
+        :raises PageParseError: if the HTML parser gives up.
+        """
+        _feed(self._parser, self._decoder.decode(chunk), close=False)
+        return self._take()
+
+    def close(self) -> list[str]:
+        """
+        :returns: the names still pending at the end of the body.
+        """
+        _feed(self._parser, self._decoder.decode(b"", final=True), close=True)
+        return self._take()
+
+    def _take(self) -> list[str]:
+        names = [text for _attrs, text in self._parser.anchors if text]
+        self._parser.anchors.clear()
+        return names
+
+
+def parse_project_list_json(body: bytes) -> list[str]:
+    """
+    The names of a PEP 691 JSON project list (``projects[].name``), skipping
+    malformed entries.
+
+    :raises PageParseError: when C{body} is not a JSON project list.
+    """
+    doc = _load_json_object(body)
+    _check_api_version(_field(doc, "meta", dict, {}).get("api-version"))
+    if "projects" not in doc:
+        raise PageParseError("no 'projects' in JSON project list")
+    return [
+        entry["name"]
+        for entry in _field(doc, "projects", list, [])
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"]
+    ]

@@ -1,0 +1,212 @@
+# -*- test-case-name: tests.test_storage -*-
+"""
+The on-disk layout, and writes that survive a crash.
+
+::
+
+    DATA/files/<project>/<filename>     complete, hash-verified files
+    DATA/pages/<project>.json           the last page fetched for a project
+    DATA/tmp/                           partial downloads; emptied at start-up
+
+Every write is temp file + fsync + rename, so a crash leaves the old state
+or the new one, never a mix.  Slow calls (fsync, directory scans) run in a
+dedicated thread pool, never on the reactor thread.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+T = TypeVar("T")
+
+#: Runs a blocking callable off the reactor thread; ``deferToThreadPool``
+#: bound to the disk pool in the service, a synchronous stand-in in tests.
+Runner = Callable[..., "Deferred[Any]"]
+
+PARTIAL_SUFFIX = ".part"
+
+
+class StorageError(Exception):
+    """
+    The storage directory cannot be used; the message says why and how to fix it.
+    """
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """
+    Replace C{path} with C{data} so that a crash leaves either the old
+    content or the new one.  Blocking: call it through a L{Runner}.
+    """
+    directory = os.path.dirname(path)
+    tmp = os.path.join(directory, f".{secrets.token_hex(8)}{PARTIAL_SUFFIX}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(directory)
+
+
+@attrs.define
+class Storage:
+    """
+    The storage directory of one service.
+
+    :ivar root: the directory (``--storage``).
+    :ivar run: how blocking work is sent off the reactor thread.
+    """
+
+    root: str
+    run: Runner
+    log = Logger()
+
+    @property
+    def files_dir(self) -> str:
+        return os.path.join(self.root, "files")
+
+    @property
+    def pages_dir(self) -> str:
+        return os.path.join(self.root, "pages")
+
+    @property
+    def tmp_dir(self) -> str:
+        return os.path.join(self.root, "tmp")
+
+    def prepare(self) -> None:
+        """
+        Create the layout if missing, empty ``tmp/`` of partial files a
+        killed process left behind, and prove the directory is writable.
+        Blocking; runs once at start-up.
+
+        :raises StorageError: naming the directory and the fix.
+        """
+        try:
+            for d in (self.root, self.files_dir, self.pages_dir, self.tmp_dir):
+                os.makedirs(d, exist_ok=True)
+            removed = 0
+            for name in os.listdir(self.tmp_dir):
+                os.unlink(os.path.join(self.tmp_dir, name))
+                removed += 1
+            probe = os.path.join(self.tmp_dir, f"probe-{secrets.token_hex(4)}")
+            with open(probe, "wb") as f:
+                f.write(b"ok")
+            os.unlink(probe)
+        except OSError as e:
+            raise StorageError(
+                f"storage directory {os.path.abspath(self.root)!r} is not usable "
+                f"({e.strerror}): create it and make it writable by this user, "
+                "or choose another with --storage"
+            ) from e
+        if removed:
+            self.log.info("removed {count} partial files left by an earlier run", count=removed)
+
+    # Files
+
+    def file_path(self, project: str, filename: str) -> str:
+        """
+        Where a complete file lives.  C{project} must be a normalized name
+        and C{filename} a safe file name (see L{proxypypi.names}).
+        """
+        return os.path.join(self.files_dir, project, filename)
+
+    def has_file(self, project: str, filename: str) -> bool:
+        return os.path.isfile(self.file_path(project, filename))
+
+    def open_partial(self) -> tuple[int, str]:
+        """
+        Create a new, empty partial file for a download.
+
+        :returns: a write-only descriptor and the file's path.
+        """
+        path = os.path.join(self.tmp_dir, secrets.token_hex(12) + PARTIAL_SUFFIX)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        return fd, path
+
+    def commit(self, fd: int, partial: str, project: str, filename: str) -> Deferred[str]:
+        """
+        Make a finished partial file permanent: fsync, close, rename into
+        place, fsync the directory.  Readers holding a descriptor on the
+        partial file keep reading the same bytes.
+
+        :returns: a Deferred firing with the final path.
+        """
+        final = self.file_path(project, filename)
+
+        def work() -> str:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            os.replace(partial, final)
+            _fsync_dir(os.path.dirname(final))
+            return final
+
+        d: Deferred[str] = self.run(work)
+        return d
+
+    def discard(self, fd: int | None, partial: str) -> None:
+        """
+        Drop a partial file that will never be complete.
+        """
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            os.unlink(partial)
+        except FileNotFoundError:
+            pass
+
+    # Pages
+
+    def page_path(self, project: str) -> str:
+        return os.path.join(self.pages_dir, project + ".json")
+
+    def read_page(self, project: str) -> bytes | None:
+        """
+        The stored page of a project, or ``None``.  Pages are small enough
+        to read on the reactor thread (they are cached in memory after).
+        """
+        try:
+            with open(self.page_path(project), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def write_page(self, project: str, data: bytes) -> Deferred[None]:
+        """
+        Store a project's page atomically, off the reactor thread.
+        """
+        d: Deferred[None] = self.run(write_atomically, self.page_path(project), data)
+        return d
+
+    def write_blob(self, path: str, data: bytes) -> Deferred[None]:
+        """
+        Store any other small file atomically, off the reactor thread.
+        """
+        d: Deferred[None] = self.run(write_atomically, path, data)
+        return d

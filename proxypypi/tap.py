@@ -1,0 +1,91 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+``twistd proxypypi``: command-line options and the service maker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from .config import DEFAULT_STORAGE, Config, ConfigError, build_config, load_toml
+from .storage import Storage, StorageError
+
+
+class Options(usage.Options):
+    """
+    Options of ``twistd proxypypi``; a ``--config`` TOML file gives the same
+    keys, and the command line overrides it.
+    """
+
+    synopsis = "[options] --upstream URL [--upstream URL ...]"
+    longdesc = (
+        "A caching proxy for the Python package index.  Give each upstream "
+        "simple index with --upstream, in rank order; several URLs joined "
+        "by commas form one group of mirrors."
+    )
+    optParameters = [
+        ["config", None, None, "TOML file with settings (same keys as these options)."],
+        ["storage", None, None, f"Directory for cached files and pages [{DEFAULT_STORAGE}]."],
+        ["page-ttl", None, None, "Seconds a cached project page stays fresh [600]."],
+        ["download-idle-timeout", None, None,
+         "Seconds without upstream data before a download is abandoned [30]."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["upstreams"] = []
+        self["listens"] = []
+
+    def opt_upstream(self, url: str) -> None:
+        """
+        An upstream simple index, e.g. https://mirror.example/simple/
+        (repeatable; order is rank; URL1,URL2 makes one group of mirrors).
+        """
+        self["upstreams"].append(url)
+
+    def opt_listen(self, endpoint: str) -> None:
+        """
+        A Twisted server endpoint to listen on (repeatable)
+        [tcp:3141:interface=127.0.0.1].
+        """
+        self["listens"].append(endpoint)
+
+    def postOptions(self) -> None:
+        try:
+            self["config_obj"] = options_to_config(self)
+            Storage(self["config_obj"].storage, _no_runner).prepare()
+        except (ConfigError, StorageError) as e:
+            raise usage.UsageError(str(e)) from e
+
+
+def _no_runner(*args: Any) -> Any:
+    raise AssertionError("no blocking work at option time")
+
+
+def options_to_config(options: usage.Options) -> Config:
+    """
+    Merge the options over the ``--config`` file.
+    """
+    settings: dict[str, object] = {}
+    if options["config"]:
+        settings.update(load_toml(options["config"]))
+    for key in ("storage", "page-ttl", "download-idle-timeout"):
+        if options[key] is not None:
+            settings[key] = options[key]
+    return build_config(settings, options["upstreams"], options["listens"] or ())
+
+
+def makeService(options: usage.Options) -> IService:
+    """
+    Build the service; called by twistd after the options are parsed.
+    """
+    from twisted.internet import reactor
+
+    from .service import make_service
+
+    return make_service(options["config_obj"], reactor)
+
+

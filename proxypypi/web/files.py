@@ -1,0 +1,139 @@
+# -*- test-case-name: tests.test_web_files -*-
+"""
+``/files/<project>/<filename>`` and ``<filename>.metadata``.
+
+A complete file is served from disk.  Anything else must be listed on the
+project's page: the page gives the only URL it may be fetched from, and
+the hashes it must match.  Clients are answered as soon as the upstream's
+headers arrive and read the file while it downloads.
+"""
+
+from __future__ import annotations
+
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from ..downloads import CompleteFile, FileKey, FileNotFoundUpstream, Origin
+from ..fetch import FetchError
+from ..index import CachedPage
+from ..names import METADATA_SUFFIX, is_safe_filename, normalize
+from ..proxy import Proxy
+from ..simple.model import DistFile
+from ..upstream import ProjectNotFound
+from .deferred import render_async, request_gone
+from .errors import error
+from .fileresponse import respond_with_file
+
+DIST_TYPE = "application/octet-stream"
+METADATA_TYPE = "text/plain; charset=utf-8"
+
+
+def _split(filename: str) -> tuple[str, bool]:
+    """
+    The distribution file a request is about, and whether it asks for that
+    file's core metadata.
+    """
+    if filename.endswith(METADATA_SUFFIX):
+        return filename[: -len(METADATA_SUFFIX)], True
+    return filename, False
+
+
+def _etag(f: DistFile | None, metadata: bool) -> str | None:
+    if f is None:
+        return None
+    digest = f.metadata_sha256 if metadata else f.sha256
+    return f'"{digest}"' if digest else None
+
+
+class FilesResource(Resource):
+    """
+    The ``/files/`` tree: exactly two segments below it.
+    """
+
+    isLeaf = True
+
+    def __init__(self, proxy: Proxy) -> None:
+        super().__init__()
+        self.proxy = proxy
+
+    def render_HEAD(self, request: IRequest) -> bytes | int:
+        return self.render_GET(request)
+
+    def render_GET(self, request: IRequest) -> bytes | int:
+        if len(request.postpath) != 2:
+            return error(request, 404, "no such file; file URLs are /files/<project>/<filename>")
+        try:
+            project, filename = (s.decode("utf-8") for s in request.postpath)
+        except UnicodeDecodeError:
+            return error(request, 404, "no such file")
+        if normalize(project) != project or not is_safe_filename(filename):
+            return error(request, 404, "no such file")
+        dist, metadata = _split(filename)
+        content_type = METADATA_TYPE if metadata else DIST_TYPE
+        complete = CompleteFile.at(self.proxy.storage.file_path(project, filename))
+        if complete is not None:
+            cached = self.proxy.pages.peek(normalize(project) or project)
+            f = cached.page.file(dist) if cached is not None else None
+            return respond_with_file(
+                request,
+                complete,
+                etag=_etag(f, metadata),
+                content_type=content_type,
+                clock=self.proxy.clock,
+            )
+
+        async def fetch() -> bytes | int:
+            return await self._fetch(request, project, filename)
+
+        return render_async(request, fetch)
+
+    async def _fetch(self, request: IRequest, project: str, filename: str) -> bytes | int:
+        dist, metadata = _split(filename)
+        name = normalize(project)
+        assert name is not None
+        try:
+            cached = await self.proxy.pages.get(name)
+        except ProjectNotFound:
+            return error(request, 404, f"project {project} not found on any upstream")
+        except FetchError as e:
+            return error(request, 502, f"no upstream answered for {project}: {e}")
+        f = cached.page.file(dist)
+        if f is None or not f.url:
+            return error(request, 404, f"{dist} is not listed on the page of {project}")
+        if metadata and not f.core_metadata:
+            return error(request, 404, f"the index offers no core metadata for {dist}")
+        download = self.proxy.downloads.get(
+            FileKey(project, filename),
+            self._origins(cached, f, metadata),
+            _hashes(f, metadata),
+            None if metadata else f.size,
+        )
+        try:
+            await download.wait_for_headers()
+        except FileNotFoundUpstream:
+            return error(request, 404, f"the upstream no longer has {filename}")
+        except FetchError as e:
+            return error(request, 502, f"cannot fetch {filename}: {e}")
+        except OSError as e:
+            return error(request, 507, f"cannot store {filename}: {e.strerror}")
+        if request_gone(request):
+            return NOT_DONE_YET
+        return respond_with_file(
+            request,
+            download,
+            etag=_etag(f, metadata),
+            content_type=METADATA_TYPE if metadata else DIST_TYPE,
+            clock=self.proxy.clock,
+        )
+
+    def _origins(self, cached: CachedPage, f: DistFile, metadata: bool) -> list[Origin]:
+        url = f.url + (METADATA_SUFFIX if metadata else "")
+        return self.proxy.pool.origins(cached.source, url)
+
+
+def _hashes(f: DistFile, metadata: bool) -> dict[str, str]:
+    if not metadata:
+        return dict(f.hashes)
+    digest = f.metadata_sha256
+    return {"sha256": digest} if digest else {}

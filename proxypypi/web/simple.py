@@ -1,0 +1,118 @@
+# -*- test-case-name: tests.test_web_simple -*-
+"""
+``/simple/`` and ``/simple/<name>/``: the index pages, negotiated.
+"""
+
+from __future__ import annotations
+
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+
+from ..fetch import FetchError
+from ..names import normalize
+from ..proxy import Proxy
+from ..simple.negotiate import negotiate
+from ..upstream import ProjectNotFound
+from .deferred import render_async
+from .errors import ErrorResource, error, redirect
+
+VARY = b"Accept, Accept-Encoding"
+
+
+def _negotiate(request: IRequest) -> str | None:
+    accept = request.getHeader(b"accept")
+    return negotiate(accept.decode("latin-1") if accept is not None else None)
+
+
+def _not_acceptable(request: IRequest) -> bytes:
+    request.setHeader(b"vary", VARY)
+    return error(
+        request,
+        406,
+        "none of the requested media types is served here; ask for "
+        "application/vnd.pypi.simple.v1+json or text/html",
+    )
+
+
+def etag_matches(request: IRequest, etag: str) -> bool:
+    """
+    Whether the client already holds this representation (``If-None-Match``).
+    """
+    value = request.getHeader(b"if-none-match")
+    if value is None:
+        return False
+    tags = [t.strip() for t in value.decode("latin-1").split(",")]
+    return "*" in tags or etag in tags or ("W/" + etag) in tags
+
+
+class SimpleResource(Resource):
+    """
+    ``/simple/``: the project list; its children are project pages.
+    """
+
+    def __init__(self, proxy: Proxy) -> None:
+        super().__init__()
+        self.proxy = proxy
+
+    def getChild(self, path: bytes, request: IRequest) -> IResource:
+        if path == b"" and not request.postpath:
+            return self
+        return ProjectResource(self.proxy, path)
+
+    def render_GET(self, request: IRequest) -> bytes | int:
+        if not request.path.endswith(b"/"):
+            return redirect(request, "simple/")
+        media_type = _negotiate(request)
+        if media_type is None:
+            return _not_acceptable(request)
+        return render_async(request, lambda: self.proxy.project_list.serve(request, media_type))
+
+
+class ProjectResource(Resource):
+    """
+    ``/simple/<name>/``.
+    """
+
+    def __init__(self, proxy: Proxy, raw_name: bytes) -> None:
+        super().__init__()
+        self.proxy = proxy
+        self.raw_name = raw_name
+
+    def getChild(self, path: bytes, request: IRequest) -> IResource:
+        if path == b"" and not request.postpath:
+            return self
+        return ErrorResource(404, "no such page")
+
+    def render_GET(self, request: IRequest) -> bytes | int:
+        raw = self.raw_name.decode("utf-8", "replace")
+        name = normalize(raw)
+        if name is None:
+            return error(request, 404, f"{raw!r} is not a valid project name")
+        trailing = request.path.endswith(b"/")
+        if raw != name or not trailing:
+            return redirect(request, f"../{name}/" if trailing else f"{name}/")
+        media_type = _negotiate(request)
+        if media_type is None:
+            return _not_acceptable(request)
+
+        async def answer() -> bytes | int:
+            try:
+                cached = await self.proxy.pages.get(name)
+            except ProjectNotFound:
+                return error(request, 404, f"project {name} not found on any upstream")
+            except FetchError as e:
+                return error(request, 502, f"no upstream answered for {name}: {e}")
+            rendered = cached.render(media_type)
+            request.setHeader(b"content-type", media_type.encode())
+            request.setHeader(b"vary", VARY)
+            request.setHeader(
+                b"cache-control", f"max-age={self.proxy.config.client_max_age}, public".encode()
+            )
+            request.setHeader(b"etag", rendered.etag.encode())
+            if etag_matches(request, rendered.etag):
+                request.setResponseCode(304)
+                return b""
+            request.setHeader(b"content-length", str(len(rendered.body)).encode())
+            return rendered.body
+
+        return render_async(request, answer)

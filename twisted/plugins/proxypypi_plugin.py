@@ -1,0 +1,13 @@
+"""
+The twistd plugin: ``twistd proxypypi``.  Imports nothing heavy; twistd
+loads L{proxypypi.tap} only when this plugin is used.
+"""
+
+from twisted.application.service import ServiceMaker
+
+proxypypi = ServiceMaker(
+    "proxypypi",
+    "proxypypi.tap",
+    "A caching proxy for the Python package index",
+    "proxypypi",
+)
