@@ -197,6 +197,13 @@ class TailProducer:
             self._listening = True
         self._last_progress = self._clock.seconds()
         self._stall_call = self._clock.callLater(self._stall_timeout, self._check_stall)
+        failure = self._source.failure()
+        if failure is not None:
+            self.source_failed(failure)
+            return
+        # Send the headers now, even with no byte on disk yet: installers'
+        # read timeouts (15 s for pip) cover the wait for the headers.
+        self._request.write(b"")
         self._pump()
 
     # IPushProducer
@@ -263,6 +270,12 @@ class TailProducer:
         fd = self._fd
         assert fd is not None
         while self._state is _State.STREAMING and not self._paused:
+            # Checked first: whatever a failed source holds must not reach
+            # the client as if it were good.
+            failure = self._source.failure()
+            if failure is not None:
+                self.source_failed(failure)
+                return
             limit = self._source.available()
             if self._end is not None:
                 limit = min(limit, self._end)
@@ -282,10 +295,6 @@ class TailProducer:
                 continue
             if self._end is not None and self._offset >= self._end:
                 self._finish()
-                return
-            failure = self._source.failure()
-            if failure is not None:
-                self.source_failed(failure)
                 return
             if self._source.is_complete():
                 if self._end is None:

@@ -425,12 +425,11 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     if not first.isdigit() or (last and not last.isdigit()):
         return None
     start = int(first)
-    stop = int(last) + 1 if last else size
-    if stop <= start:
+    if last and int(last) < start:
         return None
     if start >= size:
         raise _Unsatisfiable()
-    return start, min(stop, size)
+    return start, min(int(last) + 1, size) if last else size
 
 
 def _etag_matches(header: str, etag: str) -> bool:

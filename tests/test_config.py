@@ -1,0 +1,128 @@
+"""
+Settings: option parsing, TOML, validation, and the twistd plugin.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from proxypypi.config import ConfigError, build_config, parse_upstream_url
+from proxypypi.tap import Options
+
+
+class UpstreamURLTests(SynchronousTestCase):
+    def test_trailing_slash_added(self) -> None:
+        """A base URL without its trailing slash gets one."""
+        self.assertEqual(
+            parse_upstream_url("https://mirror.example/simple"), "https://mirror.example/simple/"
+        )
+
+    def test_not_http_refused(self) -> None:
+        """Other schemes, relative and malformed URLs are refused with the URL named."""
+        for bad in ("ftp://mirror.example/simple/", "mirror.example/simple/",
+                    "http://mirror.example:99999/", "http:///simple/"):
+            with self.assertRaises(ConfigError) as e:
+                parse_upstream_url(bad)
+            self.assertIn(bad, str(e.exception))
+
+
+class BuildConfigTests(SynchronousTestCase):
+    def test_groups_and_rank(self) -> None:
+        """Each upstream value is a group in rank order; commas join mirrors."""
+        config = build_config(
+            {}, ["https://a.example/simple/,https://b.example/simple/", "https://c.example/simple/"]
+        )
+        self.assertEqual(
+            [[u.url for u in g] for g in config.upstreams],
+            [["https://a.example/simple/", "https://b.example/simple/"],
+             ["https://c.example/simple/"]],
+        )
+
+    def test_command_line_overrides_file(self) -> None:
+        """Upstreams given on the command line replace those of the file."""
+        config = build_config(
+            {"upstream": ["https://file.example/simple/"], "page-ttl": 5},
+            ["https://cli.example/simple/"],
+        )
+        self.assertEqual(config.upstreams[0][0].url, "https://cli.example/simple/")
+        self.assertEqual(config.page_ttl, 5.0)
+
+    def test_no_upstream(self) -> None:
+        """Without an upstream the error says how to give one."""
+        with self.assertRaises(ConfigError) as e:
+            build_config({})
+        self.assertIn("--upstream", str(e.exception))
+
+    def test_unknown_and_bad_values(self) -> None:
+        """Unknown keys and unparsable values are named."""
+        with self.assertRaises(ConfigError) as e:
+            build_config({"upstream": "https://a.example/simple/", "colour": "red"})
+        self.assertIn("colour", str(e.exception))
+        with self.assertRaises(ConfigError) as e:
+            build_config({"upstream": "https://a.example/simple/", "page-ttl": "soon"})
+        self.assertIn("page-ttl", str(e.exception))
+        with self.assertRaises(ConfigError):
+            build_config({"upstream": "https://a.example/simple/", "page-ttl": -1})
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_options(self) -> None:
+        """The options build a Config and create the storage directory."""
+        storage = self.mktemp()
+        options = Options()
+        options.parseOptions(
+            ["--upstream", "https://a.example/simple/", "--upstream", "https://b.example/simple",
+             "--storage", storage, "--page-ttl", "30", "--listen", "tcp:0"]
+        )
+        config = options["config_obj"]
+        self.assertEqual(len(config.upstreams), 2)
+        self.assertEqual(config.page_ttl, 30.0)
+        self.assertEqual(config.listen, ("tcp:0",))
+        self.assertTrue(os.path.isdir(os.path.join(storage, "tmp")))
+
+    def test_toml_file(self) -> None:
+        """--config reads the same keys from TOML."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('upstream = ["https://a.example/simple/"]\nstorage = "%s"\n' % self.mktemp())
+        options = Options()
+        options.parseOptions(["--config", path])
+        self.assertEqual(options["config_obj"].upstreams[0][0].url, "https://a.example/simple/")
+
+    def test_errors_are_usage_errors(self) -> None:
+        """Missing upstreams and unwritable storage are one-line usage errors."""
+        with self.assertRaises(usage.UsageError) as e:
+            Options().parseOptions(["--storage", self.mktemp()])
+        self.assertIn("--upstream", str(e.exception))
+        blocker = self.mktemp()
+        with open(blocker, "w") as f:
+            f.write("a file, not a directory")
+        with self.assertRaises(usage.UsageError) as e:
+            Options().parseOptions(["--upstream", "https://a.example/simple/",
+                                    "--storage", os.path.join(blocker, "data")])
+        self.assertIn("--storage", str(e.exception))
+
+
+class PluginTests(SynchronousTestCase):
+    def test_twistd_lists_plugin(self) -> None:
+        """`twistd --help` lists the proxypypi plugin."""
+        out = subprocess.run(
+            [sys.executable, "-m", "twisted", "--help"], capture_output=True, text=True,
+            timeout=60, check=False,
+        ).stdout
+        self.assertIn("proxypypi", out)
+
+    def test_twistd_refuses_without_upstream(self) -> None:
+        """`twistd proxypypi` without an upstream exits with a one-line reason."""
+        result = subprocess.run(
+            [sys.executable, "-m", "twisted", "proxypypi", "--storage", self.mktemp()],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("--upstream", result.stdout + result.stderr)
+        self.assertNotIn("Traceback", result.stdout + result.stderr)

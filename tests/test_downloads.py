@@ -1,0 +1,188 @@
+"""
+Single-flight downloads: streaming into storage, resume, integrity, failure.
+
+The upstream is the fake index served in memory (treq's
+RequestTraversalAgent); time is a Clock shared by the fake and the
+download, so stalls and timeouts are exact and instant.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from treq.testing import RequestTraversalAgent
+from zope.interface import implementer
+
+from proxypypi.downloads import (
+    Download,
+    FileKey,
+    FileNotFoundUpstream,
+    IntegrityError,
+    Manager,
+    Origin,
+)
+from proxypypi.fetch import FetchError
+from proxypypi.interfaces import IFileSourceListener
+from proxypypi.storage import Storage
+from proxypypi.testing import Dist, FakeIndex, Fault, make_wheel
+
+
+def sync_run(f: Any, *args: Any) -> Deferred[Any]:
+    return maybeDeferred(f, *args)
+
+
+@implementer(IFileSourceListener)
+class Listener:
+    def __init__(self, source: Download) -> None:
+        self.source = source
+        self.seen: list[int] = []
+        self.failed: list[Failure] = []
+
+    def data_available(self) -> None:
+        self.seen.append(self.source.available())
+
+    def source_failed(self, reason: Failure) -> None:
+        self.failed.append(reason)
+
+
+class DownloadTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.index = FakeIndex(self.clock, chunk_size=4096, latency=0.5, throttle=100_000)
+        self.dist: Dist = make_wheel("big", "1.0", payload_size=50_000)
+        self.index.add(self.dist)
+        self.agent = RequestTraversalAgent(self.index.resource())
+        self.root = self.mktemp()
+        self.storage = Storage(self.root, sync_run)
+        self.storage.prepare()
+        self.manager = Manager(self.storage, self.clock, idle_timeout=10)
+        self.url = "http://upstream.example/files/" + self.dist.filename
+
+    def start(self, hashes: dict[str, str] | None = None, size: int | None = None) -> Download:
+        return self.manager.get(
+            FileKey("big", self.dist.filename),
+            [Origin(self.url, self.agent)],
+            {"sha256": self.dist.sha256} if hashes is None else hashes,
+            len(self.dist.data) if size is None else size,
+        )
+
+    def pump(self, rounds: int = 50) -> None:
+        for _ in range(rounds):
+            self.agent.flush()
+            self.clock.advance(0.1)
+
+    def stored(self) -> bytes | None:
+        path = self.storage.file_path("big", self.dist.filename)
+        if not os.path.exists(path):
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    def test_complete_download(self) -> None:
+        """A download streams to disk, is verified, committed, and readable by listeners."""
+        d = self.start()
+        listener = Listener(d)
+        d.add_listener(listener)
+        self.pump()
+        self.assertTrue(d.is_complete())
+        self.assertEqual(self.stored(), self.dist.data)
+        self.assertEqual(d.available(), len(self.dist.data))
+        self.assertEqual(listener.seen[-1], len(self.dist.data))
+        # Every notification before the end held back the last byte.
+        self.assertTrue(all(n < len(self.dist.data) for n in listener.seen[:-1]))
+        self.assertEqual(os.listdir(self.storage.tmp_dir), [])
+        self.assertEqual(self.manager.in_flight(), [])
+
+    def test_single_flight(self) -> None:
+        """Concurrent requests for one file share one download and one upstream fetch."""
+        first = self.start()
+        second = self.start()
+        self.assertIs(first, second)
+        self.pump()
+        self.assertEqual(self.index.count("/files/", "GET"), 1)
+
+    def test_corrupt_body_never_committed(self) -> None:
+        """A body failing its hash is discarded, listeners fail, the last byte is withheld."""
+        self.index.fault = Fault(corrupt=True)
+        d = self.start()
+        listener = Listener(d)
+        d.add_listener(listener)
+        self.pump()
+        self.assertIsNone(self.stored())
+        self.assertEqual(len(listener.failed), 1)
+        listener.failed[0].trap(IntegrityError)
+        self.assertTrue(all(n < len(self.dist.data) for n in listener.seen))
+        self.assertEqual(os.listdir(self.storage.tmp_dir), [])
+
+    def test_resume_after_reset(self) -> None:
+        """A connection reset mid-body is resumed with a Range request; the file is whole."""
+        self.index.fault = Fault(drop_after=20_000, times=1)
+        d = self.start()
+        self.pump()
+        self.assertTrue(d.is_complete())
+        self.assertEqual(self.stored(), self.dist.data)
+        ranges = [r.range for r in self.index.requests if r.path.startswith("/files/")]
+        self.assertEqual(ranges[0], None)
+        self.assertTrue(ranges[1] is not None and ranges[1].startswith("bytes="))
+
+    def test_stall_times_out_and_resumes(self) -> None:
+        """A stalled body is abandoned after the idle timeout and resumed."""
+        self.index.fault = Fault(stall_after=8192, times=1)
+        d = self.start()
+        self.pump(10)
+        self.assertFalse(d.is_complete())
+        self.clock.advance(11)
+        self.pump()
+        self.assertTrue(d.is_complete())
+        self.assertEqual(self.stored(), self.dist.data)
+
+    def test_upstream_404(self) -> None:
+        """A file the upstream does not have fails the download at once."""
+        self.index.remove("big", self.dist.filename)
+        d = self.start()
+        waiting = d.wait_for_headers()
+        self.pump()
+        self.failureResultOf(waiting, FileNotFoundUpstream)
+        self.assertEqual(self.index.count("/files/"), 1)
+
+    def test_size_mismatch(self) -> None:
+        """An upstream length that disagrees with the page's size is refused."""
+        d = self.start(size=123)
+        waiting = d.wait_for_headers()
+        self.pump()
+        self.failureResultOf(waiting, IntegrityError)
+        self.assertIsNone(self.stored())
+
+    def test_persistent_errors_give_up(self) -> None:
+        """Upstream 500s are retried a bounded number of times, then fail."""
+        self.index.fault = Fault(status=500)
+        d = self.start()
+        waiting = d.wait_for_headers()
+        self.pump()
+        self.failureResultOf(waiting, FetchError)
+        self.assertLessEqual(self.index.count("/files/"), 6)
+        self.assertEqual(os.listdir(self.storage.tmp_dir), [])
+
+    def test_disk_full(self) -> None:
+        """A write that fails (disk full) aborts the download and removes the partial."""
+
+        class FullDisk(Storage):
+            def open_partial(self) -> tuple[int, str]:
+                fd, path = super().open_partial()
+                os.close(fd)
+                return os.open("/dev/full", os.O_WRONLY), path
+
+        self.manager.storage = FullDisk(self.root, sync_run)
+        d = self.start()
+        listener = Listener(d)
+        d.add_listener(listener)
+        self.pump()
+        self.assertEqual(len(listener.failed), 1)
+        self.assertIsInstance(listener.failed[0].value, OSError)
+        self.assertIsNone(self.stored())
+        self.assertEqual(os.listdir(self.storage.tmp_dir), [])

@@ -1,0 +1,963 @@
+"""
+Tests for L{proxypypi.producers}.
+
+Responses run through a real L{twisted.web.server.Site} over a
+L{StringTransport}, because a producer's contract is with the real
+C{Request}/C{HTTPChannel} pair (backpressure, finish, disconnects), which
+C{DummyRequest} does not model.  The helpers here are reused by
+C{tests.test_fileresponse}.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+
+import attrs
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http import Request
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from proxypypi.interfaces import IFileSource, IFileSourceListener
+from proxypypi.producers import TailProducer
+
+# --- An IFileSource fake ---------------------------------------------------
+
+
+class DownloadFailed(Exception):
+    """
+    The upstream went away in the middle of a file (for tests).
+    """
+
+
+@implementer(IFileSource)
+class FakeFileSource:
+    """
+    An L{IFileSource} backed by a real file that the test appends to, as a
+    download would.
+
+    :ivar held_back: How many of the written bytes L{available} withholds,
+        as a real download withholds its unverified tail.
+    :ivar opened: Every descriptor handed out by L{open}.
+    :ivar listeners: The current listeners.
+    """
+
+    def __init__(self, path: str, expected_size: int | None = None) -> None:
+        self.path = path
+        self._expected_size = expected_size
+        self.written = 0
+        self.held_back = 0
+        self.complete = False
+        self._failure: Failure | None = None
+        self.listeners: list[IFileSourceListener] = []
+        self.opened: list[int] = []
+        self.open_error: OSError | None = None
+        with open(path, "wb"):
+            pass
+
+    def append(self, data: bytes) -> None:
+        """
+        Write C{data} at the end of the file and tell the listeners.
+        """
+        assert not self.complete and self._failure is None
+        with open(self.path, "ab") as f:
+            f.write(data)
+        self.written += len(data)
+        for listener in list(self.listeners):
+            listener.data_available()
+
+    def finish(self) -> None:
+        """
+        Mark the file complete and verified, tell the listeners and drop them.
+        """
+        self.complete = True
+        self.held_back = 0
+        listeners, self.listeners = self.listeners, []
+        for listener in listeners:
+            listener.data_available()
+
+    def fail(self, reason: Exception | None = None) -> None:
+        """
+        Fail the download, tell the listeners and drop them.
+        """
+        self._failure = Failure(reason or DownloadFailed("upstream went away"))
+        listeners, self.listeners = self.listeners, []
+        for listener in listeners:
+            listener.source_failed(self._failure)
+
+    def open_fds(self) -> set[int]:
+        """
+        The descriptors handed out by L{open} that are still open.
+        """
+        return {fd for fd in self.opened if _is_open(fd)}
+
+    # IFileSource
+
+    def open(self) -> int:
+        if self.open_error is not None:
+            raise self.open_error
+        fd = os.open(self.path, os.O_RDONLY)
+        self.opened.append(fd)
+        return fd
+
+    def available(self) -> int:
+        return self.written - self.held_back
+
+    def expected_size(self) -> int | None:
+        return self.written if self.complete else self._expected_size
+
+    def is_complete(self) -> bool:
+        return self.complete
+
+    def failure(self) -> Failure | None:
+        return self._failure
+
+    def add_listener(self, listener: IFileSourceListener) -> None:
+        assert not self.complete and self._failure is None, "listener on a finished source"
+        self.listeners.append(listener)
+
+    def remove_listener(self, listener: IFileSourceListener) -> None:
+        if listener in self.listeners:
+            self.listeners.remove(listener)
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError as e:
+        assert e.errno == errno.EBADF
+        return False
+    return True
+
+
+def make_source(testcase: SynchronousTestCase, expected_size: int | None = None) -> FakeFileSource:
+    """
+    A new empty L{FakeFileSource} in a temporary directory removed after
+    C{testcase} (trial's C{mktemp} would litter the working directory when
+    run under pytest).
+    """
+    directory = tempfile.mkdtemp(prefix="proxypypi-test-")
+    testcase.addCleanup(shutil.rmtree, directory)
+    return FakeFileSource(os.path.join(directory, "file"), expected_size)
+
+
+# --- An HTTP client over StringTransport ----------------------------------
+
+
+class PacedTransport(StringTransport):
+    """
+    A L{StringTransport} that, like a real TCP transport, pauses its
+    producer from inside C{write} once C{limit} bytes are unsent, and
+    resumes it when the test calls L{drain}.
+
+    :ivar on_write: Called after every write, to provoke re-entrancy.
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
+        super().__init__()
+        self.limit = limit
+        self.unsent = 0
+        self.pauses = 0
+        self.on_write: Callable[[bytes], None] | None = None
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self._wrote(len(data))
+        if self.on_write is not None:
+            self.on_write(data)
+
+    def writeSequence(self, data: list[bytes]) -> None:  # type: ignore[override]
+        super().writeSequence(data)
+        self._wrote(sum(map(len, data)))
+
+    def _wrote(self, length: int) -> None:
+        self.unsent += length
+        if (
+            self.limit is not None
+            and self.unsent >= self.limit
+            and self.producerState == "producing"
+            and self.producer is not None
+        ):
+            self.pauses += 1
+            self.producerState = "paused"
+            self.producer.pauseProducing()
+
+    def drain(self) -> None:
+        """
+        The peer read everything: resume the producer, as the reactor does.
+        """
+        self.unsent = 0
+        if self.producerState == "paused" and self.producer is not None:
+            self.producerState = "producing"
+            self.producer.resumeProducing()
+
+
+@attrs.frozen
+class Response:
+    """
+    A parsed (possibly partial) HTTP response.
+    """
+
+    status: int
+    headers: dict[bytes, list[bytes]]
+    body: bytes
+    #: Whether the body is complete by its own framing.
+    complete: bool
+
+    def header(self, name: bytes) -> bytes | None:
+        values = self.headers.get(name.lower())
+        return None if values is None else values[-1]
+
+
+def parse_response(data: bytes) -> Response | None:
+    """
+    Parse one response from raw bytes, or ``None`` if the headers are not
+    all there yet.
+    """
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    status_line, *lines = head.split(b"\r\n")
+    status = int(status_line.split(b" ")[1])
+    headers: dict[bytes, list[bytes]] = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    if headers.get(b"transfer-encoding") == [b"chunked"]:
+        body, complete = _dechunk(rest)
+        return Response(status, headers, body, complete)
+    length = headers.get(b"content-length")
+    expected = int(length[-1]) if length else None
+    return Response(status, headers, rest, expected is not None and len(rest) == expected)
+
+
+def _dechunk(data: bytes) -> tuple[bytes, bool]:
+    body = []
+    while True:
+        size_line, sep, data = data.partition(b"\r\n")
+        if not sep:
+            return b"".join(body), False
+        size = int(size_line, 16)
+        if size == 0:
+            return b"".join(body), data.startswith(b"\r\n")
+        body.append(data[:size])
+        data = data[size + 2 :]
+
+
+@attrs.define
+class Client:
+    """
+    One client connection to a L{Site}, over a L{PacedTransport}.
+    """
+
+    site: Site
+    transport: PacedTransport
+    protocol: object
+
+    def send(self, raw: bytes) -> None:
+        self.protocol.dataReceived(raw)  # type: ignore[attr-defined]
+
+    def response(self) -> Response:
+        parsed = parse_response(self.transport.value())
+        assert parsed is not None, f"no complete headers in {self.transport.value()!r}"
+        return parsed
+
+    def body(self) -> bytes:
+        return self.response().body
+
+    def disconnect(self) -> None:
+        """
+        The client goes away, as the reactor reports it.
+        """
+        self.transport.connected = False
+        self.protocol.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
+
+
+def connect(site: Site, limit: int | None = None) -> Client:
+    """
+    Open a client connection to C{site}.
+    """
+    protocol = site.buildProtocol(None)
+    assert protocol is not None
+    transport = PacedTransport(limit)
+    protocol.makeConnection(transport)
+    return Client(site, transport, protocol)
+
+
+def get(
+    site: Site,
+    path: bytes = b"/f",
+    headers: dict[bytes, bytes] | None = None,
+    method: bytes = b"GET",
+    version: bytes = b"HTTP/1.1",
+    limit: int | None = None,
+) -> Client:
+    """
+    Open a connection to C{site} and send one request.
+    """
+    client = connect(site, limit)
+    lines = [b"%s %s %s" % (method, path, version), b"Host: proxy.test"]
+    lines += [b"%s: %s" % item for item in (headers or {}).items()]
+    client.send(b"\r\n".join(lines) + b"\r\n\r\n")
+    return client
+
+
+# --- Resource under test ---------------------------------------------------
+
+
+class ProducerResource(Resource):
+    """
+    Serves C{source} through a L{TailProducer} with the given parameters,
+    setting C{Content-Length} to C{length} when given.
+    """
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        source: FakeFileSource,
+        clock: IReactorTime,
+        start: int = 0,
+        end: int | None = None,
+        length: int | None = None,
+        stall_timeout: float = 300.0,
+        chunk_size: int = 4,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.clock = clock
+        self.start = start
+        self.end = end
+        self.length = length
+        self.stall_timeout = stall_timeout
+        self.chunk_size = chunk_size
+        self.producers: list[TailProducer] = []
+
+    def render_GET(self, request: Request) -> int:
+        if self.length is not None:
+            request.setHeader(b"content-length", b"%d" % (self.length,))
+        producer = TailProducer(
+            request,
+            self.source,
+            clock=self.clock,
+            start=self.start,
+            end=self.end,
+            stall_timeout=self.stall_timeout,
+            chunk_size=self.chunk_size,
+        )
+        self.producers.append(producer)
+        producer.start()
+        return NOT_DONE_YET
+
+
+def make_site(resource: Resource, clock: Clock) -> Site:
+    """
+    A L{Site} for C{resource} whose timers run on C{clock}; its idle
+    timeout is off, so the only delayed calls are the code under test's.
+    """
+    return Site(resource, reactor=clock, timeout=None)
+
+
+class ProducerTestsMixin:
+    """
+    Set-up shared by the producer tests.
+    """
+
+    def setup(self, testcase: SynchronousTestCase, **kwargs: object) -> None:
+        self.clock = Clock()
+        self.source = make_source(testcase)
+        self.resource = ProducerResource(self.source, self.clock, **kwargs)  # type: ignore[arg-type]
+        self.site = make_site(self.resource, self.clock)
+
+    @property
+    def producer(self) -> TailProducer:
+        [producer] = self.resource.producers
+        return producer
+
+
+# --- Tests -----------------------------------------------------------------
+
+DATA = bytes(range(256)) * 4
+
+
+class TailProducerCompleteFileTests(ProducerTestsMixin, SynchronousTestCase):
+    """
+    Serving files that are already complete.
+    """
+
+    def setUp(self) -> None:
+        self.setup(self, length=len(DATA))
+        self.source.append(DATA)
+        self.source.finish()
+
+    def test_interfaces(self) -> None:
+        """
+        The producer provides both interfaces it declares.
+        """
+        client = get(self.site)
+        self.assertTrue(verifyObject(IPushProducer, self.producer))
+        self.assertTrue(verifyObject(IFileSourceListener, self.producer))
+        self.assertTrue(client.response().complete)
+
+    def test_whole_file(self) -> None:
+        """
+        A complete file is sent whole and the response finishes.
+        """
+        client = get(self.site)
+        response = client.response()
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.body, DATA)
+        self.assertTrue(response.complete)
+        self.assertTrue(self.producer.done)
+
+    def test_resources_released(self) -> None:
+        """
+        After finishing, the descriptor is closed, nothing listens and no timer is pending.
+        """
+        get(self.site)
+        self.assertEqual(self.source.open_fds(), set())
+        self.assertEqual(self.source.listeners, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_keep_alive(self) -> None:
+        """
+        The connection serves a second request after the first finished.
+        """
+        client = get(self.site)
+        client.transport.clear()
+        client.send(b"GET /f HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
+        self.assertEqual(client.body(), DATA)
+        self.assertEqual(len(self.resource.producers), 2)
+        self.assertFalse(client.transport.disconnecting)
+
+    def test_chunked_without_length(self) -> None:
+        """
+        Without a Content-Length the body goes chunked and ends with the last chunk.
+        """
+        self.resource.length = None
+        response = get(self.site).response()
+        self.assertEqual(response.header(b"transfer-encoding"), b"chunked")
+        self.assertEqual(response.body, DATA)
+        self.assertTrue(response.complete)
+
+    def test_slice(self) -> None:
+        """
+        C{start} and C{end} select the bytes in between.
+        """
+        self.resource.start, self.resource.end, self.resource.length = 10, 20, 10
+        self.assertEqual(get(self.site).body(), DATA[10:20])
+
+    def test_slice_to_end(self) -> None:
+        """
+        C{end=None} sends from C{start} to the end of the complete file.
+        """
+        self.resource.start, self.resource.length = 1000, 24
+        self.assertEqual(get(self.site).body(), DATA[1000:])
+
+    def test_zero_length(self) -> None:
+        """
+        An empty range finishes at once with an empty body.
+        """
+        self.resource.start, self.resource.end, self.resource.length = 5, 5, 0
+        client = get(self.site)
+        response = client.response()
+        self.assertEqual(response.body, b"")
+        self.assertTrue(response.complete)
+        self.assertTrue(self.producer.done)
+        self.assertEqual(self.source.open_fds(), set())
+
+    def test_empty_file(self) -> None:
+        """
+        A complete empty file is sent as an empty body.
+        """
+        self.source = make_source(self)
+        self.source.finish()
+        self.resource.source = self.source
+        self.resource.length = 0
+        response = get(self.site).response()
+        self.assertEqual(response.body, b"")
+        self.assertTrue(response.complete)
+
+    def test_shorter_than_promised(self) -> None:
+        """
+        A complete file shorter than C{end} aborts rather than finishing short.
+        """
+        self.resource.end, self.resource.length = len(DATA) + 10, len(DATA) + 10
+        client = get(self.site)
+        self.assertTrue(client.transport.disconnected)
+        self.assertEqual(client.body(), DATA)
+        self.assertFalse(client.response().complete)
+        self.assertTrue(self.producer.done)
+        self.assertEqual(self.source.open_fds(), set())
+
+    def test_available_beyond_file(self) -> None:
+        """
+        A source vouching for bytes the file does not hold makes the response abort.
+        """
+        self.source.written += 10
+        self.resource.length = len(DATA) + 10
+        client = get(self.site)
+        self.assertTrue(client.transport.disconnected)
+        self.assertFalse(client.response().complete)
+        self.assertEqual(self.source.open_fds(), set())
+
+    def test_start_twice(self) -> None:
+        """
+        Starting a producer twice is an error.
+        """
+        get(self.site)
+        self.assertRaises(RuntimeError, self.producer.start)
+
+    def test_invalid_bounds(self) -> None:
+        """
+        Negative starts, ends before starts and non-positive timeouts are refused.
+        """
+        request = _RecordingRequest()
+        for kwargs in [
+            {"start": -1},
+            {"start": 5, "end": 4},
+            {"stall_timeout": 0.0},
+            {"chunk_size": 0},
+        ]:
+            with self.subTest(**kwargs):
+                self.assertRaises(
+                    ValueError,
+                    TailProducer,
+                    request,
+                    self.source,
+                    clock=self.clock,
+                    **kwargs,  # type: ignore[arg-type]
+                )
+
+
+class TailProducerOpenFailureTests(SynchronousTestCase):
+    """
+    A source that cannot be opened.
+    """
+
+    def test_open_failure(self) -> None:
+        """
+        C{start} raises the C{OSError} before registering or writing anything.
+        """
+        clock = Clock()
+        source = make_source(self)
+        source.open_error = FileNotFoundError(errno.ENOENT, "gone")
+        request = _RecordingRequest()
+        producer = TailProducer(request, source, clock=clock)
+        self.assertRaises(FileNotFoundError, producer.start)
+        self.assertEqual(request.calls, [])
+        self.assertEqual(source.listeners, [])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class _RecordingRequest:
+    """
+    Records what a producer does to its request.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def write(self, data: bytes) -> None:
+        self.calls.append("write")
+
+    def finish(self) -> None:
+        self.calls.append("finish")
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        self.calls.append("registerProducer")
+
+    def unregisterProducer(self) -> None:
+        self.calls.append("unregisterProducer")
+
+    def notifyFinish(self) -> object:
+        raise AssertionError("not expected")
+
+
+class TailProducerGrowingFileTests(ProducerTestsMixin, SynchronousTestCase):
+    """
+    Serving files that are still being downloaded.
+    """
+
+    def setUp(self) -> None:
+        self.setup(self, length=len(DATA))
+
+    def test_headers_sent_at_once(self) -> None:
+        """
+        Headers go out before any byte is downloaded, so clients' header timeouts do not run.
+        """
+        client = get(self.site)
+        response = client.response()
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.header(b"content-length"), b"%d" % (len(DATA),))
+        self.assertEqual(response.body, b"")
+
+    def test_follows_appends(self) -> None:
+        """
+        Bytes appended after the request started arrive as they are appended.
+        """
+        client = get(self.site)
+        self.source.append(DATA[:100])
+        self.assertEqual(client.body(), DATA[:100])
+        self.source.append(DATA[100:101])
+        self.assertEqual(client.body(), DATA[:101])
+        self.source.append(DATA[101:])
+        self.assertEqual(client.body(), DATA)
+        # With no end given, only the source's completion ends the response.
+        self.assertFalse(self.producer.done)
+        self.source.finish()
+        self.assertTrue(client.response().complete)
+        self.assertTrue(self.producer.done)
+        self.assertEqual(self.source.open_fds(), set())
+
+    def test_waits_for_completion_without_end(self) -> None:
+        """
+        With C{end=None} the response ends only when the source is complete.
+        """
+        self.resource.length = None
+        client = get(self.site)
+        self.source.append(DATA)
+        self.assertFalse(client.response().complete)
+        self.assertFalse(self.producer.done)
+        self.source.finish()
+        response = client.response()
+        self.assertTrue(response.complete)
+        self.assertEqual(response.body, DATA)
+
+    def test_finishes_at_end_before_completion(self) -> None:
+        """
+        With an C{end}, the response finishes once it is reached, complete source or not.
+        """
+        self.resource.end, self.resource.length = 10, 10
+        client = get(self.site)
+        self.source.append(DATA[:50])
+        self.assertEqual(client.body(), DATA[:10])
+        self.assertTrue(client.response().complete)
+        self.assertTrue(self.producer.done)
+        self.assertEqual(self.source.listeners, [])
+
+    def test_range_waits_for_bytes(self) -> None:
+        """
+        A range beyond what is on disk waits for those bytes.
+        """
+        self.resource.start, self.resource.end, self.resource.length = 500, 600, 100
+        client = get(self.site)
+        self.source.append(DATA[:550])
+        self.assertEqual(client.body(), DATA[500:550])
+        self.source.append(DATA[550:])
+        self.assertEqual(client.body(), DATA[500:600])
+        self.assertTrue(client.response().complete)
+
+    def test_unverified_tail_withheld(self) -> None:
+        """
+        Bytes the source does not yet vouch for are not sent.
+        """
+        client = get(self.site)
+        self.source.held_back = 24
+        self.source.append(DATA)
+        self.assertEqual(client.body(), DATA[:-24])
+        self.source.finish()
+        self.assertEqual(client.body(), DATA)
+        self.assertTrue(client.response().complete)
+
+    def test_late_joiner(self) -> None:
+        """
+        A client arriving in the middle of the download starts from byte 0.
+        """
+        early = get(self.site)
+        self.source.append(DATA[:700])
+        late = get(self.site)
+        self.assertEqual(late.body(), DATA[:700])
+        self.source.append(DATA[700:])
+        self.source.finish()
+        self.assertEqual(early.body(), DATA)
+        self.assertEqual(late.body(), DATA)
+        self.assertTrue(late.response().complete)
+
+    def test_reentrant_data_available(self) -> None:
+        """
+        Data arriving from inside a write is sent once, in order, without recursion.
+        """
+        client = get(self.site)
+        pieces = iter([DATA[i : i + 8] for i in range(8, len(DATA), 8)])
+
+        def append_more(data: bytes) -> None:
+            piece = next(pieces, None)
+            if piece is not None:
+                self.source.append(piece)
+
+        client.transport.on_write = append_more
+        self.source.append(DATA[:8])
+        self.source.finish()
+        response = client.response()
+        self.assertEqual(response.body, DATA)
+        self.assertTrue(response.complete)
+
+
+class TailProducerBackpressureTests(ProducerTestsMixin, SynchronousTestCase):
+    """
+    Following the client's pace.
+    """
+
+    def setUp(self) -> None:
+        self.setup(self, length=len(DATA))
+
+    def test_pause_stops_writes(self) -> None:
+        """
+        A pause requested from inside a write stops the writes at once.
+        """
+        self.source.append(DATA)
+        self.source.finish()
+        client = get(self.site, limit=200)
+        # The headers and chunks reach the limit: one pause, no more writes.
+        written = len(client.body())
+        self.assertEqual(client.transport.pauses, 1)
+        self.assertLess(written, 200)
+        self.assertFalse(self.producer.done)
+
+    def test_resume_continues(self) -> None:
+        """
+        Each resume sends another window until the response finishes.
+        """
+        self.source.append(DATA)
+        self.source.finish()
+        client = get(self.site, limit=200)
+        seen = [len(client.body())]
+        while not self.producer.done:
+            client.transport.drain()
+            seen.append(len(client.body()))
+        self.assertEqual(seen, sorted(set(seen)))
+        self.assertEqual(client.body(), DATA)
+        self.assertTrue(client.response().complete)
+
+    def test_data_while_paused(self) -> None:
+        """
+        Bytes downloaded while the client is paused wait for it to resume.
+        """
+        client = get(self.site, limit=120)
+        self.source.append(DATA[:200])
+        sent = len(client.body())
+        self.assertEqual(client.transport.producerState, "paused")
+        self.source.append(DATA[200:])
+        self.source.finish()
+        self.assertEqual(len(client.body()), sent)
+        while not self.producer.done:
+            client.transport.drain()
+        self.assertEqual(client.body(), DATA)
+
+    def test_readers_at_different_paces(self) -> None:
+        """
+        A slow reader neither slows nor disturbs a fast one on the same download.
+        """
+        fast = get(self.site)
+        slow = get(self.site, limit=100)
+        for i in range(0, len(DATA), 64):
+            self.source.append(DATA[i : i + 64])
+            self.assertEqual(fast.body(), DATA[: i + 64])
+        self.source.finish()
+        self.assertTrue(fast.response().complete)
+        fast_producer, slow_producer = self.resource.producers
+        self.assertTrue(fast_producer.done)
+        self.assertFalse(slow_producer.done)
+        self.assertLess(len(slow.body()), len(DATA))
+        while not slow_producer.done:
+            slow.transport.drain()
+        self.assertEqual(slow.body(), DATA)
+        self.assertTrue(slow.response().complete)
+        self.assertEqual(self.source.open_fds(), set())
+
+
+class TailProducerFailureTests(ProducerTestsMixin, SynchronousTestCase):
+    """
+    Ending a response early.
+    """
+
+    def setUp(self) -> None:
+        self.setup(self, length=len(DATA))
+
+    def assert_released(self) -> None:
+        self.assertTrue(self.producer.done)
+        self.assertEqual(self.source.open_fds(), set())
+        self.assertNotIn(self.producer, self.source.listeners)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_source_failure_aborts(self) -> None:
+        """
+        A download failing mid-stream aborts the connection, leaving the body visibly short.
+        """
+        client = get(self.site)
+        self.source.append(DATA[:300])
+        self.source.fail()
+        self.assertTrue(client.transport.disconnected)
+        response = client.response()
+        self.assertEqual(response.body, DATA[:300])
+        self.assertFalse(response.complete)
+        self.assert_released()
+        # The response was never finished: the connection is dropped instead.
+        client.disconnect()
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_source_failure_aborts_chunked(self) -> None:
+        """
+        Without a Content-Length, a failure never writes the terminating chunk.
+        """
+        self.resource.length = None
+        client = get(self.site)
+        self.source.append(DATA[:300])
+        self.source.fail()
+        self.assertTrue(client.transport.disconnected)
+        self.assertFalse(client.response().complete)
+        self.assertNotIn(b"0\r\n\r\n", client.transport.value())
+
+    def test_source_failure_while_paused(self) -> None:
+        """
+        A failure while the client is paused aborts as well.
+        """
+        client = get(self.site, limit=100)
+        self.source.append(DATA)
+        self.source.fail()
+        self.assertTrue(client.transport.disconnected)
+        self.assertFalse(client.response().complete)
+        self.assert_released()
+
+    def test_source_failed_before_start(self) -> None:
+        """
+        A source that already failed is never served.
+        """
+        self.source.append(DATA[:10])
+        self.source.fail()
+        client = get(self.site)
+        self.assertTrue(client.transport.disconnected)
+        self.assertEqual(client.transport.value(), b"")
+        self.assert_released()
+
+    def test_client_disconnect(self) -> None:
+        """
+        A client going away releases the producer's resources and leaves the download alone.
+        """
+        client = get(self.site)
+        self.source.append(DATA[:100])
+        client.disconnect()
+        self.assert_released()
+        self.source.append(DATA[100:])
+        self.source.finish()
+        self.assertEqual(client.body(), DATA[:100])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_client_disconnect_other_reader_unaffected(self) -> None:
+        """
+        One client going away does not disturb another reading the same download.
+        """
+        gone = get(self.site)
+        staying = get(self.site)
+        self.source.append(DATA[:100])
+        gone.disconnect()
+        self.source.append(DATA[100:])
+        self.source.finish()
+        self.assertEqual(staying.body(), DATA)
+        self.assertTrue(staying.response().complete)
+
+    def test_stop_producing(self) -> None:
+        """
+        The transport's C{stopProducing} releases everything without finishing.
+        """
+        client = get(self.site)
+        self.source.append(DATA[:100])
+        client.transport.producer.stopProducing()  # type: ignore[union-attr]
+        self.assert_released()
+        client.disconnect()
+        self.source.finish()
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_disconnect_while_paused(self) -> None:
+        """
+        A paused client going away is cleaned up and never resumed.
+        """
+        client = get(self.site, limit=100)
+        self.source.append(DATA)
+        client.disconnect()
+        self.assert_released()
+        self.source.finish()
+
+
+class TailProducerStallTests(ProducerTestsMixin, SynchronousTestCase):
+    """
+    The stall timer.
+    """
+
+    def setUp(self) -> None:
+        self.setup(self, length=len(DATA), stall_timeout=300.0)
+
+    def test_paused_client_times_out(self) -> None:
+        """
+        A client that stops reading is dropped after the stall timeout.
+        """
+        client = get(self.site, limit=100)
+        self.source.append(DATA)
+        self.clock.advance(299)
+        self.assertFalse(client.transport.disconnected)
+        self.clock.advance(1)
+        self.assertTrue(client.transport.disconnected)
+        self.assertFalse(client.response().complete)
+        self.assertTrue(self.producer.done)
+        self.assertEqual(self.source.open_fds(), set())
+        self.assertEqual(self.source.listeners, [])
+
+    def test_stalled_download_times_out(self) -> None:
+        """
+        A response waiting for a download that makes no progress is dropped after the timeout.
+        """
+        client = get(self.site)
+        self.source.append(DATA[:10])
+        self.clock.advance(300)
+        self.assertTrue(client.transport.disconnected)
+        self.assertEqual(self.source.listeners, [])
+
+    def test_progress_resets_timer(self) -> None:
+        """
+        Every write restarts the stall timeout.
+        """
+        client = get(self.site)
+        for i in range(5):
+            self.clock.advance(250)
+            self.source.append(DATA[i * 10 : i * 10 + 10])
+        self.assertFalse(client.transport.disconnected)
+        self.clock.advance(299)
+        self.assertFalse(client.transport.disconnected)
+        self.clock.advance(1)
+        self.assertTrue(client.transport.disconnected)
+
+    def test_slow_reader_keeps_going(self) -> None:
+        """
+        A slow but steady reader is never timed out.
+        """
+        self.source.append(DATA)
+        self.source.finish()
+        client = get(self.site, limit=100)
+        while not self.producer.done:
+            self.clock.advance(200)
+            client.transport.drain()
+        self.assertEqual(client.body(), DATA)
+        self.assertTrue(client.response().complete)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timer_cancelled_on_finish(self) -> None:
+        """
+        Finishing cancels the stall timer.
+        """
+        client = get(self.site)
+        self.source.append(DATA)
+        self.source.finish()
+        self.assertTrue(client.response().complete)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
