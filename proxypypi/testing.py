@@ -330,7 +330,9 @@ class Fault:
     :ivar times: how many more requests this fault applies to (decremented
         per request); ``None`` means forever.  An exhausted fault is ignored.
     :ivar drop_after: abort the connection (TCP reset) after this many body
-        bytes: what a crashing upstream or a middlebox looks like.
+        bytes: what a crashing upstream or a middlebox looks like.  Over a
+        real socket the reset discards bytes still buffered, so the client
+        may get fewer (exact in memory, or when throttled).
     :ivar stall_after: send this many body bytes, then nothing, ever, while
         keeping the connection open: exercises read timeouts.
     :ivar corrupt: flip one byte in the middle of the body (same length), so

@@ -122,6 +122,10 @@ class _GroupSaysNotFound(Exception):
     pass
 
 
+class _GroupFailed(Exception):
+    pass
+
+
 @attrs.define
 class Pool:
     """
@@ -192,7 +196,7 @@ class Pool:
         for group in self.groups:
             try:
                 return await self._fetch_from_group(group, name, validators, errors)
-            except _GroupSaysNotFound:
+            except (_GroupSaysNotFound, _GroupFailed):
                 continue
         if errors:
             raise UpstreamUnavailable("; ".join(errors))
@@ -226,7 +230,7 @@ class Pool:
             member.succeeded()
             return result
         assert len(errors) > failed_before
-        raise FetchError("every member of the group failed")
+        raise _GroupFailed()
 
     async def _fetch_from_member(
         self, member: Upstream, name: NormalizedName, validators: Validators | None

@@ -65,9 +65,7 @@ class ParseRangeFullTests(SynchronousTestCase):
         """
         A unit other than bytes is ignored.
         """
-        self.assertEqual(
-            parse_range("items=0-1", 10), FullResponse(FullReason.UNSUPPORTED_UNIT)
-        )
+        self.assertEqual(parse_range("items=0-1", 10), FullResponse(FullReason.UNSUPPORTED_UNIT))
 
     def test_multiple_ranges(self) -> None:
         """
@@ -75,9 +73,7 @@ class ParseRangeFullTests(SynchronousTestCase):
         """
         for header in ["bytes=0-1,3-4", "bytes=0-1, -2", "bytes=0-,0-"]:
             with self.subTest(header=header):
-                self.assertEqual(
-                    parse_range(header, 10), FullResponse(FullReason.MULTIPLE_RANGES)
-                )
+                self.assertEqual(parse_range(header, 10), FullResponse(FullReason.MULTIPLE_RANGES))
 
     def test_multiple_ranges_with_one_malformed(self) -> None:
         """
@@ -101,7 +97,7 @@ class ParseRangeFullTests(SynchronousTestCase):
 
     def test_suffix_on_empty_file(self) -> None:
         """
-        A non-empty suffix of an empty file selects nothing describable, so the empty file is sent whole.
+        A non-empty suffix of an empty file cannot be described, so the empty file is sent whole.
         """
         self.assertEqual(parse_range("bytes=-5", 0), FullResponse(FullReason.EMPTY_FILE))
 

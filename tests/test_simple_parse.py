@@ -5,6 +5,7 @@ Tests for L{proxypypi.simple.parse}.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from packaging.utils import NormalizedName
 from twisted.trial.unittest import SynchronousTestCase
@@ -26,16 +27,18 @@ WHEEL = "proto_beta-1.0-py3-none-any.whl"
 SDIST = "proto_beta-2.0.tar.gz"
 
 
-def json_page(files: list[object], **top: object) -> bytes:
+def json_page(files: Sequence[object], **top: object) -> bytes:
     """
     A JSON project page for proto-beta with C{files} and extra top-level keys.
     """
-    doc = {"meta": {"api-version": "1.1"}, "name": "proto-beta", "files": files}
+    doc: dict[str, object] = {"meta": {"api-version": "1.1"}, "name": "proto-beta", "files": files}
     doc.update(top)
     return json.dumps(doc).encode("utf-8")
 
 
-def json_file(filename: str = WHEEL, url: str | None = None, **fields: object) -> dict[str, object]:
+def json_file(
+    filename: str = WHEEL, url: str | None = None, /, **fields: object
+) -> dict[str, object]:
     """
     A minimal JSON file entry, pointing at ``/files/<filename>`` by default.
     """

@@ -120,7 +120,8 @@ class JSONRenderTests(SynchronousTestCase):
         Metadata offered without a hash is ``true`` under both keys.
         """
         page = ProjectPage(NAME, (attrs.evolve(PLAIN, core_metadata=True),))
-        (entry,) = rendered_json(page)["files"]  # type: ignore[misc]
+        files: list[dict[str, object]] = rendered_json(page)["files"]  # type: ignore[assignment]
+        (entry,) = files
         self.assertEqual((entry["core-metadata"], entry["dist-info-metadata"]), (True, True))
 
     def test_api_version_claims(self) -> None:

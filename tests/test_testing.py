@@ -68,10 +68,16 @@ class BuilderTests(SynchronousTestCase):
         self.assertEqual({str(t) for t in tags}, {"py3-none-any"})
         self.assertEqual((dist.project, dist.version), ("proto-alpha", "1.0"))
         self.assertGreater(len(dist.data), 50_000)
-        self.assertEqual(dist, make_wheel(
-            "Proto.Alpha", "1.0", requires_python=">=3.8",
-            requires_dist=["dep>=1", "other"], payload_size=50_000,
-        ))
+        self.assertEqual(
+            dist,
+            make_wheel(
+                "Proto.Alpha",
+                "1.0",
+                requires_python=">=3.8",
+                requires_dist=["dep>=1", "other"],
+                payload_size=50_000,
+            ),
+        )
         self.assertEqual(dist.sha256, hashlib.sha256(dist.data).hexdigest())
         assert dist.metadata is not None
         self.assertEqual(dist.metadata_sha256, hashlib.sha256(dist.metadata).hexdigest())
@@ -118,8 +124,10 @@ class BuilderTests(SynchronousTestCase):
             names = tf.getnames()
             self.assertEqual(
                 sorted(names),
-                [f"proto_beta-2.0/{n}" for n in
-                 ("PKG-INFO", "_backend.py", "proto_beta/__init__.py", "pyproject.toml")],
+                [
+                    f"proto_beta-2.0/{n}"
+                    for n in ("PKG-INFO", "_backend.py", "proto_beta/__init__.py", "pyproject.toml")
+                ],
             )
             pkg_info = tf.extractfile("proto_beta-2.0/PKG-INFO")
             pyproject = tf.extractfile("proto_beta-2.0/pyproject.toml")
@@ -151,9 +159,20 @@ class BuilderTests(SynchronousTestCase):
         env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1")
         target = os.path.join(tmp, "target")
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--target", target,
-             *paths],
-            env=env, check=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-index",
+                "--target",
+                target,
+                *paths,
+            ],
+            env=env,
+            check=True,
+            timeout=120,
         )
         for module, version in (("proto_alpha", "1.0"), ("proto_beta", "2.0")):
             with open(os.path.join(target, module, "__init__.py")) as f:
@@ -237,17 +256,20 @@ class FakeIndexTests(SynchronousTestCase):
         self.assertEqual(page["meta"], {"api-version": "1.1", "_last-serial": 2})
         self.assertEqual((page["name"], page["versions"]), ("proto-alpha", ["0.9", "1.0"]))
         wheel, sdist = page["files"]
-        self.assertEqual(wheel, {
-            "filename": self.wheel.filename,
-            "url": "../../files/" + self.wheel.filename,
-            "hashes": {"sha256": self.wheel.sha256},
-            "requires-python": ">=3.8",
-            "yanked": False,
-            "core-metadata": {"sha256": self.wheel.metadata_sha256},
-            "data-dist-info-metadata": {"sha256": self.wheel.metadata_sha256},
-            "size": len(self.wheel.data),
-            "upload-time": "2025-01-02T03:04:05.000000Z",
-        })
+        self.assertEqual(
+            wheel,
+            {
+                "filename": self.wheel.filename,
+                "url": "../../files/" + self.wheel.filename,
+                "hashes": {"sha256": self.wheel.sha256},
+                "requires-python": ">=3.8",
+                "yanked": False,
+                "core-metadata": {"sha256": self.wheel.metadata_sha256},
+                "data-dist-info-metadata": {"sha256": self.wheel.metadata_sha256},
+                "size": len(self.wheel.data),
+                "upload-time": "2025-01-02T03:04:05.000000Z",
+            },
+        )
         self.assertEqual(
             (sdist["yanked"], sdist["core-metadata"], sdist["requires-python"]),
             ("broken <build>", False, None),
@@ -313,8 +335,12 @@ class FakeIndexTests(SynchronousTestCase):
             response = self.request(path)
             self.assertEqual(response.code, 301)
             self.assertEqual(response.headers.getRawHeaders("location"), [location])
-        for path in ["/simple/nope/", "/files/nope.whl", "/files/proto_alpha-0.9.tar.gz.metadata",
-                     "/elsewhere"]:
+        for path in [
+            "/simple/nope/",
+            "/files/nope.whl",
+            "/files/proto_alpha-0.9.tar.gz.metadata",
+            "/elsewhere",
+        ]:
             self.assertEqual(self.request(path).code, 404, path)
         self.assertEqual(self.request(WHEEL_PATH, "POST").code, 405)
 
@@ -512,4 +538,3 @@ class FakeIndexTests(SynchronousTestCase):
         self.assertEqual((number, interface), (0, "127.0.0.1"))
         host: Any = port.getHost()
         self.assertEqual(url, f"http://127.0.0.1:{host.port}/")
-

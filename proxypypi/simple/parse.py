@@ -109,6 +109,9 @@ class _Collector:
     expected: NormalizedName
     warnings: list[str] = attrs.field(factory=list)
     files: dict[str, DistFile] = attrs.field(factory=dict)
+    #: The versions the admitted file names declare, in first-seen order;
+    #: kept here so that no file name is parsed twice.
+    file_versions: dict[str, None] = attrs.field(factory=dict)
 
     def resolve(self, href: str, what: str, base: str | None = None) -> tuple[str, str] | None:
         """
@@ -143,12 +146,13 @@ class _Collector:
             self.warnings.append(f"dropped {_brief(filename)}: duplicate file name")
             return False
         try:
-            project = parse_dist_filename(filename).project
+            dist = parse_dist_filename(filename)
         except InvalidDistFilename:
             return True  # a legacy format (.egg, .exe, ...): nothing to check
-        if project != self.expected:
-            self.warnings.append(f"dropped {_brief(filename)}: belongs to project {project!r}")
+        if dist.project != self.expected:
+            self.warnings.append(f"dropped {_brief(filename)}: belongs to project {dist.project!r}")
             return False
+        self.file_versions.setdefault(str(dist.version), None)
         return True
 
     def hashes(self, pairs: Iterable[tuple[object, object]], what: str) -> dict[str, str]:
@@ -188,12 +192,12 @@ class _Collector:
     ) -> ProjectPage:
         """
         The finished page, with C{versions} completed by the files' own
-        versions so that the page round-trips through JSON unchanged.
+        versions (what L{ProjectPage.all_versions} computes) so that the page
+        round-trips through JSON unchanged.
         """
-        draft = ProjectPage(self.expected, tuple(self.files.values()), tuple(versions))
-        return attrs.evolve(
-            draft, versions=draft.all_versions(), last_serial=last_serial, status=status
-        )
+        all_versions = tuple(dict.fromkeys([*versions, *self.file_versions]))
+        files = tuple(self.files.values())
+        return ProjectPage(self.expected, files, all_versions, last_serial, status)
 
 
 # JSON (PEP 691 / 700 / 714 / 740 / 792)

@@ -1,0 +1,157 @@
+"""
+The page cache: freshness, stale-while-revalidate, stale-if-error, files
+kept after the upstream drops them, serial regressions, negative caching.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from treq.testing import RequestTraversalAgent
+
+from proxypypi.config import UpstreamConfig
+from proxypypi.index import PageCache
+from proxypypi.simple.negotiate import HTML, JSON_V1
+from proxypypi.storage import Storage
+from proxypypi.testing import FakeIndex, Fault, make_wheel
+from proxypypi.upstream import Pool, ProjectNotFound, UpstreamUnavailable
+
+from .test_downloads import sync_run
+
+UPSTREAM = "http://upstream.example/simple/"
+
+
+class PageCacheTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.index = FakeIndex(self.clock)
+        self.old = make_wheel("proto-alpha", "1.0")
+        self.new = make_wheel("proto-alpha", "2.0")
+        self.index.add(self.old)
+        self.agent = RequestTraversalAgent(self.index.resource())
+        self.pool = Pool.from_config(
+            [[UpstreamConfig(UPSTREAM)]], lambda cfg: self.agent, self.clock
+        )
+        self.storage = Storage(self.mktemp(), sync_run)
+        self.storage.prepare()
+        self.cache = self.make_cache()
+
+    def make_cache(self) -> PageCache:
+        return PageCache(self.pool, self.storage, self.clock, ttl=600, negative_ttl=60)
+
+    def get(self, name: str = "proto-alpha"):  # type: ignore[no-untyped-def]
+        d = self.cache.get(name)  # type: ignore[arg-type]
+        self.agent.flush()
+        return d
+
+    def pages_fetched(self) -> int:
+        return self.index.count("/simple/proto-alpha/", "GET")
+
+    def test_fetch_store_and_reuse(self) -> None:
+        """A page is fetched once, stored on disk, and served from there after a restart."""
+        cached = self.successResultOf(self.get())
+        self.assertEqual([f.filename for f in cached.page.files], [self.old.filename])
+        self.assertEqual(cached.page.files[0].url, "http://upstream.example/files/" + self.old.filename)
+        self.successResultOf(self.get())
+        self.assertEqual(self.pages_fetched(), 1)
+        self.cache = self.make_cache()  # a restart: nothing in memory
+        again = self.successResultOf(self.get())
+        self.assertEqual(again.page, cached.page)
+        self.assertEqual(self.pages_fetched(), 1)
+
+    def test_rendered_once(self) -> None:
+        """Each representation is rendered once and links to the proxy's own files."""
+        cached = self.successResultOf(self.get())
+        html = cached.render(HTML)
+        self.assertIs(cached.render(HTML), html)
+        self.assertIn(b"../../files/proto-alpha/" + self.old.filename.encode(), html.body)
+        self.assertNotEqual(cached.render(JSON_V1).etag, html.etag)
+
+    def test_stale_while_revalidate(self) -> None:
+        """A stale page is answered at once and refreshed once in the background."""
+        self.successResultOf(self.get())
+        self.index.add(self.new)
+        self.clock.advance(601)
+        self.index.latency = 1.0
+        stale = self.successResultOf(self.cache.get("proto-alpha"))  # type: ignore[arg-type]
+        self.successResultOf(self.cache.get("proto-alpha"))  # type: ignore[arg-type]
+        self.assertEqual(len(stale.page.files), 1)
+        self.clock.advance(1.0)
+        self.agent.flush()
+        self.assertEqual(self.pages_fetched(), 2)
+        fresh = self.successResultOf(self.get())
+        self.assertEqual(len(fresh.page.files), 2)
+
+    def test_stale_if_error(self) -> None:
+        """When the upstream fails, the last page stays in use."""
+        self.successResultOf(self.get())
+        self.clock.advance(601)
+        self.index.fault = Fault(status=503)
+        self.successResultOf(self.get())
+        self.agent.flush()
+        cached = self.successResultOf(self.get())
+        self.assertEqual([f.filename for f in cached.page.files], [self.old.filename])
+
+    def test_no_copy_and_error(self) -> None:
+        """Without a cached copy an upstream failure is reported with its reason."""
+        self.index.fault = Fault(status=503)
+        failure = self.failureResultOf(self.get(), UpstreamUnavailable)
+        self.assertIn("HTTP 503", str(failure.value))
+
+    def test_negative_cache(self) -> None:
+        """A missing project is not asked for again within the negative TTL."""
+        self.failureResultOf(self.get("nothing-here"), ProjectNotFound)
+        self.failureResultOf(self.get("nothing-here"), ProjectNotFound)
+        self.assertEqual(self.index.count("/simple/nothing-here/"), 1)
+        self.clock.advance(61)
+        self.failureResultOf(self.get("nothing-here"), ProjectNotFound)
+        self.assertEqual(self.index.count("/simple/nothing-here/"), 2)
+
+    def test_removed_upstream_files_kept(self) -> None:
+        """A stored file the upstream no longer lists stays on the page, marked."""
+        self.successResultOf(self.get())
+        path = self.storage.file_path("proto-alpha", self.old.filename)
+        import os
+
+        os.makedirs(os.path.dirname(path))
+        with open(path, "wb") as f:
+            f.write(self.old.data)
+        self.index.remove("proto-alpha", self.old.filename)
+        self.index.add(self.new)
+        self.clock.advance(601)
+        self.successResultOf(self.get())
+        cached = self.successResultOf(self.get())
+        by_name = {f.filename: f for f in cached.page.files}
+        self.assertTrue(by_name[self.old.filename].removed_upstream)
+        self.assertFalse(by_name[self.new.filename].removed_upstream)
+        self.assertIn(b"_proxypypi-removed-upstream", cached.render(JSON_V1).body)
+        # The whole project disappears upstream: its stored files remain.
+        self.index.remove("proto-alpha")
+        self.clock.advance(601)
+        self.successResultOf(self.get())
+        cached = self.successResultOf(self.get())
+        self.assertEqual([f.filename for f in cached.page.files], [self.old.filename])
+
+    def test_older_serial_ignored(self) -> None:
+        """A page with an older serial than ours (a lagging mirror) does not replace ours."""
+        first = self.successResultOf(self.get())
+        serial = first.page.last_serial
+        assert serial is not None
+        self.index.add(self.new)
+        self.index.serial = 0
+        for p in self.index._projects.values():  # make the upstream look older
+            p.last_serial = serial - 1
+        self.clock.advance(601)
+        self.successResultOf(self.get())
+        cached = self.successResultOf(self.get())
+        self.assertEqual(len(cached.page.files), 1)
+
+    def test_damaged_stored_page_ignored(self) -> None:
+        """A truncated stored page is ignored and fetched again."""
+        self.successResultOf(self.get())
+        with open(self.storage.page_path("proto-alpha"), "r+b") as f:
+            f.truncate(20)
+        self.cache = self.make_cache()
+        cached = self.successResultOf(self.get())
+        self.assertEqual(len(cached.page.files), 1)
+        self.assertEqual(self.pages_fetched(), 2)
