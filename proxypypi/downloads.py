@@ -430,9 +430,7 @@ class Manager:
         existing = self._active.get(key)
         if existing is not None:
             return existing
-        download = Download(
-            key, origins, hashes, size, self.storage, self.clock, self.idle_timeout
-        )
+        download = Download(key, origins, hashes, size, self.storage, self.clock, self.idle_timeout)
         self._active[key] = download
         download.start()
         download.when_done().addCallback(lambda _: self._active.pop(key, None))

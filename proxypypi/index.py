@@ -299,4 +299,3 @@ async def _value(value: CachedPage) -> CachedPage:
 
 async def _raise(error: Exception) -> CachedPage:
     raise error
-

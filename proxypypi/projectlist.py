@@ -208,4 +208,3 @@ class ProjectList:
             writer.discard()
             raise
         return writer.count
-

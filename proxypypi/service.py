@@ -121,8 +121,9 @@ class WebServer(Service):
         return d
 
 
-def build_proxy(config: Config, reactor: Any, storage: Storage, connections: HTTPConnectionPool
-                ) -> Proxy:
+def build_proxy(
+    config: Config, reactor: Any, storage: Storage, connections: HTTPConnectionPool
+) -> Proxy:
     """
     The proxy's collaborators, wired together.
     """

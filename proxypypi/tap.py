@@ -30,8 +30,12 @@ class Options(usage.Options):
         ["config", None, None, "TOML file with settings (same keys as these options)."],
         ["storage", None, None, f"Directory for cached files and pages [{DEFAULT_STORAGE}]."],
         ["page-ttl", None, None, "Seconds a cached project page stays fresh [600]."],
-        ["download-idle-timeout", None, None,
-         "Seconds without upstream data before a download is abandoned [30]."],
+        [
+            "download-idle-timeout",
+            None,
+            None,
+            "Seconds without upstream data before a download is abandoned [30].",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -87,5 +91,3 @@ def makeService(options: usage.Options) -> IService:
     from .service import make_service
 
     return make_service(options["config_obj"], reactor)
-
-

@@ -24,8 +24,12 @@ class UpstreamURLTests(SynchronousTestCase):
 
     def test_not_http_refused(self) -> None:
         """Other schemes, relative and malformed URLs are refused with the URL named."""
-        for bad in ("ftp://mirror.example/simple/", "mirror.example/simple/",
-                    "http://mirror.example:99999/", "http:///simple/"):
+        for bad in (
+            "ftp://mirror.example/simple/",
+            "mirror.example/simple/",
+            "http://mirror.example:99999/",
+            "http:///simple/",
+        ):
             with self.assertRaises(ConfigError) as e:
                 parse_upstream_url(bad)
             self.assertIn(bad, str(e.exception))
@@ -39,8 +43,10 @@ class BuildConfigTests(SynchronousTestCase):
         )
         self.assertEqual(
             [[u.url for u in g] for g in config.upstreams],
-            [["https://a.example/simple/", "https://b.example/simple/"],
-             ["https://c.example/simple/"]],
+            [
+                ["https://a.example/simple/", "https://b.example/simple/"],
+                ["https://c.example/simple/"],
+            ],
         )
 
     def test_command_line_overrides_file(self) -> None:
@@ -76,8 +82,18 @@ class OptionsTests(SynchronousTestCase):
         storage = self.mktemp()
         options = Options()
         options.parseOptions(
-            ["--upstream", "https://a.example/simple/", "--upstream", "https://b.example/simple",
-             "--storage", storage, "--page-ttl", "30", "--listen", "tcp:0"]
+            [
+                "--upstream",
+                "https://a.example/simple/",
+                "--upstream",
+                "https://b.example/simple",
+                "--storage",
+                storage,
+                "--page-ttl",
+                "30",
+                "--listen",
+                "tcp:0",
+            ]
         )
         config = options["config_obj"]
         self.assertEqual(len(config.upstreams), 2)
@@ -89,7 +105,7 @@ class OptionsTests(SynchronousTestCase):
         """--config reads the same keys from TOML."""
         path = self.mktemp()
         with open(path, "w") as f:
-            f.write('upstream = ["https://a.example/simple/"]\nstorage = "%s"\n' % self.mktemp())
+            f.write(f'upstream = ["https://a.example/simple/"]\nstorage = "{self.mktemp()}"\n')
         options = Options()
         options.parseOptions(["--config", path])
         self.assertEqual(options["config_obj"].upstreams[0][0].url, "https://a.example/simple/")
@@ -103,8 +119,14 @@ class OptionsTests(SynchronousTestCase):
         with open(blocker, "w") as f:
             f.write("a file, not a directory")
         with self.assertRaises(usage.UsageError) as e:
-            Options().parseOptions(["--upstream", "https://a.example/simple/",
-                                    "--storage", os.path.join(blocker, "data")])
+            Options().parseOptions(
+                [
+                    "--upstream",
+                    "https://a.example/simple/",
+                    "--storage",
+                    os.path.join(blocker, "data"),
+                ]
+            )
         self.assertIn("--storage", str(e.exception))
 
 
@@ -112,8 +134,11 @@ class PluginTests(SynchronousTestCase):
     def test_twistd_lists_plugin(self) -> None:
         """`twistd --help` lists the proxypypi plugin."""
         out = subprocess.run(
-            [sys.executable, "-m", "twisted", "--help"], capture_output=True, text=True,
-            timeout=60, check=False,
+            [sys.executable, "-m", "twisted", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         ).stdout
         self.assertIn("proxypypi", out)
 
@@ -121,7 +146,10 @@ class PluginTests(SynchronousTestCase):
         """`twistd proxypypi` without an upstream exits with a one-line reason."""
         result = subprocess.run(
             [sys.executable, "-m", "twisted", "proxypypi", "--storage", self.mktemp()],
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("--upstream", result.stdout + result.stderr)

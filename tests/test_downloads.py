@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from treq.testing import RequestTraversalAgent
 from zope.interface import implementer
 
 from proxypypi.downloads import (

@@ -5,9 +5,9 @@ kept after the upstream drops them, serial regressions, negative caching.
 
 from __future__ import annotations
 
+from treq.testing import RequestTraversalAgent
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from treq.testing import RequestTraversalAgent
 
 from proxypypi.config import UpstreamConfig
 from proxypypi.index import PageCache
@@ -51,7 +51,9 @@ class PageCacheTests(SynchronousTestCase):
         """A page is fetched once, stored on disk, and served from there after a restart."""
         cached = self.successResultOf(self.get())
         self.assertEqual([f.filename for f in cached.page.files], [self.old.filename])
-        self.assertEqual(cached.page.files[0].url, "http://upstream.example/files/" + self.old.filename)
+        self.assertEqual(
+            cached.page.files[0].url, "http://upstream.example/files/" + self.old.filename
+        )
         self.successResultOf(self.get())
         self.assertEqual(self.pages_fetched(), 1)
         self.cache = self.make_cache()  # a restart: nothing in memory

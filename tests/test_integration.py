@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import sys
+import sysconfig
 
 import pytest
 import pytest_twisted
@@ -82,8 +83,19 @@ async def test_pip_install_pinned_yanked(
     """
     target = os.path.join(str(tmp_path), "t")
     out, code = await run(
-        [sys.executable, "-m", "pip", "install", "--no-cache-dir", "-i", proxy.simple,
-         "--target", target, "proto-beta==3.0", "proto-delta"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-cache-dir",
+            "-i",
+            proxy.simple,
+            "--target",
+            target,
+            "proto-beta==3.0",
+            "proto-delta",
+        ],
         clean_env,
     )
     assert code == 0, out
@@ -92,7 +104,15 @@ async def test_pip_install_pinned_yanked(
     assert os.path.isdir(os.path.join(target, "proto_delta"))
 
 
-@pytest.mark.skipif(shutil.which("uv") is None, reason="uv is in the test extra")
+def find_uv() -> str | None:
+    """
+    uv from the test extra: next to this Python, or on PATH.
+    """
+    here = os.path.join(sysconfig.get_path("scripts"), "uv")
+    return here if os.path.exists(here) else shutil.which("uv")
+
+
+@pytest.mark.skipif(find_uv() is None, reason="uv is in the test extra")
 @pytest_twisted.ensureDeferred
 async def test_uv_pip_install(
     upstream: Upstream, proxy: RunningProxy, clean_env: dict[str, str], tmp_path: object
@@ -101,20 +121,28 @@ async def test_uv_pip_install(
     uv installs the dependency chain and an sdist (built with its in-tree
     backend) through the proxy into a fresh virtualenv.
     """
-    uv = shutil.which("uv")
+    uv = find_uv()
     assert uv is not None
     venv = os.path.join(str(tmp_path), "venv")
     out, code = await run([uv, "venv", "--python", sys.executable, venv], clean_env)
     assert code == 0, out
     env = {**clean_env, "VIRTUAL_ENV": venv, "UV_INDEX_URL": proxy.simple}
     out, code = await run(
-        [uv, "pip", "install", "--python", os.path.join(venv, "bin", "python"),
-         "proto-alpha", "proto-gamma"],
+        [
+            uv,
+            "pip",
+            "install",
+            "--python",
+            os.path.join(venv, "bin", "python"),
+            "proto-alpha",
+            "proto-gamma",
+        ],
         env,
     )
     assert code == 0, out
-    site = os.path.join(venv, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}",
-                        "site-packages")
+    site = os.path.join(
+        venv, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages"
+    )
     assert os.path.isdir(os.path.join(site, "proto_alpha"))
     assert os.path.isdir(os.path.join(site, "proto_beta"))
     assert upstream.index.count("/files/proto_alpha-1.0-py3-none-any.whl.metadata") == 1

@@ -25,7 +25,9 @@ class NameTests(SynchronousTestCase):
     def test_parse_dist_filename(self) -> None:
         """Wheels and sdists parse; other names are refused."""
         w = parse_dist_filename("Proto_Beta-1!1.1+local-py3-none-any.whl")
-        self.assertEqual((w.project, str(w.version), w.kind), ("proto-beta", "1!1.1+local", "wheel"))
+        self.assertEqual(
+            (w.project, str(w.version), w.kind), ("proto-beta", "1!1.1+local", "wheel")
+        )
         s = parse_dist_filename("proto-gamma-2.0.tar.gz")
         self.assertEqual((s.project, str(s.version), s.kind), ("proto-gamma", "2.0", "sdist"))
         for bad in ("x.exe", "../a-1.0.tar.gz", "a.whl"):

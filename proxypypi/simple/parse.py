@@ -335,6 +335,16 @@ def _parse_json(c: _Collector, body: bytes, last_serial: int | None) -> ProjectP
 _Attrs = dict[str, str | None]
 
 
+def _first_wins(attrs: list[tuple[str, str | None]]) -> _Attrs:
+    """
+    A tag's attributes; of duplicates the first counts, as in browsers.
+    """
+    values: _Attrs = {}
+    for name, value in attrs:
+        values.setdefault(name, value)
+    return values
+
+
 class _AnchorParser(HTMLParser):
     """
     Collects every ``<a>`` as its attributes and text.  Text runs until the
@@ -350,9 +360,7 @@ class _AnchorParser(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "a":
             self._finish_anchor()
-            self._attrs = {}
-            for name, value in attrs:
-                self._attrs.setdefault(name, value)  # HTML: the first duplicate wins
+            self._attrs = _first_wins(attrs)
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "a":
@@ -397,7 +405,7 @@ class _PageParser(_AnchorParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         super().handle_starttag(tag, attrs)
-        values = dict(attrs)
+        values = _first_wins(attrs)
         if tag == "meta" and values.get("name") and values.get("content") is not None:
             self.meta.setdefault(str(values["name"]).lower(), str(values["content"]))
         elif tag == "base" and self.base is None and values.get("href"):

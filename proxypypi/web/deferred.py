@@ -5,22 +5,20 @@ Glue between twisted.web's synchronous ``render`` and our Deferreds.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 
 from .errors import error
 
 log = Logger()
 
 
-def render_async(
-    request: IRequest, work: Callable[[], Coroutine[Any, Any, bytes | int]]
-) -> int:
+def render_async(request: IRequest, work: Callable[[], Coroutine[Any, Any, bytes | int]]) -> int:
     """
     Run C{work} and send what it returns: bytes to write and finish, or
     ``NOT_DONE_YET`` when it took over the request (a producer).  An
@@ -28,7 +26,7 @@ def render_async(
     traceback for the client.
     """
     gone: list[bool] = []
-    request.notifyFinish().addErrback(lambda _: gone.append(True))
+    cast(Request, request).notifyFinish().addErrback(lambda _: gone.append(True))
 
     def send(result: bytes | int) -> None:
         if gone or result == NOT_DONE_YET:

@@ -79,9 +79,7 @@ class RootResource(Resource):
 
     def render_GET(self, request: IRequest) -> bytes:
         base = html.escape(request.prePathURL().decode("utf-8", "replace"))
-        upstreams = "".join(
-            f"<li>{html.escape(m.url)}</li>" for m in self.proxy.pool.members()
-        )
+        upstreams = "".join(f"<li>{html.escape(m.url)}</li>" for m in self.proxy.pool.members())
         body = (
             "<!DOCTYPE html><html><head><meta charset=utf-8>"
             '<meta name="viewport" content="width=device-width">'
