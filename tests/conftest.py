@@ -119,3 +119,12 @@ def clean_env(tmp_path: object) -> dict[str, str]:
         "UV_CACHE_DIR": os.path.join(str(tmp_path), "uv-cache"),
         "UV_PYTHON_DOWNLOADS": "never",
     }
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Run every test in its own temporary directory, so trial's ``mktemp``
+    never litters the working tree.
+    """
+    monkeypatch.chdir(str(tmp_path))

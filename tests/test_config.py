@@ -130,27 +130,32 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("--storage", str(e.exception))
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def twistd(*args: str) -> subprocess.CompletedProcess[str]:
+    """
+    Run twistd with the working tree importable, as an installed copy is.
+    """
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    return subprocess.run(
+        [sys.executable, "-m", "twisted", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+
+
 class PluginTests(SynchronousTestCase):
     def test_twistd_lists_plugin(self) -> None:
         """`twistd --help` lists the proxypypi plugin."""
-        out = subprocess.run(
-            [sys.executable, "-m", "twisted", "--help"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        ).stdout
-        self.assertIn("proxypypi", out)
+        self.assertIn("proxypypi", twistd("--help").stdout)
 
     def test_twistd_refuses_without_upstream(self) -> None:
         """`twistd proxypypi` without an upstream exits with a one-line reason."""
-        result = subprocess.run(
-            [sys.executable, "-m", "twisted", "proxypypi", "--storage", self.mktemp()],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = twistd("proxypypi", "--storage", self.mktemp())
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("--upstream", result.stdout + result.stderr)
         self.assertNotIn("Traceback", result.stdout + result.stderr)
