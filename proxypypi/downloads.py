@@ -156,7 +156,13 @@ class Download:
     # IFileSource
 
     def open(self) -> int:
-        return os.open(self._path, os.O_RDONLY)
+        try:
+            return os.open(self._path, os.O_RDONLY)
+        except FileNotFoundError:
+            # Committed (renamed) in the disk thread a moment ago; our path
+            # is updated when that thread's result reaches the reactor.
+            final = self.storage.file_path(self.key.project, self.key.filename)
+            return os.open(final, os.O_RDONLY)
 
     def available(self) -> int:
         if self._complete:

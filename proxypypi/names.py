@@ -20,7 +20,7 @@ from packaging.utils import (
     parse_sdist_filename,
     parse_wheel_filename,
 )
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 #: Longest file name accepted anywhere; common file systems stop at 255 bytes.
 MAX_FILENAME_BYTES = 255
@@ -90,3 +90,51 @@ def parse_dist_filename(filename: str) -> DistName:
         return DistName(name, version, "sdist")
     except (InvalidWheelFilename, InvalidSdistFilename) as e:
         raise InvalidDistFilename(str(e)) from e
+
+
+def _sdist_stem(filename: str) -> str | None:
+    for suffix in (".tar.gz", ".zip"):
+        if filename.endswith(suffix):
+            return filename[: -len(suffix)]
+    return None
+
+
+def version_of(filename: str, project: NormalizedName) -> str | None:
+    """
+    The version a file of C{project} declares in its name, or ``None`` when
+    the name does not say (legacy formats) or is not C{project}'s.
+
+    Wheels name their project unambiguously.  Old sdists do not: in
+    ``cffi-1.0.2-2.tar.gz`` any dash may end the name, so the first dash
+    after which the rest is C{project}'s version decides.
+    """
+    try:
+        dist = parse_dist_filename(filename)
+    except InvalidDistFilename:
+        return None
+    if dist.project == project:
+        return str(dist.version)
+    stem = _sdist_stem(filename)
+    if dist.kind != "sdist" or stem is None:
+        return None
+    for i, c in enumerate(stem):
+        if c == "-" and normalize(stem[:i]) == project:
+            try:
+                return str(Version(stem[i + 1 :]))
+            except InvalidVersion:
+                return None
+    return None
+
+
+def belongs_to(filename: str, project: NormalizedName) -> bool:
+    """
+    Whether a file listed on C{project}'s page may be that project's: its
+    name says so, or it is in a legacy format whose name says nothing.
+    """
+    if version_of(filename, project) is not None:
+        return True
+    try:
+        parse_dist_filename(filename)
+    except InvalidDistFilename:
+        return not filename.endswith((".whl", ".tar.gz", ".zip"))
+    return False

@@ -33,3 +33,13 @@ class NameTests(SynchronousTestCase):
         for bad in ("x.exe", "../a-1.0.tar.gz", "a.whl"):
             with self.assertRaises(InvalidDistFilename):
                 parse_dist_filename(bad)
+
+    def test_ambiguous_sdists(self) -> None:
+        """Old sdists whose names contain dashes belong to their project, with the right version."""
+        from proxypypi.names import belongs_to, version_of
+
+        self.assertTrue(belongs_to("cffi-1.0.2-2.tar.gz", "cffi"))  # type: ignore[arg-type]
+        self.assertEqual(version_of("cffi-1.0.2-2.tar.gz", "cffi"), "1.0.2.post2")  # type: ignore[arg-type]
+        self.assertFalse(belongs_to("other-1.0.tar.gz", "cffi"))  # type: ignore[arg-type]
+        self.assertFalse(belongs_to("other-1.0-py3-none-any.whl", "cffi"))  # type: ignore[arg-type]
+        self.assertTrue(belongs_to("cffi-0.1.win32.exe", "cffi"))  # type: ignore[arg-type]

@@ -883,6 +883,29 @@ class TailProducerFailureTests(ProducerTestsMixin, SynchronousTestCase):
         self.assertEqual(staying.body(), DATA)
         self.assertTrue(staying.response().complete)
 
+    def test_disconnect_inside_write(self) -> None:
+        """
+        A disconnect reported from inside a write stops the loop before it reads again.
+        """
+        client = get(self.site)
+        client.transport.on_write = lambda data: client.disconnect()
+        self.source.append(DATA)
+        self.assertEqual(client.body(), DATA[:4])
+        self.assert_released()
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_failure_inside_write(self) -> None:
+        """
+        A source failing from inside a write aborts without sending more.
+        """
+        client = get(self.site)
+        client.transport.on_write = lambda data: self.source.fail()
+        self.source.append(DATA)
+        self.assertTrue(client.transport.disconnected)
+        self.assertEqual(client.body(), DATA[:4])
+        self.assertFalse(client.response().complete)
+        self.assert_released()
+
     def test_stop_producing(self) -> None:
         """
         The transport's C{stopProducing} releases everything without finishing.

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import attrs
 from packaging.utils import NormalizedName
 
-from ..names import InvalidDistFilename, parse_dist_filename
+from ..names import version_of
 
 #: ``False`` (not yanked), ``True`` (yanked, no reason) or the reason.
 Yanked = bool | str
@@ -64,16 +64,6 @@ class DistFile:
             return self.core_metadata.get("sha256")
         return None
 
-    @property
-    def version(self) -> str | None:
-        """
-        The version this file's name declares, or ``None`` when the name
-        does not parse (legacy formats such as ``.egg`` or ``.exe``).
-        """
-        try:
-            return str(parse_dist_filename(self.filename).version)
-        except InvalidDistFilename:
-            return None
 
 
 @attrs.frozen
@@ -120,7 +110,7 @@ class ProjectPage:
         """
         seen: dict[str, None] = dict.fromkeys(self.versions)
         for f in self.files:
-            v = f.version
+            v = version_of(f.filename, self.name)
             if v is not None:
                 seen.setdefault(v, None)
         return tuple(seen)

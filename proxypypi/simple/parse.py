@@ -23,7 +23,7 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 import attrs
 from packaging.utils import NormalizedName, canonicalize_name
 
-from ..names import InvalidDistFilename, is_safe_filename, parse_dist_filename
+from ..names import belongs_to, is_safe_filename, version_of
 from .model import CoreMetadata, DistFile, ProjectPage, ProjectStatus, Yanked
 from .negotiate import HTML, HTML_V1, JSON_V1, Format, parse_media_type
 
@@ -145,14 +145,12 @@ class _Collector:
         if filename in self.files:
             self.warnings.append(f"dropped {_brief(filename)}: duplicate file name")
             return False
-        try:
-            dist = parse_dist_filename(filename)
-        except InvalidDistFilename:
-            return True  # a legacy format (.egg, .exe, ...): nothing to check
-        if dist.project != self.expected:
-            self.warnings.append(f"dropped {_brief(filename)}: belongs to project {dist.project!r}")
+        if not belongs_to(filename, self.expected):
+            self.warnings.append(f"dropped {_brief(filename)}: not a file of {self.expected}")
             return False
-        self.file_versions.setdefault(str(dist.version), None)
+        version = version_of(filename, self.expected)
+        if version is not None:
+            self.file_versions.setdefault(version, None)
         return True
 
     def hashes(self, pairs: Iterable[tuple[object, object]], what: str) -> dict[str, str]:
