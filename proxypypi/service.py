@@ -5,6 +5,7 @@ Assemble the running service from a L{Config}.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -16,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, RedirectAgent
+from twisted.web.iweb import IAgent
 from twisted.web.server import Site
 
 from . import __version__
@@ -122,19 +124,16 @@ class WebServer(Service):
 
 
 def build_proxy(
-    config: Config, reactor: Any, storage: Storage, connections: HTTPConnectionPool
+    config: Config,
+    reactor: Any,
+    storage: Storage,
+    agent_for: Callable[[UpstreamConfig], IAgent],
 ) -> Proxy:
     """
     The proxy's collaborators, wired together.
+
+    :param agent_for: the HTTP agent to reach one upstream with.
     """
-    tls = BrowserLikePolicyForHTTPS()
-
-    def agent_for(upstream: UpstreamConfig) -> Any:
-        agent = Agent(
-            reactor, contextFactory=tls, connectTimeout=upstream.connect_timeout, pool=connections
-        )
-        return RedirectAgent(agent, redirectLimit=5)
-
     pool = Pool.from_config(
         config.upstreams,
         agent_for,
@@ -154,6 +153,24 @@ def build_proxy(
     )
 
 
+def upstream_agents(
+    reactor: Any, connections: HTTPConnectionPool
+) -> Callable[[UpstreamConfig], IAgent]:
+    """
+    Real agents: pooled connections, TLS verified against the system's
+    trust roots (with service_identity), redirects followed.
+    """
+    tls = BrowserLikePolicyForHTTPS()
+
+    def agent_for(upstream: UpstreamConfig) -> IAgent:
+        agent = Agent(
+            reactor, contextFactory=tls, connectTimeout=upstream.connect_timeout, pool=connections
+        )
+        return RedirectAgent(agent, redirectLimit=5)
+
+    return agent_for
+
+
 def make_service(config: Config, reactor: Any) -> IService:
     """
     The whole service: disk threads, upstream connections, and one web
@@ -169,7 +186,7 @@ def make_service(config: Config, reactor: Any) -> IService:
     connections = HTTPConnectionPool(reactor, persistent=True)
     connections.maxPersistentPerHost = 8
     UpstreamConnections(connections).setServiceParent(top)
-    proxy = build_proxy(config, reactor, storage, connections)
+    proxy = build_proxy(config, reactor, storage, upstream_agents(reactor, connections))
     site = Site(RootResource(proxy))
     site.displayTracebacks = False
     for description in config.listen:

@@ -65,7 +65,6 @@ class DistFile:
         return None
 
 
-
 @attrs.frozen
 class ProjectStatus:
     """

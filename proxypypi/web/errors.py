@@ -48,3 +48,26 @@ class ErrorResource(Resource):
 
     def render(self, request: IRequest) -> bytes:
         return error(request, self.code, self.message)
+
+
+class Page(Resource):
+    """
+    A resource whose unsupported methods get a one-line 405 (twisted.web's
+    own answer is a deprecated, unescaped HTML page).
+    """
+
+    def render(self, request: IRequest) -> bytes | int:
+        method = request.method.decode("ascii", "replace")
+        handler = getattr(self, "render_" + method, None)
+        if handler is None and method == "HEAD":
+            handler = getattr(self, "render_GET", None)
+        if handler is None:
+            allowed = sorted(
+                name[len("render_") :] for name in dir(self) if name.startswith("render_")
+            )
+            if "GET" in allowed and "HEAD" not in allowed:
+                allowed.append("HEAD")
+            request.setHeader(b"allow", ", ".join(allowed).encode())
+            return error(request, 405, f"{method} is not allowed here; use {', '.join(allowed)}")
+        result: bytes | int = handler(request)
+        return result

@@ -11,7 +11,6 @@ headers arrive and read the file while it downloads.
 from __future__ import annotations
 
 from twisted.web.iweb import IRequest
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from ..downloads import CompleteFile, FileKey, FileNotFoundUpstream, Origin
@@ -22,7 +21,7 @@ from ..proxy import Proxy
 from ..simple.model import DistFile
 from ..upstream import ProjectNotFound
 from .deferred import render_async, request_gone
-from .errors import error
+from .errors import Page, error
 from .fileresponse import respond_with_file
 
 DIST_TYPE = "application/octet-stream"
@@ -46,7 +45,7 @@ def _etag(f: DistFile | None, metadata: bool) -> str | None:
     return f'"{digest}"' if digest else None
 
 
-class FilesResource(Resource):
+class FilesResource(Page):
     """
     The ``/files/`` tree: exactly two segments below it.
     """

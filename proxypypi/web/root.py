@@ -10,16 +10,16 @@ import json
 import os
 
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource, Resource
+from twisted.web.resource import IResource
 
 from .. import __version__
 from ..proxy import Proxy
-from .errors import ErrorResource
+from .errors import ErrorResource, Page
 from .files import FilesResource
 from .simple import SimpleResource
 
 
-class HealthResource(Resource):
+class HealthResource(Page):
     """
     ``/health``: JSON for load balancers and monitoring; 200 while the
     proxy can serve, 503 otherwise.
@@ -60,7 +60,7 @@ class HealthResource(Resource):
         return body
 
 
-class RootResource(Resource):
+class RootResource(Page):
     """
     ``/``: a short status page; the rest of the tree hangs below it.
     """

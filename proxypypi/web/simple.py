@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource, Resource
+from twisted.web.resource import IResource
 
 from ..fetch import FetchError
 from ..names import normalize
@@ -14,7 +14,7 @@ from ..proxy import Proxy
 from ..simple.negotiate import negotiate
 from ..upstream import ProjectNotFound
 from .deferred import render_async
-from .errors import ErrorResource, error, redirect
+from .errors import ErrorResource, Page, error, redirect
 
 VARY = b"Accept, Accept-Encoding"
 
@@ -45,7 +45,7 @@ def etag_matches(request: IRequest, etag: str) -> bool:
     return "*" in tags or etag in tags or ("W/" + etag) in tags
 
 
-class SimpleResource(Resource):
+class SimpleResource(Page):
     """
     ``/simple/``: the project list; its children are project pages.
     """
@@ -68,7 +68,7 @@ class SimpleResource(Resource):
         return render_async(request, lambda: self.proxy.project_list.serve(request, media_type))
 
 
-class ProjectResource(Resource):
+class ProjectResource(Page):
     """
     ``/simple/<name>/``.
     """
