@@ -35,12 +35,16 @@ class UpstreamConfig:
     :ivar weight: this member's share of its group's load.
     :ivar connect_timeout: seconds to establish a connection.
     :ivar first_byte_timeout: seconds from request to response headers.
+    :ivar idle_timeout: seconds without a byte mid-body before the member
+        counts as failed for that request; ``None`` uses the service's
+        ``download-idle-timeout``.
     """
 
     url: str
     weight: float = 1.0
     connect_timeout: float = 10.0
     first_byte_timeout: float = 15.0
+    idle_timeout: float | None = None
 
 
 def parse_upstream_url(url: str) -> str:
@@ -98,6 +102,22 @@ class Config:
     :ivar download_idle_timeout: seconds without a byte from the upstream
         after which a file download is abandoned.
     :ivar max_page_bytes: the largest upstream page accepted.
+    :ivar negative_ttl: seconds an upstream 404 for a project is remembered.
+    :ivar offline: serve only what is stored; never contact an upstream.
+    :ivar forget_removed: drop stored files from pages once the upstream
+        stops listing them (by default they stay installable).
+    :ivar max_cache_size: bytes of upstream files to keep; least recently
+        used files are evicted beyond it.  ``None``: unbounded.
+    :ivar auth_file: an htpasswd file (bcrypt entries) of users who may
+        upload; ``None`` disables uploads.
+    :ivar auth_read: require a valid user for reads as well.
+    :ivar max_upload_size: the largest upload accepted, in bytes.
+    :ivar allow_overwrite: let an upload replace a private file of the same
+        name with different content.
+    :ivar merge_upstream: private projects whose upstream files stay listed.
+    :ivar log_format: ``text`` or ``json`` (one JSON object per line).
+    :ivar trusted_proxies: addresses whose ``X-Forwarded-*`` headers count.
+    :ivar upstream_proxy: an HTTP proxy URL for reaching upstreams.
     """
 
     upstreams: tuple[tuple[UpstreamConfig, ...], ...]
@@ -109,6 +129,18 @@ class Config:
         default=30.0, validator=_positive("download-idle-timeout")
     )
     max_page_bytes: int = 128 * 1024 * 1024
+    negative_ttl: float = 60.0
+    offline: bool = False
+    forget_removed: bool = False
+    max_cache_size: int | None = None
+    auth_file: str | None = None
+    auth_read: bool = False
+    max_upload_size: int = 1024**3
+    allow_overwrite: bool = False
+    merge_upstream: tuple[str, ...] = ()
+    log_format: str = attrs.field(default="text", validator=attrs.validators.in_(("text", "json")))
+    trusted_proxies: tuple[str, ...] = ()
+    upstream_proxy: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if not self.upstreams:
@@ -127,13 +159,60 @@ class Config:
         return " > ".join(f"[{g}]" for g in groups)
 
 
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(value: object) -> int:
+    """
+    A size in bytes from ``123``, ``"512M"``, ``"50G"`` or ``"1.5T"``
+    (binary units; a trailing ``B`` or ``iB`` is allowed).
+
+    :raises ValueError: for anything else.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
+    unit = text[-1:] if text[-1:] in _UNITS else ""
+    number = float(text[: len(text) - len(unit)])
+    if number < 0:
+        raise ValueError(f"negative size {value!r}")
+    return int(number * _UNITS[unit])
+
+
+def _flag(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a yes/no value: {value!r}")
+
+
 #: TOML key (and option name) to Config field and converter.
 _SCALARS: Mapping[str, tuple[str, Any]] = {
     "storage": ("storage", str),
     "page-ttl": ("page_ttl", float),
     "client-max-age": ("client_max_age", int),
     "download-idle-timeout": ("download_idle_timeout", float),
-    "max-page-bytes": ("max_page_bytes", int),
+    "max-page-bytes": ("max_page_bytes", parse_size),
+    "negative-ttl": ("negative_ttl", float),
+    "offline": ("offline", _flag),
+    "forget-removed": ("forget_removed", _flag),
+    "max-cache-size": ("max_cache_size", parse_size),
+    "auth-file": ("auth_file", str),
+    "auth-read": ("auth_read", _flag),
+    "max-upload-size": ("max_upload_size", parse_size),
+    "allow-overwrite": ("allow_overwrite", _flag),
+    "log-format": ("log_format", str),
+    "upstream-proxy": ("upstream_proxy", str),
+}
+
+#: TOML keys (and repeatable options) holding lists of strings.
+_LISTS: Mapping[str, str] = {
+    "merge-upstream": "merge_upstream",
+    "trusted-proxy": "trusted_proxies",
 }
 
 
@@ -166,6 +245,8 @@ def build_config(
             file_upstreams = _as_list(key, value)
         elif key == "listen":
             file_listen = _as_list(key, value)
+        elif key in _LISTS:
+            kwargs[_LISTS[key]] = tuple(_as_list(key, value))
         elif key in _SCALARS:
             field, convert = _SCALARS[key]
             try:
@@ -177,7 +258,12 @@ def build_config(
     groups = list(upstreams) or file_upstreams
     kwargs["upstreams"] = tuple(parse_upstream_group(g) for g in groups)
     kwargs["listen"] = tuple(listen) or tuple(file_listen) or (DEFAULT_LISTEN,)
-    return Config(**kwargs)
+    try:
+        return Config(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 def load_toml(path: str) -> dict[str, object]:

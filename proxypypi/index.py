@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -87,6 +88,13 @@ class CachedPage:
         """
         return CachedPage(self.page, self.source, now, self.etag, self.last_modified, self._renders)
 
+    def only(self, keep: Callable[[DistFile], bool], now: float) -> CachedPage:
+        """
+        A copy listing only the files C{keep} accepts.
+        """
+        page = attrs.evolve(self.page, files=tuple(f for f in self.page.files if keep(f)))
+        return CachedPage(page, self.source, now, self.etag, self.last_modified)
+
     def validators(self) -> Validators:
         return Validators(self.source, self.etag, self.last_modified)
 
@@ -136,6 +144,7 @@ class PageCache:
     ttl: float = 600.0
     negative_ttl: float = 60.0
     forget_removed: bool = False
+    offline: bool = False
     log = Logger()
 
     _memory: OrderedDict[str, CachedPage] = attrs.field(factory=OrderedDict)
@@ -161,6 +170,12 @@ class PageCache:
                 "ignoring damaged stored page for {project}: {error}", project=name, error=e
             )
             return None
+        if self.offline:
+            # Offline, a file that is not on disk cannot be had: listing it
+            # would only make an installer choose it and fail.
+            cached = cached.only(
+                lambda f: self.storage.has_file(name, f.filename), self.clock.seconds()
+            )
         self._remember(cached)
         return cached
 
@@ -181,6 +196,10 @@ class PageCache:
         """
         now = self.clock.seconds()
         cached = self.peek(name)
+        if self.offline:
+            if cached is None:
+                return Deferred.fromCoroutine(_raise(ProjectNotFound(name)))
+            return Deferred.fromCoroutine(_value(cached))
         if cached is not None:
             if now - cached.fetched_at >= self.ttl:
                 self._refresh(name, cached).addErrback(lambda _: None)
@@ -275,10 +294,12 @@ class PageCache:
     def _keep_only_stored(self, cached: CachedPage | None) -> CachedPage | None:
         if cached is None or self.forget_removed:
             return None
-        page = self._with_removed(cached.page, ProjectPage(cached.page.name))
-        if not page.files:
+        name = cached.page.name
+        kept = cached.only(lambda f: self.storage.has_file(name, f.filename), self.clock.seconds())
+        if not kept.page.files:
             return None
-        return CachedPage(page, cached.source, self.clock.seconds())
+        files = tuple(attrs.evolve(f, removed_upstream=True) for f in kept.page.files)
+        return CachedPage(attrs.evolve(kept.page, files=files), kept.source, kept.fetched_at)
 
     async def _store(self, cached: CachedPage) -> CachedPage:
         self._remember(cached)

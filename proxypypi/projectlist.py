@@ -94,6 +94,7 @@ class ProjectList:
     clock: IReactorTime
     ttl: float = 3600.0
     max_json_bytes: int = 256 * 1024 * 1024
+    offline: bool = False
     log = Logger()
     _refreshing: list[Deferred[None]] | None = None
 
@@ -112,16 +113,18 @@ class ProjectList:
         """
         Answer C{request} with the list as C{media_type}.
         """
-        age = self._age()
-        if age is None:
+        age = None if self.offline else self._age()
+        if not self.offline and age is None:
             try:
                 await self._refresh()
             except FetchError as e:
                 return error(request, 502, f"no upstream answered for the project list: {e}")
-        elif age >= self.ttl:
+        elif age is not None and age >= self.ttl:
             self._refresh().addErrback(lambda _: None)
         source = CompleteFile.at(self.path(media_type))
         if source is None:
+            if self.offline:
+                return error(request, 404, "no project list is stored, and the proxy is offline")
             return error(request, 503, "the project list is being rebuilt; try again")
         request.setHeader(b"vary", b"Accept, Accept-Encoding")
         return respond_with_file(

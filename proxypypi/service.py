@@ -146,9 +146,17 @@ def build_proxy(
         clock=reactor,
         storage=storage,
         pool=pool,
-        pages=PageCache(pool, storage, reactor, ttl=config.page_ttl),
+        pages=PageCache(
+            pool,
+            storage,
+            reactor,
+            ttl=config.page_ttl,
+            negative_ttl=config.negative_ttl,
+            forget_removed=config.forget_removed,
+            offline=config.offline,
+        ),
         downloads=Manager(storage, reactor, config.download_idle_timeout),
-        project_list=ProjectList(pool, storage, reactor),
+        project_list=ProjectList(pool, storage, reactor, offline=config.offline),
         started_at=reactor.seconds(),
     )
 

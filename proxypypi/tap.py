@@ -10,6 +10,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
+from . import __version__
 from .config import DEFAULT_STORAGE, Config, ConfigError, build_config, load_toml
 from .storage import Storage, StorageError
 
@@ -36,12 +37,37 @@ class Options(usage.Options):
             None,
             "Seconds without upstream data before a download is abandoned [30].",
         ],
+        ["negative-ttl", None, None, "Seconds an upstream 404 is remembered [60]."],
+        [
+            "max-cache-size",
+            None,
+            None,
+            "Keep at most this much of upstream files, e.g. 50G; least recently used "
+            "files are evicted [unbounded].",
+        ],
+        ["auth-file", None, None, "htpasswd file (bcrypt) of users who may upload."],
+        ["max-upload-size", None, None, "Largest upload accepted [1G]."],
+        ["log-format", None, None, "Log format: text or json (one object per line) [text]."],
+        ["upstream-proxy", None, None, "HTTP proxy URL to reach upstreams through."],
+    ]
+    optFlags = [
+        ["offline", None, "Serve only what is stored; never contact an upstream."],
+        [
+            "forget-removed",
+            None,
+            "Drop stored files from pages once the upstream stops listing them.",
+        ],
+        ["auth-read", None, "Require a valid user for reads too."],
+        ["allow-overwrite", None, "Let uploads replace a private file of the same name."],
+        ["version", None, "Print the version and exit."],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["upstreams"] = []
         self["listens"] = []
+        self["merge-upstream"] = []
+        self["trusted-proxy"] = []
 
     def opt_upstream(self, url: str) -> None:
         """
@@ -57,7 +83,23 @@ class Options(usage.Options):
         """
         self["listens"].append(endpoint)
 
+    def opt_merge_upstream(self, name: str) -> None:
+        """
+        A private project whose upstream files stay listed (repeatable).
+        """
+        self["merge-upstream"].append(name)
+
+    def opt_trusted_proxy(self, address: str) -> None:
+        """
+        A reverse proxy address whose X-Forwarded-* headers are honoured
+        (repeatable).
+        """
+        self["trusted-proxy"].append(address)
+
     def postOptions(self) -> None:
+        if self["version"]:
+            print(f"proxypypi {__version__}")
+            raise SystemExit(0)
         try:
             self["config_obj"] = options_to_config(self)
             Storage(self["config_obj"].storage, _no_runner).prepare()
@@ -76,8 +118,16 @@ def options_to_config(options: usage.Options) -> Config:
     settings: dict[str, object] = {}
     if options["config"]:
         settings.update(load_toml(options["config"]))
-    for key in ("storage", "page-ttl", "download-idle-timeout"):
-        if options[key] is not None:
+    for parameter in Options.optParameters:
+        key = str(parameter[0])
+        if key != "config" and options[key] is not None:
+            settings[key] = options[key]
+    for flag in Options.optFlags:
+        key = str(flag[0])
+        if key != "version" and options[key]:
+            settings[key] = True
+    for key in ("merge-upstream", "trusted-proxy"):
+        if options[key]:
             settings[key] = options[key]
     return build_config(settings, options["upstreams"], options["listens"] or ())
 

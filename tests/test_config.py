@@ -159,3 +159,32 @@ class PluginTests(SynchronousTestCase):
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("--upstream", result.stdout + result.stderr)
         self.assertNotIn("Traceback", result.stdout + result.stderr)
+
+
+class SettingsTests(SynchronousTestCase):
+    def test_every_option_reaches_config(self) -> None:
+        """Each option and flag lands in the Config, sizes parsed."""
+        options = Options()
+        options.parseOptions(
+            [
+                "--upstream", "https://a.example/simple/", "--storage", self.mktemp(),
+                "--negative-ttl", "5", "--max-cache-size", "50G", "--max-upload-size", "10M",
+                "--offline", "--forget-removed", "--auth-read", "--allow-overwrite",
+                "--log-format", "json", "--merge-upstream", "shared",
+                "--trusted-proxy", "127.0.0.1",
+            ]
+        )  # fmt: skip
+        c = options["config_obj"]
+        self.assertEqual(c.negative_ttl, 5.0)
+        self.assertEqual(c.max_cache_size, 50 * 1024**3)
+        self.assertEqual(c.max_upload_size, 10 * 1024**2)
+        self.assertTrue(c.offline and c.forget_removed and c.auth_read and c.allow_overwrite)
+        self.assertEqual((c.log_format, c.merge_upstream), ("json", ("shared",)))
+        self.assertEqual(c.trusted_proxies, ("127.0.0.1",))
+
+    def test_bad_sizes_and_formats(self) -> None:
+        """Unparsable sizes and unknown log formats are named."""
+        for args in (["--max-cache-size", "lots"], ["--log-format", "xml"]):
+            with self.assertRaises(usage.UsageError) as e:
+                Options().parseOptions(["--upstream", "https://a.example/simple/", *args])
+            self.assertTrue(args[0].lstrip("-") in str(e.exception) or "log" in str(e.exception))

@@ -88,6 +88,8 @@ class FilesResource(Page):
         return render_async(request, fetch)
 
     async def _fetch(self, request: IRequest, project: str, filename: str) -> bytes | int:
+        if self.proxy.config.offline:
+            return error(request, 404, f"{filename} is not stored here, and the proxy is offline")
         dist, metadata = _split(filename)
         name = normalize(project)
         assert name is not None
