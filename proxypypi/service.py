@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, RedirectAgent
 from twisted.web.iweb import IAgent
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from . import __version__
 from .config import Config, UpstreamConfig
@@ -69,6 +69,87 @@ class UpstreamConnections(Service):
         return d
 
 
+class OrderedServices(MultiService):
+    """
+    Services stopped one after the other, last started first: the web
+    servers finish their responses while the disk threads and upstream
+    connections those responses need are still there.
+    """
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        d: Deferred[None] = Deferred.fromCoroutine(self._stop_in_order())
+        return d
+
+    async def _stop_in_order(self) -> None:
+        for service in reversed(list(self)):
+            try:
+                stopped = service.stopService()
+                if stopped is not None:
+                    await stopped
+            except Exception:
+                log.failure("error while stopping {service}", service=service)
+
+
+#: Seconds a stopping service lets running responses finish.
+SHUTDOWN_GRACE = 10.0
+
+
+class _TrackedRequest(Request):
+    """
+    A request that tells its site when it starts and ends, so a stopping
+    service can wait for running responses.
+    """
+
+    def process(self) -> None:
+        site = getattr(self.channel, "site", None)
+        if isinstance(site, ProxySite):
+            site.started(self)
+        super().process()
+
+
+class ProxySite(Site):
+    """
+    The web site, knowing which responses are still running.
+    """
+
+    requestFactory = _TrackedRequest
+    displayTracebacks = False
+
+    def __init__(self, resource: Any, **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
+        self.active: set[Request] = set()
+        self._idle: list[Deferred[None]] = []
+
+    def started(self, request: Request) -> None:
+        self.active.add(request)
+        request.notifyFinish().addBoth(lambda _: self._ended(request))
+
+    def _ended(self, request: Request) -> None:
+        self.active.discard(request)
+        if not self.active:
+            waiting, self._idle = self._idle, []
+            for d in waiting:
+                d.callback(None)
+
+    def drained(self, grace: float, clock: Any) -> Deferred[None]:
+        """
+        Fires once no response is running, or after C{grace} seconds.
+        """
+        d: Deferred[None] = Deferred()
+        if not self.active:
+            d.callback(None)
+            return d
+        self._idle.append(d)
+        d.addTimeout(grace, clock)
+        d.addErrback(
+            lambda _: log.warn(
+                "stopped with {count} responses still running", count=len(self.active)
+            )
+        )
+        return d
+
+
 @attrs.define
 class WebServer(Service):
     """
@@ -77,7 +158,7 @@ class WebServer(Service):
     """
 
     endpoint: IStreamServerEndpoint
-    site: Site
+    site: ProxySite
     reactor: Any
     port: IListeningPort | None = None
     _waiting: list[Deferred[IListeningPort]] = attrs.field(factory=list)
@@ -114,13 +195,22 @@ class WebServer(Service):
             self._waiting.append(d)
         return d
 
-    def stopService(self) -> Deferred[None] | None:
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop accepting connections, then let running responses finish for
+        a bounded time.
+        """
         super().stopService()
-        if self.port is None:
-            return None
         port, self.port = self.port, None
-        d: Deferred[None] = port.stopListening()  # type: ignore[assignment]
+        d: Deferred[Any] = Deferred.fromCoroutine(self._stop(port))
         return d
+
+    async def _stop(self, port: IListeningPort | None) -> None:
+        if port is not None:
+            stopped = port.stopListening()
+            if stopped is not None:
+                await stopped
+        await self.site.drained(SHUTDOWN_GRACE, self.reactor)
 
 
 def build_proxy(
@@ -186,7 +276,7 @@ def make_service(config: Config, reactor: Any) -> IService:
 
     :raises proxypypi.storage.StorageError: when the storage is unusable.
     """
-    top = MultiService()
+    top = OrderedServices()
     disk = DiskThreads(reactor)
     disk.setServiceParent(top)
     storage = Storage(config.storage, disk.run)
@@ -195,8 +285,7 @@ def make_service(config: Config, reactor: Any) -> IService:
     connections.maxPersistentPerHost = 8
     UpstreamConnections(connections).setServiceParent(top)
     proxy = build_proxy(config, reactor, storage, upstream_agents(reactor, connections))
-    site = Site(RootResource(proxy))
-    site.displayTracebacks = False
+    site = ProxySite(RootResource(proxy))
     for description in config.listen:
         endpoint = endpoints.serverFromString(reactor, description)
         WebServer(endpoint, site, reactor).setServiceParent(top)

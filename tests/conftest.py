@@ -16,8 +16,10 @@ from twisted.internet import reactor
 from twisted.internet.interfaces import IListeningPort
 
 from proxypypi.config import Config, UpstreamConfig
+from proxypypi.proxy import Proxy
 from proxypypi.service import WebServer, make_service
 from proxypypi.testing import Dist, FakeIndex, make_sdist, make_wheel, serve
+from proxypypi.web.root import RootResource
 
 
 @attrs.define
@@ -73,6 +75,7 @@ class RunningProxy:
     service: object
     base: str
     storage: str
+    proxy: Proxy
 
     @property
     def simple(self) -> str:
@@ -90,7 +93,9 @@ async def start_proxy(upstream_urls: list[str], storage: str, **settings: object
     service.startService()
     web = next(s for s in service if isinstance(s, WebServer))  # type: ignore[attr-defined]
     port = await web.when_listening()
-    return RunningProxy(service, f"http://127.0.0.1:{port.getHost().port}/", storage)
+    root = web.site.resource
+    assert isinstance(root, RootResource)
+    return RunningProxy(service, f"http://127.0.0.1:{port.getHost().port}/", storage, root.proxy)
 
 
 @pytest_twisted.async_yield_fixture

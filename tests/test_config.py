@@ -133,13 +133,16 @@ class OptionsTests(SynchronousTestCase):
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+
+
 def twistd(*args: str) -> subprocess.CompletedProcess[str]:
     """
     Run twistd with the working tree importable, as an installed copy is.
     """
     env = {**os.environ, "PYTHONPATH": ROOT}
     return subprocess.run(
-        [sys.executable, "-m", "twisted", *args],
+        [sys.executable, "-c", TWISTD, *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,0 +1,136 @@
+"""
+The service as operators run it: ``twistd -n proxypypi`` and
+``twistd -ny proxypypi.tac`` in a subprocess, in front of the fake upstream.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+
+from proxypypi.testing import make_wheel
+
+from .conftest import Upstream
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
+
+
+class Twistd(ProcessProtocol):
+    """
+    A twistd child: fires C{port} once it logs its address, C{ended} with
+    its exit code (minus the signal number when a signal ended it).
+    """
+
+    def __init__(self) -> None:
+        self.output = bytearray()
+        self.port: Deferred[int] = Deferred()
+        self.ended: Deferred[int] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output.extend(data)
+        match = LISTENING.search(self.output)
+        if match and not self.port.called:
+            self.port.callback(int(match.group(1)))
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        # twistd stopped by a signal re-raises it on exit, as daemons should.
+        code = getattr(reason.value, "exitCode", None)
+        sig = getattr(reason.value, "signal", None)
+        if not self.port.called:
+            self.port.errback(RuntimeError(self.output.decode("utf-8", "replace")))
+        self.ended.callback(code if code is not None else -(sig or 0))
+
+
+def spawn(args: list[str], cwd: str, **env: str) -> Twistd:
+    proto = Twistd()
+    environ = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": ROOT, **env}
+    reactor.spawnProcess(
+        proto,
+        sys.executable,
+        [sys.executable, "-c", TWISTD, "-n", "--pidfile=", *args],
+        env=environ,
+        path=cwd,
+    )
+    proto.port.addTimeout(30, reactor)
+    return proto
+
+
+@pytest_twisted.async_yield_fixture
+async def twistd_proxy(upstream: Upstream, tmp_path: object) -> AsyncIterator[tuple[Twistd, str]]:
+    proc = spawn(
+        ["proxypypi", "--upstream", upstream.simple, "--listen", "tcp:0:interface=127.0.0.1",
+         "--storage", "data"],
+        str(tmp_path),
+    )  # fmt: skip
+    port = await proc.port
+    try:
+        yield proc, f"http://127.0.0.1:{port}/"
+    finally:
+        if not proc.ended.called:
+            os.kill(proc.transport.pid, signal.SIGKILL)  # type: ignore[union-attr]
+            await proc.ended
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistd_serves_and_stops_gracefully(
+    upstream: Upstream, twistd_proxy: tuple[Twistd, str]
+) -> None:
+    """
+    The plugin serves pages; SIGTERM lets a running download response
+    finish, then the process exits cleanly.
+    """
+    proc, base = twistd_proxy
+    response = await treq.get(base + "simple/proto-alpha/", persistent=False)
+    assert response.code == 200
+    await response.content()
+    dist = make_wheel("proto-slow", "1.0", payload_size=400_000)
+    upstream.index.add(dist)
+    upstream.index.throttle = 400_000
+    response = await treq.get(
+        f"{base}files/proto-slow/{dist.filename}", persistent=False, unbuffered=True
+    )
+    assert response.code == 200
+    proc.transport.signalProcess("TERM")  # type: ignore[union-attr]
+    body = await response.content()
+    assert body == dist.data
+    assert await proc.ended == -signal.SIGTERM
+
+
+@pytest_twisted.ensureDeferred
+async def test_tac_reads_config(upstream: Upstream, tmp_path: object) -> None:
+    """
+    ``twistd -ny proxypypi.tac`` builds the same service from the TOML file
+    named by PROXYPYPI_CONFIG.
+    """
+    config = os.path.join(str(tmp_path), "proxypypi.toml")
+    with open(config, "w") as f:
+        f.write(
+            f'upstream = ["{upstream.simple}"]\n'
+            'listen = "tcp:0:interface=127.0.0.1"\n'
+            f'storage = "{tmp_path}/data"\n'
+        )
+    proc = spawn(["-y", os.path.join(ROOT, "proxypypi.tac")], str(tmp_path),
+                 PROXYPYPI_CONFIG=config)  # fmt: skip
+    try:
+        port = await proc.port
+        response = await treq.get(f"http://127.0.0.1:{port}/simple/proto-beta/", persistent=False)
+        assert response.code == 200
+        assert b"proto_beta-1.1+local" in await response.content()
+    finally:
+        proc.transport.signalProcess("TERM")  # type: ignore[union-attr]
+        code = await proc.ended
+        assert code == -signal.SIGTERM, proc.output.decode()
