@@ -63,7 +63,9 @@ async def upstream() -> AsyncIterator[Upstream]:
     try:
         yield Upstream(index, port, base, dists)
     finally:
-        await port.stopListening()
+        stopped = port.stopListening()
+        if stopped is not None:  # a test may have stopped it already
+            await stopped
 
 
 @attrs.define
