@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+from twisted.web import http
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, RedirectAgent
 from twisted.web.iweb import IAgent
 from twisted.web.server import Request, Site
@@ -24,6 +25,7 @@ from . import __version__
 from .config import Config, UpstreamConfig
 from .downloads import Manager
 from .index import PageCache
+from .logs import log_access
 from .projectlist import ProjectList
 from .proxy import Proxy
 from .storage import Storage
@@ -123,9 +125,19 @@ class ProxySite(Site):
 
     def started(self, request: Request) -> None:
         self.active.add(request)
-        request.notifyFinish().addBoth(lambda _: self._ended(request))
+        began = self.reactor.seconds()
+        request.notifyFinish().addBoth(
+            lambda result: self._ended(request, began, not isinstance(result, Failure))
+        )
 
-    def _ended(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
+        """
+        Replaced by the structured access event (see L{_ended}), which also
+        covers responses cut short.
+        """
+
+    def _ended(self, request: Request, began: float, completed: bool) -> None:
+        log_access(request, self.reactor.seconds() - began, completed)
         self.active.discard(request)
         if not self.active:
             waiting, self._idle = self._idle, []

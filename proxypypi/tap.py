@@ -101,7 +101,10 @@ class Options(usage.Options):
             print(f"proxypypi {__version__}")
             raise SystemExit(0)
         try:
-            self["config_obj"] = options_to_config(self)
+            self["config_obj"] = config = options_to_config(self)
+            if config.log_format == "json" and self.parent is not None:
+                # twistd creates its log observer after parsing options.
+                self.parent["logger"] = "proxypypi.logs.json_observer"
             Storage(self["config_obj"].storage, _no_runner).prepare()
         except (ConfigError, StorageError) as e:
             raise usage.UsageError(str(e)) from e

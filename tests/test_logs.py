@@ -1,0 +1,70 @@
+"""
+Structured logging: JSON lines and the access event.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import Logger, globalLogPublisher
+from twisted.python import usage
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
+
+from proxypypi.logs import JSONLinesObserver, log_access, note
+from proxypypi.tap import Options
+
+
+class JSONLinesTests(SynchronousTestCase):
+    def test_one_flat_object_per_line(self) -> None:
+        """Each event is one JSON line with the message and its structured keys."""
+        out = io.StringIO()
+        log = Logger(namespace="test", observer=JSONLinesObserver(out))
+        log.info("fetched {url} in {elapsed:.1f}s", url="http://mirror.example/x", elapsed=1.25)
+        try:
+            raise ZeroDivisionError("division by zero")
+        except ZeroDivisionError:
+            log.failure("boom", Failure())
+        lines = out.getvalue().splitlines()
+        self.assertEqual(len(lines), 2)
+        first, second = (json.loads(line) for line in lines)
+        self.assertEqual(first["message"], "fetched http://mirror.example/x in 1.2s")
+        self.assertEqual((first["url"], first["level"], first["namespace"]),
+                         ("http://mirror.example/x", "info", "test"))  # fmt: skip
+        self.assertIn("division", second["error"])
+        self.assertNotIn("\x1e", out.getvalue())
+
+    def test_option_selects_json_logger(self) -> None:
+        """--log-format json makes twistd use the JSON observer."""
+
+        class Parent(usage.Options):
+            subCommands = [["proxypypi", None, Options, "proxypypi"]]
+
+        parent = Parent()
+        parent.parseOptions(
+            ["proxypypi", "--upstream", "https://a.example/simple/", "--log-format", "json",
+             "--storage", self.mktemp()]
+        )  # fmt: skip
+        self.assertEqual(parent["logger"], "proxypypi.logs.json_observer")
+
+
+class AccessEventTests(SynchronousTestCase):
+    def test_access_event(self) -> None:
+        """A finished request yields one event with method, path, status, bytes, cache."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        request = DummyRequest([b"files", b"x"])
+        request.uri = b"/files/x/x-1.0.tar.gz"
+        request.code = 200
+        request.sentLength = 1234  # type: ignore[attr-defined]
+        note(request, cache="hit", upstream="https://mirror.example/simple/")
+        log_access(request, 0.5, True)
+        access = [e for e in events if e.get("log_namespace") == "proxypypi.access"]
+        self.assertEqual(len(access), 1)
+        e = access[0]
+        self.assertEqual(
+            (e["method"], e["path"], e["status"], e["bytes"], e["cache"], e["upstream"]),
+            ("GET", "/files/x/x-1.0.tar.gz", 200, 1234, "hit", "https://mirror.example/simple/"),
+        )
