@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -422,6 +422,8 @@ class Manager:
     clock: IReactorTime
     idle_timeout: float = 30.0
     _active: dict[FileKey, Download] = attrs.field(factory=dict)
+    #: Told of every committed file and its size (the cache size limit).
+    on_stored: Callable[[FileKey, int], None] | None = None
 
     def get(
         self,
@@ -440,7 +442,12 @@ class Manager:
         self._active[key] = download
         download.start()
         download.when_done().addCallback(lambda _: self._active.pop(key, None))
+        download.when_done().addCallback(lambda _: self._report_stored(download))
         return download
+
+    def _report_stored(self, download: Download) -> None:
+        if download.is_complete() and self.on_stored is not None:
+            self.on_stored(download.key, download.available())
 
     def in_flight(self) -> list[Download]:
         return list(self._active.values())

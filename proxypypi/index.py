@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import attrs
 from packaging.utils import NormalizedName
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -185,6 +185,22 @@ class PageCache:
         while len(self._memory) > MEMORY_PAGES:
             self._memory.popitem(last=False)
 
+    def ready(self, name: NormalizedName) -> CachedPage | None:
+        """
+        The page of C{name} if one can be answered without waiting: fresh,
+        or stale (a background refresh is then started).  This is the hot
+        path of every index request, so it does no I/O once the page is in
+        memory.
+        """
+        cached = self.peek(name)
+        if (
+            cached is not None
+            and not self.offline
+            and self.clock.seconds() - cached.fetched_at >= self.ttl
+        ):
+            self._refresh(name, cached).addErrback(lambda _: None)
+        return cached
+
     def get(self, name: NormalizedName) -> Deferred[CachedPage]:
         """
         The page of C{name}: fresh from cache, stale from cache (refreshed
@@ -194,19 +210,15 @@ class PageCache:
             L{proxypypi.upstream.UpstreamUnavailable} when there is nothing
             to serve.
         """
-        now = self.clock.seconds()
-        cached = self.peek(name)
-        if self.offline:
-            if cached is None:
-                return Deferred.fromCoroutine(_raise(ProjectNotFound(name)))
-            return Deferred.fromCoroutine(_value(cached))
+        cached = self.ready(name)
         if cached is not None:
-            if now - cached.fetched_at >= self.ttl:
-                self._refresh(name, cached).addErrback(lambda _: None)
-            return Deferred.fromCoroutine(_value(cached))
+            return succeed(cached)
         missing_since = self._not_found.get(name)
-        if missing_since is not None and now - missing_since < self.negative_ttl:
-            return Deferred.fromCoroutine(_raise(ProjectNotFound(name)))
+        if self.offline or (
+            missing_since is not None
+            and self.clock.seconds() - missing_since < self.negative_ttl
+        ):
+            return fail(ProjectNotFound(name))
         return self._refresh(name, None)
 
     def _refresh(self, name: NormalizedName, cached: CachedPage | None) -> Deferred[CachedPage]:
@@ -313,10 +325,3 @@ class PageCache:
             )
         return cached
 
-
-async def _value(value: CachedPage) -> CachedPage:
-    return value
-
-
-async def _raise(error: Exception) -> CachedPage:
-    raise error

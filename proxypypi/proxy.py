@@ -9,6 +9,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from .config import Config
 from .downloads import Manager
+from .eviction import NoEviction, Usage
 from .index import PageCache
 from .projectlist import ProjectList
 from .storage import Storage
@@ -29,3 +30,6 @@ class Proxy:
     downloads: Manager
     project_list: ProjectList
     started_at: float = 0.0
+    #: Told of file responses and commits; bounds the cache when
+    #: ``--max-cache-size`` is set (see L{proxypypi.eviction}).
+    usage: Usage = attrs.field(factory=NoEviction)

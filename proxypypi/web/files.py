@@ -70,6 +70,8 @@ class FilesResource(Page):
             return error(request, 404, "no such file")
         dist, metadata = _split(filename)
         content_type = METADATA_TYPE if metadata else DIST_TYPE
+        # Before looking at the disk: a file being served is never evicted.
+        self.proxy.usage.serving(request, FileKey(project, filename))
         complete = CompleteFile.at(self.proxy.storage.file_path(project, filename))
         if complete is not None:
             cached = self.proxy.pages.peek(normalize(project) or project)

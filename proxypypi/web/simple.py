@@ -9,6 +9,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from ..fetch import FetchError
+from ..index import CachedPage
 from ..names import normalize
 from ..proxy import Proxy
 from ..simple.negotiate import negotiate
@@ -77,6 +78,7 @@ class ProjectResource(Page):
         super().__init__()
         self.proxy = proxy
         self.raw_name = raw_name
+        self._cache_control = f"max-age={proxy.config.client_max_age}, public".encode()
 
     def getChild(self, path: bytes, request: IRequest) -> IResource:
         if path == b"" and not request.postpath:
@@ -95,6 +97,10 @@ class ProjectResource(Page):
         if media_type is None:
             return _not_acceptable(request)
 
+        cached = self.proxy.pages.ready(name)
+        if cached is not None:
+            return self._send(request, cached, media_type)
+
         async def answer() -> bytes | int:
             try:
                 cached = await self.proxy.pages.get(name)
@@ -102,17 +108,21 @@ class ProjectResource(Page):
                 return error(request, 404, f"project {name} not found on any upstream")
             except FetchError as e:
                 return error(request, 502, f"no upstream answered for {name}: {e}")
-            rendered = cached.render(media_type)
-            request.setHeader(b"content-type", media_type.encode())
-            request.setHeader(b"vary", VARY)
-            request.setHeader(
-                b"cache-control", f"max-age={self.proxy.config.client_max_age}, public".encode()
-            )
-            request.setHeader(b"etag", rendered.etag.encode())
-            if etag_matches(request, rendered.etag):
-                request.setResponseCode(304)
-                return b""
-            request.setHeader(b"content-length", str(len(rendered.body)).encode())
-            return rendered.body
+            return self._send(request, cached, media_type)
 
         return render_async(request, answer)
+
+    def _send(self, request: IRequest, cached: CachedPage, media_type: str) -> bytes:
+        """
+        Answer with the stored rendering of a page (or 304).
+        """
+        rendered = cached.render(media_type)
+        request.setHeader(b"content-type", media_type.encode())
+        request.setHeader(b"vary", VARY)
+        request.setHeader(b"cache-control", self._cache_control)
+        request.setHeader(b"etag", rendered.etag.encode())
+        if etag_matches(request, rendered.etag):
+            request.setResponseCode(304)
+            return b""
+        request.setHeader(b"content-length", b"%d" % len(rendered.body))
+        return rendered.body

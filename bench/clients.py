@@ -1,0 +1,358 @@
+"""
+The benchmark's clients: a small asyncio HTTP/1.1 client that times the
+first byte and the last and can hash the body; curl for bulk throughput
+(a C client, so the client is not the bottleneck); wrk for request rates;
+and a real ``pip download``.
+
+Every call is bounded in time; the body bytes are discarded (or hashed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit
+
+import attrs
+
+#: Bytes in a megabyte, as the tables print them.
+MB = 1_000_000
+
+
+class ClientError(Exception):
+    """
+    A request failed or returned something unexpected.
+    """
+
+
+@attrs.frozen
+class Fetch:
+    """
+    One timed HTTP exchange; times in seconds from just before connecting.
+
+    :ivar first_byte: when the first byte of the response (status line)
+        arrived: the classic time to first byte.
+    :ivar first_body_byte: when the first byte of the body arrived, or
+        ``None`` for an empty body.
+    :ivar total: when the last byte arrived.
+    :ivar sha256: hex digest of the body, when asked for.
+    """
+
+    status: int
+    first_byte: float
+    first_body_byte: float | None
+    total: float
+    size: int
+    sha256: str | None
+    body: bytes | None = attrs.field(default=None, repr=False)
+
+
+async def _fetch(url: str, accept: str | None, digest: bool, keep: bool) -> Fetch:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {host}:{port}",
+        "User-Agent: proxypypi-bench",
+        "Accept-Encoding: identity",
+        "Connection: close",
+    ]
+    if accept is not None:
+        lines.append(f"Accept: {accept}")
+    start = time.perf_counter()
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        buf = b""
+        first_byte: float | None = None
+        while b"\r\n\r\n" not in buf:
+            chunk = await reader.read(65536)
+            if not chunk:
+                raise ClientError(f"{url}: connection closed before the headers")
+            if first_byte is None:
+                first_byte = time.perf_counter() - start
+            buf += chunk
+        assert first_byte is not None
+        head, _, body = buf.partition(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        status = int(status_line.split()[1])
+        headers = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers["content-length"]) if "content-length" in headers else None
+        hasher = hashlib.sha256() if digest else None
+        kept = [body] if keep else []
+        size = len(body)
+        first_body = time.perf_counter() - start if body else None
+        if hasher is not None:
+            hasher.update(body)
+        while length is None or size < length:
+            chunk = await reader.read(1 << 18)
+            if not chunk:
+                break
+            if first_body is None:
+                first_body = time.perf_counter() - start
+            size += len(chunk)
+            if hasher is not None:
+                hasher.update(chunk)
+            if keep:
+                kept.append(chunk)
+        total = time.perf_counter() - start
+        if length is not None and size != length:
+            raise ClientError(f"{url}: got {size} of {length} bytes")
+        return Fetch(
+            status,
+            first_byte,
+            first_body,
+            total,
+            size,
+            hasher.hexdigest() if hasher is not None else None,
+            b"".join(kept) if keep else None,
+        )
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
+
+
+def fetch(
+    url: str,
+    *,
+    accept: str | None = None,
+    digest: bool = False,
+    keep: bool = False,
+    timeout: float = 120.0,
+) -> Fetch:
+    """
+    GET C{url} (a loopback ``http://`` URL) once, timed.
+
+    :param digest: compute the body's sha256.
+    :param keep: keep the body (for small responses only).
+    :raises ClientError: on a broken or short response.
+    :raises TimeoutError: after C{timeout} seconds.
+    """
+    return asyncio.run(asyncio.wait_for(_fetch(url, accept, digest, keep), timeout))
+
+
+def fetch_many(url: str, clients: int, *, digest: bool = True, timeout: float = 300.0) -> list[Fetch]:
+    """
+    C{clients} concurrent GETs of C{url}, started together.
+
+    :raises ClientError: if any of them fails.
+    """
+
+    async def run() -> list[Fetch]:
+        tasks = [_fetch(url, None, digest, False) for _ in range(clients)]
+        return list(await asyncio.wait_for(asyncio.gather(*tasks), timeout))
+
+    return asyncio.run(run())
+
+
+@attrs.frozen
+class CurlRun:
+    """
+    C{clients} concurrent curls of one URL.
+
+    :ivar wall: seconds from starting the first curl to the last exiting.
+    :ivar per_client: each curl's own C{time_total}.
+    """
+
+    clients: int
+    wall: float
+    sizes: tuple[int, ...]
+    per_client: tuple[float, ...]
+    first_bytes: tuple[float, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        """
+        Bytes received by all clients together.
+        """
+        return sum(self.sizes)
+
+    @property
+    def aggregate_mbps(self) -> float:
+        """
+        Throughput of all clients together, MB/s.  One client: its own
+        measured rate (curl's timer, without process start-up); several:
+        all bytes over the wall time.
+        """
+        if self.clients == 1:
+            return self.sizes[0] / self.per_client[0] / MB
+        return self.total_bytes / self.wall / MB
+
+
+def curl_many(url: str, clients: int, *, expect_size: int, timeout: float = 300.0) -> CurlRun:
+    """
+    Run C{clients} curls of C{url} at once, discarding the bodies.
+
+    :raises ClientError: if any curl fails or gets other than
+        C{expect_size} bytes with status 200.
+    """
+    argv = [
+        "curl",
+        "-s",
+        "-o",
+        os.devnull,
+        "--max-time",
+        str(int(timeout)),
+        "-H",
+        "Accept-Encoding: identity",
+        "-w",
+        "%{http_code} %{size_download} %{time_starttransfer} %{time_total}\\n",
+        url,
+    ]
+    start = time.perf_counter()
+    procs = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        for _ in range(clients)
+    ]
+    outputs: list[bytes] = []
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=timeout + 10)
+            outputs.append(out)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    wall = time.perf_counter() - start
+    sizes, totals, firsts = [], [], []
+    for proc, out in zip(procs, outputs, strict=True):
+        fields = out.decode().split()
+        if proc.returncode != 0 or len(fields) != 4 or fields[0] != "200":
+            raise ClientError(f"curl {url}: exit {proc.returncode}, output {out!r}")
+        if int(fields[1]) != expect_size:
+            raise ClientError(f"curl {url}: got {fields[1]} bytes, expected {expect_size}")
+        sizes.append(int(fields[1]))
+        firsts.append(float(fields[2]))
+        totals.append(float(fields[3]))
+    return CurlRun(clients, wall, tuple(sizes), tuple(totals), tuple(firsts))
+
+
+@attrs.frozen
+class WrkRun:
+    """
+    The parts of wrk's report the benchmark uses.
+    """
+
+    requests_per_second: float
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    bad_responses: int
+    socket_errors: int
+    output: str = attrs.field(repr=False)
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(
+    url: str, *, accept: str, threads: int, connections: int, duration: int
+) -> WrkRun:
+    """
+    Run ``wrk`` against C{url} with an ``Accept`` header (keep-alive).
+
+    :raises ClientError: when wrk fails or prints no rate.
+    """
+    argv = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "-H",
+        f"Accept: {accept}",
+        url,
+    ]
+    done = subprocess.run(argv, capture_output=True, timeout=duration + 60, text=True)
+    out = done.stdout + done.stderr
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if done.returncode != 0 or rate is None:
+        raise ClientError(f"wrk failed ({done.returncode}): {out[-500:]}")
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+    return WrkRun(
+        float(rate.group(1)),
+        _ms(*p50.groups()) if p50 else None,
+        _ms(*p99.groups()) if p99 else None,
+        int(bad.group(1)) if bad else 0,
+        sum(int(x) for x in errors.groups()) if errors else 0,
+        out,
+    )
+
+
+def clean_pip_env(home: str) -> dict[str, str]:
+    """
+    An environment in which pip ignores this machine's settings and caches.
+    """
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": home,
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_NO_INPUT": "1",
+        "PIP_KEYRING_PROVIDER": "disabled",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
+def pip_download(
+    index: str,
+    requirements: Sequence[str],
+    dest: str,
+    env: Mapping[str, str],
+    *,
+    timeout: float = 600.0,
+) -> float:
+    """
+    Run a real ``pip download --no-cache-dir`` into C{dest}; return its
+    wall time in seconds.
+
+    :raises ClientError: when pip fails.
+    """
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-cache-dir",
+        "--progress-bar",
+        "off",
+        "-q",
+        "-i",
+        index,
+        "-d",
+        dest,
+        *requirements,
+    ]
+    start = time.perf_counter()
+    done = subprocess.run(argv, env=dict(env), capture_output=True, timeout=timeout, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise ClientError(f"pip download failed ({done.returncode}): {done.stderr[-1500:]}")
+    return elapsed
+
+
+def median(values: Sequence[float]) -> float:
+    """
+    The median (the benchmark's summary of repeated trials).
+    """
+    return float(statistics.median(values))
