@@ -145,7 +145,9 @@ def fetch(
     return asyncio.run(asyncio.wait_for(_fetch(url, accept, digest, keep), timeout))
 
 
-def fetch_many(url: str, clients: int, *, digest: bool = True, timeout: float = 300.0) -> list[Fetch]:
+def fetch_many(
+    url: str, clients: int, *, digest: bool = True, timeout: float = 300.0
+) -> list[Fetch]:
     """
     C{clients} concurrent GETs of C{url}, started together.
 
@@ -260,9 +262,7 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def wrk(
-    url: str, *, accept: str, threads: int, connections: int, duration: int
-) -> WrkRun:
+def wrk(url: str, *, accept: str, threads: int, connections: int, duration: int) -> WrkRun:
     """
     Run ``wrk`` against C{url} with an ``Accept`` header (keep-alive).
 
@@ -284,9 +284,7 @@ def wrk(
     if done.returncode != 0 or rate is None:
         raise ClientError(f"wrk failed ({done.returncode}): {out[-500:]}")
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
-    )
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
     p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
     return WrkRun(

@@ -155,7 +155,12 @@ class ControlResource(Resource):
             values = args.get(name.encode())
             return values[0].decode() if values else None
 
-        latency, throttle, chunk, reset = arg("latency"), arg("throttle"), arg("chunk"), arg("reset")
+        latency, throttle, chunk, reset = (
+            arg("latency"),
+            arg("throttle"),
+            arg("chunk"),
+            arg("reset"),
+        )
         if latency is not None:
             self.index.latency = float(latency)
         if throttle is not None:

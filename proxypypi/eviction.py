@@ -428,8 +428,9 @@ class Evictor:
                 path=self.storage.files_dir,
             )
 
-        d.addCallbacks(done, failed)
-        return d.addErrback(lambda f: self.log.failure("cannot start tracking the cache size", f))
+        started: Deferred[None] = d.addCallbacks(done, failed)
+        started.addErrback(lambda f: self.log.failure("cannot start tracking the cache size", f))
+        return started
 
     def _start(
         self, sizes: dict[FileKey, tuple[int, float]], used: dict[FileKey, float], lines: int
@@ -445,8 +446,8 @@ class Evictor:
         self._lines = lines
         self._loaded = True
         early, self._early = self._early, []
-        for key, size, when in early:
-            if self._apply(key, size, when):
+        for key, stored_size, when in early:
+            if self._apply(key, stored_size, when):
                 self._append(_line(key, when))
         self.log.info(
             "cache holds {total} bytes in {count} upstream files; limit {limit} bytes",

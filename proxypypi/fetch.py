@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import attrs
+from OpenSSL import SSL
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -52,6 +53,21 @@ class BodyTooLarge(FetchError):
     """
     The upstream sent more than we accept for this kind of response.
     """
+
+
+def is_unreachable(failure: Failure | BaseException) -> bool:
+    """
+    Whether a failure says the upstream cannot be reached at all (refused
+    connection, unknown host name, TLS handshake or certificate failure):
+    such failures do not get better on the next request, so the member is
+    taken out at once rather than after several tries.
+    """
+    exc = failure.value if isinstance(failure, Failure) else failure
+    if isinstance(exc, ConnectionRefusedError | DNSLookupError | SSL.Error):
+        return True
+    if isinstance(exc, ResponseNeverReceived):
+        return any(is_unreachable(r) for r in exc.reasons)
+    return False
 
 
 def describe_failure(failure: Failure) -> str:
@@ -92,9 +108,14 @@ class BodyReceiver(Protocol):
     on_data: Callable[[bytes], None]
     clock: IReactorTime
     idle_timeout: float
-    done: Deferred[None] = attrs.field(factory=Deferred)
+    done: Deferred[None] = attrs.field(init=False)
     _timer: IDelayedCall | None = None
     _error: Failure | None = None
+
+    def __attrs_post_init__(self) -> None:
+        # Cancelling the wait (a caller's overall time bound) must also stop
+        # the body, or the connection would keep delivering into nothing.
+        self.done = Deferred(lambda _: self.abort(FetchError("body read cancelled")))
 
     def connectionMade(self) -> None:
         self._arm()

@@ -21,7 +21,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionP
 from twisted.web.iweb import IAgent
 from twisted.web.server import Request, Site
 
-from . import __version__
+from . import __version__, eviction
 from .config import Config, UpstreamConfig
 from .downloads import Manager
 from .index import PageCache
@@ -297,6 +297,8 @@ def make_service(config: Config, reactor: Any) -> IService:
     connections.maxPersistentPerHost = 8
     UpstreamConnections(connections).setServiceParent(top)
     proxy = build_proxy(config, reactor, storage, upstream_agents(reactor, connections))
+    if config.max_cache_size is not None:
+        eviction.install(proxy, config.max_cache_size).setServiceParent(top)
     site = ProxySite(RootResource(proxy))
     for description in config.listen:
         endpoint = endpoints.serverFromString(reactor, description)

@@ -251,3 +251,28 @@ class WebTests(SynchronousTestCase):
         response, body = self.request("GET", "/health")
         self.assertEqual(response.code, 200)
         self.assertEqual(json.loads(body)["upstreams"][0]["state"], "healthy")
+
+
+class GzipTests(SynchronousTestCase):
+    def test_accepts_gzip(self) -> None:
+        """gzip is used when the client lists it (or *) with a non-zero q."""
+        from proxypypi.web.simple import accepts_gzip
+
+        self.assertTrue(accepts_gzip(b"gzip, deflate"))
+        self.assertTrue(accepts_gzip(b"deflate, GZIP;q=0.5"))
+        self.assertTrue(accepts_gzip(b"*"))
+        self.assertFalse(accepts_gzip(b"gzip;q=0"))
+        self.assertFalse(accepts_gzip(b"identity"))
+        self.assertFalse(accepts_gzip(None))
+
+    def test_gzip_rendering_round_trips(self) -> None:
+        """The compressed rendering decompresses to the plain one, with its own ETag."""
+        import gzip
+
+        from proxypypi.index import Rendered
+
+        r = Rendered.of(b"x" * 10_000)
+        self.assertEqual(gzip.decompress(r.gzipped), r.body)
+        self.assertLess(len(r.gzipped), len(r.body))
+        self.assertNotEqual(r.etag, r.gzip_etag)
+        self.assertEqual(Rendered.of(b"x" * 10_000).gzipped, r.gzipped)

@@ -35,6 +35,23 @@ def _not_acceptable(request: IRequest) -> bytes:
     )
 
 
+def accepts_gzip(header: bytes | None) -> bool:
+    """
+    Whether an ``Accept-Encoding`` header admits gzip (``q=0`` refuses it).
+    """
+    if not header:
+        return False
+    for part in header.decode("latin-1").lower().split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip() in ("gzip", "*"):
+            q = params.strip().removeprefix("q=").strip() if "q=" in params else "1"
+            try:
+                return float(q) > 0
+            except ValueError:
+                return False
+    return False
+
+
 def etag_matches(request: IRequest, etag: str) -> bool:
     """
     Whether the client already holds this representation (``If-None-Match``).
@@ -117,12 +134,17 @@ class ProjectResource(Page):
         Answer with the stored rendering of a page (or 304).
         """
         rendered = cached.render(media_type)
+        if accepts_gzip(request.getHeader(b"accept-encoding")):
+            body, etag = rendered.gzipped, rendered.gzip_etag
+            request.setHeader(b"content-encoding", b"gzip")
+        else:
+            body, etag = rendered.body, rendered.etag
         request.setHeader(b"content-type", media_type.encode())
         request.setHeader(b"vary", VARY)
         request.setHeader(b"cache-control", self._cache_control)
-        request.setHeader(b"etag", rendered.etag.encode())
-        if etag_matches(request, rendered.etag):
+        request.setHeader(b"etag", etag.encode())
+        if etag_matches(request, etag):
             request.setResponseCode(304)
             return b""
-        request.setHeader(b"content-length", b"%d" % len(rendered.body))
-        return rendered.body
+        request.setHeader(b"content-length", b"%d" % len(body))
+        return body
