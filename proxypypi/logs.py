@@ -8,11 +8,16 @@ RFC 7464 record separators, which most log shippers do not expect).
 
 from __future__ import annotations
 
+import atexit
 import json
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, cast
 
+import attrs
+from twisted.internet.interfaces import IDelayedCall, IReactorCore, IReactorTime
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -22,9 +27,12 @@ from twisted.logger import (
     LogLevelFilterPredicate,
     formatEvent,
 )
+from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
-access_log = Logger(namespace="proxypypi.access")
+ACCESS_NAMESPACE = "proxypypi.access"
+ACCESS_FORMAT = "{method} {path} {status} {bytes} {duration:.3f}s"
+access_log = Logger(namespace=ACCESS_NAMESPACE)
 
 #: Attribute names a resource may set on a request for its access event.
 CACHE_NOTE = "proxypypi_cache"
@@ -35,6 +43,18 @@ def _plain(value: object) -> object:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)
+
+
+def message(event: LogEvent) -> str:
+    """
+    The human-readable message of an event.  The access event, one per
+    request, is formatted directly: the general formatter would cost a
+    busy server a tenth of its time.
+    """
+    if event.get("log_namespace") == ACCESS_NAMESPACE and "duration" in event:
+        e = event
+        return f"{e['method']} {e['path']} {e['status']} {e['bytes']} {e['duration']:.3f}s"
+    return formatEvent(event)
 
 
 def event_as_json(event: LogEvent) -> str:
@@ -49,7 +69,7 @@ def event_as_json(event: LogEvent) -> str:
         "time": datetime.fromtimestamp(event.get("log_time", 0), UTC).isoformat(),
         "level": getattr(level, "name", None),
         "namespace": event.get("log_namespace"),
-        "message": formatEvent(event),
+        "message": message(event),
     }
     failure = event.get("log_failure")
     if failure is not None:
@@ -61,29 +81,137 @@ def event_as_json(event: LogEvent) -> str:
     return json.dumps(record, default=str)
 
 
-@implementer(ILogObserver)
-class JSONLinesObserver:
+#: Seconds a logged line may wait in memory before it is written.
+FLUSH_INTERVAL = 0.5
+
+#: Bytes of buffered lines that trigger a write at once.
+FLUSH_BYTES = 64 * 1024
+
+
+@attrs.define(eq=False)
+class LineWriter:
     """
-    Writes each event as one line of JSON.
+    Log lines written in batches, as nginx buffers its access log: writing
+    and flushing a file for every request would cost a busy index server a
+    quarter of its time.  Warnings and errors are written at once; a crash
+    loses at most C{FLUSH_INTERVAL} seconds of routine lines.
     """
 
-    def __init__(self, out: IO[str]) -> None:
-        self.out = out
+    out: IO[str]
+    clock: IReactorTime | None = None
+    _lines: list[str] = attrs.field(factory=list)
+    _size: int = 0
+    _timer: IDelayedCall | None = None
+
+    def write(self, line: str, urgent: bool = False) -> None:
+        self._lines.append(line)
+        self._size += len(line)
+        if urgent or self.clock is None or self._size >= FLUSH_BYTES:
+            self.flush()
+        elif self._timer is None:
+            self._timer = self.clock.callLater(FLUSH_INTERVAL, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+        if self._lines:
+            lines, self._lines, self._size = self._lines, [], 0
+            self.out.write("".join(lines))
+            self.out.flush()
+
+
+@attrs.define(eq=False)
+class _ClassicTime:
+    """
+    twistd's timestamp format, formatted once per second rather than once
+    per event.
+    """
+
+    _second: int = -1
+    _text: str = ""
+
+    def __call__(self, when: float) -> str:
+        second = int(when)
+        if second != self._second:
+            self._second = second
+            self._text = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(second))
+        return self._text
+
+
+_STAMP = _ClassicTime()
+
+
+def event_as_text(event: LogEvent, stamp: Callable[[float], str] = _STAMP) -> str:
+    """
+    One log event as twistd's classic text line (plus a traceback, if any).
+    """
+    level = event.get("log_level")
+    text = message(event)
+    failure = event.get("log_failure")
+    if failure is not None:
+        text = f"{text}\n{failure.getTraceback()}".rstrip("\n")
+    system = f"{event.get('log_namespace', '-')}#{getattr(level, 'name', '-')}"
+    text = text.replace("\n", "\n\t")
+    return f"{stamp(event.get('log_time', 0.0))} [{system}] {text}\n"
+
+
+@implementer(ILogObserver)
+@attrs.define(eq=False)
+class LineObserver:
+    """
+    Renders each event as one line for a L{LineWriter}.
+    """
+
+    writer: LineWriter
+    render: Callable[[LogEvent], str]
 
     def __call__(self, event: LogEvent) -> None:
-        self.out.write(event_as_json(event) + "\n")
-        self.out.flush()
+        level = event.get("log_level", LogLevel.info)
+        self.writer.write(self.render(event), urgent=level >= LogLevel.warn)
+
+
+#: Where the observers write; set from twistd's ``--logfile`` by the plugin.
+_target: dict[str, str | None] = {"logfile": None}
+
+
+def use_logfile(path: str | None) -> None:
+    """
+    Make the observers write to C{path} (``-`` or ``None``: standard output).
+    """
+    _target["logfile"] = path
+
+
+def _observer(render: Callable[[LogEvent], str]) -> ILogObserver:
+    from twisted.internet import reactor
+
+    path = _target["logfile"]
+    out: IO[str] = sys.stdout
+    if path and path != "-":
+        out = cast(IO[str], LogFile.fromFullPath(path))
+    writer = LineWriter(out, cast(IReactorTime, reactor))
+    cast(IReactorCore, reactor).addSystemEventTrigger("after", "shutdown", writer.flush)
+    atexit.register(writer.flush)
+    return FilteringLogObserver(
+        LineObserver(writer, render),
+        [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)],
+    )
 
 
 def json_observer() -> ILogObserver:
     """
-    An observer writing JSON lines to standard output, info and above;
-    named by ``twistd --logger`` (which ``--log-format json`` sets).
+    JSON lines, one flat object per event; named by ``twistd --logger``,
+    which ``--log-format json`` sets.
     """
-    return FilteringLogObserver(
-        JSONLinesObserver(sys.stdout),
-        [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)],
-    )
+    return _observer(lambda e: event_as_json(e) + "\n")
+
+
+def text_observer() -> ILogObserver:
+    """
+    twistd's classic text lines, written in batches; the default.
+    """
+    return _observer(event_as_text)
 
 
 def note(request: Any, cache: str | None = None, upstream: str | None = None) -> None:
@@ -102,7 +230,7 @@ def log_access(request: Any, duration: float, completed: bool) -> None:
     Emit the structured access event of one finished (or aborted) request.
     """
     access_log.info(
-        "{method} {path} {status} {bytes} {duration:.3f}s",
+        ACCESS_FORMAT,
         method=request.method.decode("ascii", "replace"),
         path=request.uri.decode("utf-8", "replace"),
         status=request.code,

@@ -12,6 +12,7 @@ from twisted.python import usage
 
 from . import __version__
 from .config import DEFAULT_STORAGE, Config, ConfigError, build_config, load_toml
+from .logs import use_logfile
 from .storage import Storage, StorageError
 
 
@@ -102,9 +103,10 @@ class Options(usage.Options):
             raise SystemExit(0)
         try:
             self["config_obj"] = config = options_to_config(self)
-            if config.log_format == "json" and self.parent is not None:
+            if self.parent is not None and not self.parent.get("logger"):
                 # twistd creates its log observer after parsing options.
-                self.parent["logger"] = "proxypypi.logs.json_observer"
+                use_logfile(self.parent.get("logfile"))
+                self.parent["logger"] = f"proxypypi.logs.{config.log_format}_observer"
             Storage(self["config_obj"].storage, _no_runner).prepare()
         except (ConfigError, StorageError) as e:
             raise usage.UsageError(str(e)) from e

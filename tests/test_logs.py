@@ -7,14 +7,23 @@ from __future__ import annotations
 import io
 import json
 
+from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import Logger, globalLogPublisher
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from proxypypi.logs import JSONLinesObserver, log_access, note
+from proxypypi.logs import (
+    FLUSH_INTERVAL,
+    LineObserver,
+    LineWriter,
+    event_as_json,
+    event_as_text,
+    log_access,
+    note,
+)
 from proxypypi.tap import Options
 
 
@@ -22,7 +31,10 @@ class JSONLinesTests(SynchronousTestCase):
     def test_one_flat_object_per_line(self) -> None:
         """Each event is one JSON line with the message and its structured keys."""
         out = io.StringIO()
-        log = Logger(namespace="test", observer=JSONLinesObserver(out))
+        log = Logger(
+            namespace="test",
+            observer=LineObserver(LineWriter(out), lambda e: event_as_json(e) + "\n"),
+        )
         log.info("fetched {url} in {elapsed:.1f}s", url="http://mirror.example/x", elapsed=1.25)
         try:
             raise ZeroDivisionError("division by zero")
@@ -36,6 +48,29 @@ class JSONLinesTests(SynchronousTestCase):
                          ("http://mirror.example/x", "info", "test"))  # fmt: skip
         self.assertIn("division", second["error"])
         self.assertNotIn("\x1e", out.getvalue())
+
+    def test_text_lines(self) -> None:
+        """The text format is twistd's: time, [namespace#level], message."""
+        line = event_as_text(
+            {"log_format": "hello {who}", "who": "world", "log_namespace": "ns",
+             "log_level": LogLevel.info, "log_time": 0.0}
+        )  # fmt: skip
+        self.assertTrue(line.endswith(" [ns#info] hello world\n"), line)
+
+    def test_batched_writes(self) -> None:
+        """Routine lines wait for the flush interval; warnings go out at once."""
+        out = io.StringIO()
+        clock = Clock()
+        writer = LineWriter(out, clock)
+        writer.write("a\n")
+        writer.write("b\n")
+        self.assertEqual(out.getvalue(), "")
+        clock.advance(FLUSH_INTERVAL)
+        self.assertEqual(out.getvalue(), "a\nb\n")
+        writer.write("c\n")
+        writer.write("warning\n", urgent=True)
+        self.assertEqual(out.getvalue(), "a\nb\nc\nwarning\n")
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_option_selects_json_logger(self) -> None:
         """--log-format json makes twistd use the JSON observer."""
@@ -64,6 +99,11 @@ class AccessEventTests(SynchronousTestCase):
         access = [e for e in events if e.get("log_namespace") == "proxypypi.access"]
         self.assertEqual(len(access), 1)
         e = access[0]
+        from twisted.logger import formatEvent
+
+        from proxypypi.logs import message
+
+        self.assertEqual(message(e), formatEvent(e))
         self.assertEqual(
             (e["method"], e["path"], e["status"], e["bytes"], e["cache"], e["upstream"]),
             ("GET", "/files/x/x-1.0.tar.gz", 200, 1234, "hit", "https://mirror.example/simple/"),
