@@ -5,6 +5,8 @@ kept after the upstream drops them, serial regressions, negative caching.
 
 from __future__ import annotations
 
+import os
+
 from treq.testing import RequestTraversalAgent
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -113,7 +115,6 @@ class PageCacheTests(SynchronousTestCase):
         """A stored file the upstream no longer lists stays on the page, marked."""
         self.successResultOf(self.get())
         path = self.storage.file_path("proto-alpha", self.old.filename)
-        import os
 
         os.makedirs(os.path.dirname(path))
         with open(path, "wb") as f:
@@ -157,3 +158,34 @@ class PageCacheTests(SynchronousTestCase):
         cached = self.successResultOf(self.get())
         self.assertEqual(len(cached.page.files), 1)
         self.assertEqual(self.pages_fetched(), 2)
+
+
+class OfflineTests(SynchronousTestCase):
+    def test_offline_serves_only_stored(self) -> None:
+        """Offline, pages list only files on disk, unknown projects are 404, no upstream call."""
+        clock = Clock()
+        index = FakeIndex(clock)
+        stored, missing = make_wheel("proto-alpha", "1.0"), make_wheel("proto-alpha", "2.0")
+        index.add(stored)
+        index.add(missing)
+        agent = RequestTraversalAgent(index.resource())
+        pool = Pool.from_config([[UpstreamConfig(UPSTREAM)]], lambda cfg: agent, clock)
+        storage = Storage(self.mktemp(), sync_run)
+        storage.prepare()
+        online = PageCache(pool, storage, clock)
+        d = online.get("proto-alpha")  # type: ignore[arg-type]
+        agent.flush()
+        self.successResultOf(d)
+        path = storage.file_path("proto-alpha", stored.filename)
+        os.makedirs(os.path.dirname(path))
+        with open(path, "wb") as f:
+            f.write(stored.data)
+        requests = len(index.requests)
+
+        offline = PageCache(pool, storage, clock, offline=True)
+        clock.advance(10_000)  # long stale: still no refresh offline
+        cached = self.successResultOf(offline.get("proto-alpha"))  # type: ignore[arg-type]
+        self.assertEqual([f.filename for f in cached.page.files], [stored.filename])
+        self.failureResultOf(offline.get("proto-beta"), ProjectNotFound)  # type: ignore[arg-type]
+        agent.flush()
+        self.assertEqual(len(index.requests), requests)
