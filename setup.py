@@ -17,12 +17,17 @@ setup(
     python_requires=">=3.11",
     packages=["proxypypi", "proxypypi.simple", "proxypypi.web", "twisted.plugins"],
     package_data={"proxypypi": ["py.typed"]},
+    entry_points={"console_scripts": ["proxypypi-admin = proxypypi.admin:main"]},
     install_requires=[
         "Twisted[tls]>=24.7.0",
         "treq>=23.11.0",
         "attrs>=23.1.0",
         "service-identity>=21.1.0",
         "packaging>=24.2",
+        # htpasswd -B entries (uploads, --auth-read).
+        "bcrypt>=4.1",
+        # Incremental multipart parsing of uploads; treq needs it already.
+        "multipart>=1.2",
     ],
     extras_require={
         "test": [

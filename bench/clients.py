@@ -1,8 +1,8 @@
 """
 The benchmark's clients: a small asyncio HTTP/1.1 client that times the
-first byte and the last and can hash the body; curl for bulk throughput
-(a C client, so the client is not the bottleneck); wrk for request rates;
-and a real ``pip download``.
+first byte and the last and can hash the body; ``bench/drain.py``
+processes for bulk throughput; wrk for request rates; and a real
+``pip download``.
 
 Every call is bounded in time; the body bytes are discarded (or hashed).
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import re
 import statistics
@@ -162,86 +163,77 @@ def fetch_many(
 
 
 @attrs.frozen
-class CurlRun:
+class DrainRun:
     """
-    C{clients} concurrent curls of one URL.
+    C{clients} concurrent L{bench/drain.py <drain>} processes, each
+    fetching one URL C{repeat} times in a row.
 
-    :ivar wall: seconds from starting the first curl to the last exiting.
-    :ivar per_client: each curl's own C{time_total}.
+    :ivar starts: each client's first connect, ``time.monotonic()``.
+    :ivar ends: each client's last byte, ``time.monotonic()``.
     """
 
     clients: int
-    wall: float
+    repeat: int
     sizes: tuple[int, ...]
-    per_client: tuple[float, ...]
-    first_bytes: tuple[float, ...]
+    starts: tuple[float, ...]
+    ends: tuple[float, ...]
 
     @property
-    def total_bytes(self) -> int:
+    def wall(self) -> float:
         """
-        Bytes received by all clients together.
+        Seconds from the first client's start to the last client's end.
         """
-        return sum(self.sizes)
+        return max(self.ends) - min(self.starts)
 
     @property
     def aggregate_mbps(self) -> float:
         """
-        Throughput of all clients together, MB/s.  One client: its own
-        measured rate (curl's timer, without process start-up); several:
-        all bytes over the wall time.
+        Throughput of all clients together, MB/s.
         """
-        if self.clients == 1:
-            return self.sizes[0] / self.per_client[0] / MB
-        return self.total_bytes / self.wall / MB
+        return sum(self.sizes) / self.wall / MB
 
 
-def curl_many(url: str, clients: int, *, expect_size: int, timeout: float = 300.0) -> CurlRun:
+_DRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "drain.py")
+
+
+def drain_many(
+    url: str, clients: int, *, repeat: int, expect_size: int, timeout: float = 300.0
+) -> DrainRun:
     """
-    Run C{clients} curls of C{url} at once, discarding the bodies.
+    Run C{clients} throughput clients (``bench/drain.py``, one process
+    each, so the client side is not one GIL) against C{url}, started
+    together at a common instant after all processes are up.
 
-    :raises ClientError: if any curl fails or gets other than
-        C{expect_size} bytes with status 200.
+    :raises ClientError: if any client fails, or gets a status other than
+        200 or other than C{expect_size} bytes per GET.
     """
-    argv = [
-        "curl",
-        "-s",
-        "-o",
-        os.devnull,
-        "--max-time",
-        str(int(timeout)),
-        "-H",
-        "Accept-Encoding: identity",
-        "-w",
-        "%{http_code} %{size_download} %{time_starttransfer} %{time_total}\\n",
-        url,
-    ]
-    start = time.perf_counter()
+    start_at = time.monotonic() + 0.5 + 0.04 * clients
+    argv = [sys.executable, _DRAIN, url, "--repeat", str(repeat), "--start-at", str(start_at)]
+    argv += ["--timeout", str(timeout)]
     procs = [
-        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for _ in range(clients)
     ]
-    outputs: list[bytes] = []
+    outputs: list[tuple[bytes, bytes]] = []
     try:
         for proc in procs:
-            out, _ = proc.communicate(timeout=timeout + 10)
-            outputs.append(out)
+            outputs.append(proc.communicate(timeout=timeout * repeat + 60))
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    wall = time.perf_counter() - start
-    sizes, totals, firsts = [], [], []
-    for proc, out in zip(procs, outputs, strict=True):
-        fields = out.decode().split()
-        if proc.returncode != 0 or len(fields) != 4 or fields[0] != "200":
-            raise ClientError(f"curl {url}: exit {proc.returncode}, output {out!r}")
-        if int(fields[1]) != expect_size:
-            raise ClientError(f"curl {url}: got {fields[1]} bytes, expected {expect_size}")
-        sizes.append(int(fields[1]))
-        firsts.append(float(fields[2]))
-        totals.append(float(fields[3]))
-    return CurlRun(clients, wall, tuple(sizes), tuple(totals), tuple(firsts))
+    sizes, starts, ends = [], [], []
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        if proc.returncode != 0:
+            raise ClientError(f"client of {url} failed: {err.decode()[-300:]}")
+        result = json.loads(out)
+        if set(result["status"]) != {200} or result["bytes"] != expect_size * repeat:
+            raise ClientError(f"client of {url}: {result}")
+        sizes.append(result["bytes"])
+        starts.append(result["start"])
+        ends.append(result["end"])
+    return DrainRun(clients, repeat, tuple(sizes), tuple(starts), tuple(ends))
 
 
 @attrs.frozen
@@ -259,7 +251,7 @@ class WrkRun:
 
 
 def _ms(value: str, unit: str) -> float:
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+    return round(float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit], 3)
 
 
 def wrk(url: str, *, accept: str, threads: int, connections: int, duration: int) -> WrkRun:
@@ -345,7 +337,8 @@ def pip_download(
     done = subprocess.run(argv, env=dict(env), capture_output=True, timeout=timeout, text=True)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
-        raise ClientError(f"pip download failed ({done.returncode}): {done.stderr[-1500:]}")
+        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+        raise ClientError(f"pip download failed ({done.returncode}): {' / '.join(lines[-2:])}")
     return elapsed
 
 

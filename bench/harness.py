@@ -10,6 +10,7 @@ on exit, and waited for with a time limit.  Everything listens on
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -143,6 +144,7 @@ class Processes:
             stderr=stderr,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.running.append(proc)
         return proc
@@ -172,6 +174,21 @@ class Processes:
                 self.stop(proc)
             except Exception as e:  # keep cleaning up the others
                 print(f"warning: could not stop pid {proc.pid}: {e}", file=sys.stderr)
+
+
+def _die_with_parent() -> None:
+    """
+    In the child, before exec: ask Linux to send SIGTERM when the benchmark
+    dies, even by SIGKILL, so nothing it started outlives it.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -20,7 +20,7 @@ Scenarios (issue 3, "Targets"):
 
 Everything listens on 127.0.0.1; the fake upstream (``bench/upstream.py``),
 the proxy (``twistd proxypypi``) and nginx run as subprocesses and are
-stopped at the end, whatever happens.  Missing tools (nginx, wrk, curl) are
+stopped at the end, whatever happens.  Missing tools (nginx, wrk) are
 installed with apt-get; the table is printed and written to
 ``bench/results/latest.md``.
 """
@@ -28,8 +28,10 @@ installed with apt-get; the table is printed and written to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -39,7 +41,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urljoin
 
@@ -48,7 +50,7 @@ from clients import (
     MB,
     Fetch,
     clean_pip_env,
-    curl_many,
+    drain_many,
     fetch,
     fetch_many,
     median,
@@ -70,6 +72,7 @@ from harness import (
     start_proxy,
     start_upstream,
 )
+from spy import find_py_spy, sampling, top_frames
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPE = "text/html"
@@ -148,6 +151,13 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
+def plural(clients: int) -> str:
+    """
+    "client" or "clients".
+    """
+    return "client" if clients == 1 else "clients"
+
+
 def mib(value: float) -> str:
     """
     A memory size in MiB, for the table.
@@ -173,6 +183,7 @@ class Bench:
     report: Report
     deadline: float
     lone_total: float | None = None
+    py_spy: str | None = None
 
     def proxy(self, name: str) -> Proxy:
         """
@@ -207,6 +218,29 @@ class Bench:
             raise BenchError(f"{page_url} answered {got.status}")
         files = json.loads(got.body)["files"]
         return {f["filename"]: urljoin(page_url, f["url"]) for f in files}
+
+    def profile(self, proxy: Proxy, name: str) -> contextlib.AbstractContextManager[None]:
+        """
+        With ``--profile``: sample the proxy with py-spy during the block,
+        into ``bench/results/profile-<name>.txt``, and note its hottest
+        functions.  Otherwise nothing.
+        """
+        if self.py_spy is None:
+            return contextlib.nullcontext()
+        output = os.path.join(os.path.dirname(self.args.output), f"profile-{name}.txt")
+
+        @contextlib.contextmanager
+        def run() -> Iterator[None]:
+            with sampling(self.py_spy, proxy.pid, output):
+                yield
+            top = top_frames(output)
+            if top:
+                self.report.note(
+                    f"profile {name} ({os.path.basename(output)}), self time: "
+                    + "; ".join(f"{frame} {share:.0%}" for frame, share in top)
+                )
+
+        return run()
 
     def time_left(self) -> float:
         """
@@ -356,7 +390,7 @@ def scenario_cached(b: Bench) -> None:
         b.upstream.control(latency=0, throttle=0, chunk=65536, reset=True)
         url = b.file_urls(proxy.simple, big["project"])[big["filename"]]
         with RssMonitor(proxy.pid) as mon:
-            run = curl_many(url, 64, expect_size=size, timeout=600)
+            run = drain_many(url, 64, repeat=1, expect_size=size, timeout=600)
         fetches = b.upstream.file_fetches(big["filename"])
         rep.add(
             Row(
@@ -380,16 +414,24 @@ def scenario_cached(b: Bench) -> None:
         for clients in (1, 8, 64):
             px_runs, ng_runs = [], []
             reps = a.reps if clients < 64 else 1
+            # Each run moves at least --volume-mb, so it lasts long enough to time.
+            repeat = max(1, math.ceil(a.volume_mb * MB / (clients * size)))
             with RssMonitor(proxy.pid) as mon:
-                for _ in range(reps):
-                    px_runs.append(curl_many(url, clients, expect_size=size, timeout=600))
-                    ng_runs.append(curl_many(ref_url, clients, expect_size=size, timeout=600))
+                for i in range(reps):
+                    profile = b.profile(proxy, f"file-{clients}-clients") if i == 0 else None
+                    with profile or contextlib.nullcontext():
+                        px_runs.append(
+                            drain_many(url, clients, repeat=repeat, expect_size=size, timeout=600)
+                        )
+                    ng_runs.append(
+                        drain_many(ref_url, clients, repeat=repeat, expect_size=size, timeout=600)
+                    )
             p = median([r.aggregate_mbps for r in px_runs])
             n = median([r.aggregate_mbps for r in ng_runs])
             target, met = ("≥ 0.80x nginx", verdict(p / n >= 0.80)) if clients < 64 else ("—", "—")
             rep.add(
                 Row(
-                    f"3. cached {size / MB:.0f} MB file, {clients} client(s)",
+                    f"3. cached {size / MB:.0f} MB file, {clients} {plural(clients)}",
                     f"{p:.0f} MB/s",
                     f"{n:.0f} MB/s nginx",
                     f"{p / n:.2f}x",
@@ -398,7 +440,8 @@ def scenario_cached(b: Bench) -> None:
                 )
             )
             rep.note(
-                f"cached, {clients} client(s), MB/s per repetition: proxy "
+                f"cached, {clients} {plural(clients)} x {repeat} GET(s) each, "
+                "MB/s per repetition: proxy "
                 + ", ".join(f"{r.aggregate_mbps:.0f}" for r in px_runs)
                 + "; nginx "
                 + ", ".join(f"{r.aggregate_mbps:.0f}" for r in ng_runs)
@@ -413,7 +456,9 @@ def scenario_cached(b: Bench) -> None:
                     )
                 )
             else:
-                rep.add(Row(f"6. peak RSS, cached file, {clients} client(s)", mib(mon.peak_mib)))
+                rep.add(
+                    Row(f"6. peak RSS, cached file, {clients} {plural(clients)}", mib(mon.peak_mib))
+                )
 
         project = b.upstream.manifest["page"]["project"]
         page_url = f"{proxy.simple}{project}/"
@@ -424,7 +469,7 @@ def scenario_cached(b: Bench) -> None:
             static = f"page-{project}.{ext}"
             with open(os.path.join(root, static), "wb") as f:
                 f.write(page.body)
-            with RssMonitor(proxy.pid) as mon:
+            with RssMonitor(proxy.pid) as mon, b.profile(proxy, f"page-{ext}"):
                 px = wrk(
                     page_url,
                     accept=accept,
@@ -588,7 +633,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--throttle-mb", type=float, default=2.0, help="upstream body MB/s, cold scenarios [2]"
     )
     p.add_argument("--trials", type=int, default=5, help="cold single-client trials [5]")
-    p.add_argument("--reps", type=int, default=3, help="repetitions of throughput runs [3]")
+    p.add_argument("--reps", type=int, default=5, help="repetitions of throughput runs [5]")
+    p.add_argument(
+        "--volume-mb", type=float, default=1600.0, help="least MB per throughput run [1600]"
+    )
     p.add_argument("--page-files", type=int, default=300, help="files on the page [300]")
     p.add_argument("--wrk-duration", type=int, default=10, help="seconds per wrk run [10]")
     p.add_argument("--wrk-threads", type=int, default=2)
@@ -613,14 +661,33 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=15.0,
         help="skip scenarios that would start after this [15]",
     )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the proxy with py-spy during the throughput and page runs "
+        "(bench/results/profile-*.txt; slows it a little)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, stores)")
     p.add_argument("--output", default=os.path.join(REPO, "bench", "results", "latest.md"))
     args = p.parse_args(argv)
     if args.quick:
         args.big_mb, args.cold_mb, args.trials, args.reps = 20.0, 1.0, 2, 1
+        args.volume_mb = 200.0
         args.wrk_duration, args.pip_reps = 3, 1
     args.concurrency = (8, 64)
     return args
+
+
+def load_average() -> str:
+    """
+    The 1, 5 and 15 minute load averages: other work on this 2-core machine
+    skews every figure, so the report records it.
+    """
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -634,7 +701,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         except (OSError, subprocess.TimeoutExpired):
             return "?"
         lines = (done.stdout + done.stderr).strip().splitlines()
-        return lines[0] if lines else "?"
+        return " ".join(lines[0].split()[:3]) if lines else "?"
 
     commit = version(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
     dirty = subprocess.run(
@@ -645,15 +712,15 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     ).stdout.strip()
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "load average at start": load_average(),
         "proxypypi": f"{commit}{' + uncommitted changes in proxypypi/' if dirty else ''}",
         "machine": f"{os.cpu_count()} CPUs, {platform.platform()}, Python "
         f"{platform.python_version()}",
-        "tools": "; ".join(
-            version(x) for x in (["/usr/sbin/nginx", "-v"], ["curl", "--version"], ["wrk", "-v"])
-        ),
+        "tools": "; ".join(version(x) for x in (["/usr/sbin/nginx", "-v"], ["wrk", "-v"])),
         "cold files": f"{args.cold_mb:g} MB each, upstream latency {args.latency:g} s, "
         f"throttle {args.throttle_mb:g} MB/s",
-        "cached file": f"{args.big_mb:g} MB; curl clients; {args.reps} repetitions, median",
+        "cached file": f"{args.big_mb:g} MB; bench/drain.py clients, at least "
+        f"{args.volume_mb:g} MB per run; {args.reps} repetitions, median",
         "page": f"{args.page_files} files; wrk -t{args.wrk_threads} -c{args.wrk_connections} "
         f"-d{args.wrk_duration}s",
         "nginx": f"worker_processes {args.nginx_workers}, sendfile on, access_log off",
@@ -668,7 +735,8 @@ def main(argv: Sequence[str]) -> int:
     scenario could not run.
     """
     args = parse_args(argv)
-    ensure_tools({"nginx": "nginx", "wrk": "wrk", "curl": "curl"})
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    ensure_tools({"nginx": "nginx", "wrk": "wrk"})
     ensure_python_deps()
 
     def terminate(signum: int, frame: object) -> None:
@@ -704,6 +772,10 @@ def main(argv: Sequence[str]) -> int:
             ],
         )
         bench = Bench(args, work, procs, upstream, report, start + args.max_minutes * 60)
+        if args.profile:
+            bench.py_spy = find_py_spy(install=True)
+            if bench.py_spy is None:
+                report.note("--profile: py-spy is not available; no profiles taken")
         for name, scenario in SCENARIOS.items():
             if args.only and name not in args.only:
                 continue
@@ -717,7 +789,11 @@ def main(argv: Sequence[str]) -> int:
                 failed = True
                 traceback.print_exc()
                 report.add(
-                    Row(f"{name}: FAILED", f"{type(e).__name__}: {str(e)[:200]}", met="**NO**")
+                    Row(
+                        f"{name}: FAILED",
+                        f"{type(e).__name__}: {' '.join(str(e).split())[:300]}",
+                        met="**NO**",
+                    )
                 )
     finally:
         procs.stop_all()
@@ -725,6 +801,7 @@ def main(argv: Sequence[str]) -> int:
             print(f"work directory kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    report.settings["load average at end"] = load_average()
     report.note(f"whole run: {time.monotonic() - start:.0f} s")
     text = report.markdown()
     os.makedirs(os.path.dirname(args.output), exist_ok=True)

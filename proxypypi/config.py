@@ -26,10 +26,22 @@ class ConfigError(ValueError):
     """
 
 
+def _positive(name: str) -> Any:
+    def check(_instance: object, _attribute: object, value: float | None) -> None:
+        if value is not None and not value > 0:
+            raise ConfigError(f"{name} must be a positive number, not {value!r}")
+
+    return check
+
+
 @attrs.frozen
 class UpstreamConfig:
     """
     One upstream simple index (or mirror).
+
+    The timeouts default low enough that a member that stalls is given up
+    on, and the next one asked, well before an installer's own read timeout
+    (pip's is 15 s) fails the install.
 
     :ivar url: the simple-index base URL, always ending in ``/``.
     :ivar weight: this member's share of its group's load.
@@ -41,10 +53,10 @@ class UpstreamConfig:
     """
 
     url: str
-    weight: float = 1.0
-    connect_timeout: float = 10.0
-    first_byte_timeout: float = 15.0
-    idle_timeout: float | None = None
+    weight: float = attrs.field(default=1.0, validator=_positive("weight"))
+    connect_timeout: float = attrs.field(default=5.0, validator=_positive("connect-timeout"))
+    first_byte_timeout: float = attrs.field(default=10.0, validator=_positive("first-byte-timeout"))
+    idle_timeout: float | None = attrs.field(default=None, validator=_positive("idle-timeout"))
 
 
 def parse_upstream_url(url: str) -> str:
@@ -71,6 +83,23 @@ def parse_upstream_url(url: str) -> str:
     return text
 
 
+def proxy_address(url: str) -> tuple[str, int]:
+    """
+    Host and port of an ``--upstream-proxy`` URL (``http://host[:port]``,
+    port 3128 by default, as most proxies use).
+
+    :raises ConfigError: for anything else.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(f"upstream proxy {url!r} is malformed: {e}") from e
+    if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
+        raise ConfigError(f"upstream proxy {url!r} must look like http://proxy.example:3128")
+    return parts.hostname, port or 3128
+
+
 def parse_upstream_group(spec: str) -> tuple[UpstreamConfig, ...]:
     """
     Parse one ``--upstream`` value: a URL, or several separated by commas
@@ -82,12 +111,79 @@ def parse_upstream_group(spec: str) -> tuple[UpstreamConfig, ...]:
     return tuple(UpstreamConfig(parse_upstream_url(u)) for u in urls)
 
 
-def _positive(name: str) -> Any:
-    def check(_instance: object, _attribute: object, value: float) -> None:
-        if not value > 0:
-            raise ConfigError(f"{name} must be a positive number, not {value!r}")
+#: Keys of one ``[[upstream]]`` table (besides ``url`` and ``group``) and
+#: the L{UpstreamConfig} field each sets.
+_UPSTREAM_KEYS: Mapping[str, str] = {
+    "weight": "weight",
+    "connect-timeout": "connect_timeout",
+    "first-byte-timeout": "first_byte_timeout",
+    "idle-timeout": "idle_timeout",
+}
 
-    return check
+
+def _upstream_table(table: Mapping[str, object]) -> tuple[str | None, UpstreamConfig]:
+    """
+    One ``[[upstream]]`` table: its group name (``None``: a group of its
+    own) and the member it describes.
+    """
+    url = table.get("url")
+    if not isinstance(url, str):
+        raise ConfigError(f'an [[upstream]] table needs url = "..." (got {dict(table)!r})')
+    group = table.get("group")
+    if group is not None and (isinstance(group, bool) or not isinstance(group, int | str)):
+        raise ConfigError(f"upstream {url}: group must be a number or a name, not {group!r}")
+    kwargs: dict[str, Any] = {}
+    for raw_key, value in table.items():
+        key = raw_key.replace("_", "-")
+        if key in ("url", "group"):
+            continue
+        if key not in _UPSTREAM_KEYS:
+            known = ", ".join(["url", "group", *_UPSTREAM_KEYS])
+            raise ConfigError(f"upstream {url}: unknown key {raw_key!r} (known: {known})")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"upstream {url}: {key} must be a number, not {value!r}")
+        kwargs[_UPSTREAM_KEYS[key]] = float(value)
+    try:
+        member = UpstreamConfig(parse_upstream_url(url), **kwargs)
+    except ConfigError as e:
+        if url in str(e):
+            raise
+        raise ConfigError(f"upstream {url}: {e}") from e
+    return (None if group is None else str(group)), member
+
+
+def parse_upstreams(value: object) -> tuple[tuple[UpstreamConfig, ...], ...]:
+    """
+    The ``upstream`` setting of a TOML file, in any of its forms: a string
+    (one ``--upstream`` value), a list of such strings, or a list of
+    ``[[upstream]]`` tables (``url``, and optionally ``group``, ``weight``
+    and the timeouts), which may be mixed with strings.
+
+    Tables with the same ``group`` value form one group; each string, and
+    each table without a group, is a group of its own.  Groups rank in the
+    order they first appear.
+    """
+    items = value if isinstance(value, list) else [value]
+    groups: list[list[UpstreamConfig]] = []
+    named: dict[str, int] = {}
+    for item in items:
+        if isinstance(item, str):
+            groups.append(list(parse_upstream_group(item)))
+        elif isinstance(item, dict):
+            group, member = _upstream_table(item)
+            if group is None:
+                groups.append([member])
+            elif group in named:
+                groups[named[group]].append(member)
+            else:
+                named[group] = len(groups)
+                groups.append([member])
+        else:
+            raise ConfigError(
+                "upstream must be a URL string, a list of them, or [[upstream]] tables; "
+                f"got {item!r}"
+            )
+    return tuple(tuple(g) for g in groups)
 
 
 @attrs.frozen
@@ -100,7 +196,10 @@ class Config:
     :ivar client_max_age: ``Cache-Control: max-age`` sent with index pages;
         short, because installers make no request at all within it.
     :ivar download_idle_timeout: seconds without a byte from the upstream
-        after which a file download is abandoned.
+        after which a response is abandoned (and the download resumed from
+        another member): the default of each upstream's ``idle-timeout``.
+        Under pip's 15 s read timeout, so the switch happens before the
+        installer gives up.
     :ivar max_page_bytes: the largest upstream page accepted.
     :ivar negative_ttl: seconds an upstream 404 for a project is remembered.
     :ivar offline: serve only what is stored; never contact an upstream.
@@ -117,7 +216,10 @@ class Config:
     :ivar merge_upstream: private projects whose upstream files stay listed.
     :ivar log_format: ``text`` or ``json`` (one JSON object per line).
     :ivar trusted_proxies: addresses whose ``X-Forwarded-*`` headers count.
-    :ivar upstream_proxy: an HTTP proxy URL for reaching upstreams.
+    :ivar upstream_proxy: an HTTP proxy URL (``http://host:port``) for
+        reaching upstreams.  Only plain-http upstreams can go through it:
+        https needs a ``CONNECT`` tunnel, which Twisted's ``ProxyAgent`` does
+        not make, so https upstreams with a proxy are refused at start-up.
     """
 
     upstreams: tuple[tuple[UpstreamConfig, ...], ...]
@@ -126,7 +228,7 @@ class Config:
     page_ttl: float = attrs.field(default=600.0, validator=_positive("page-ttl"))
     client_max_age: int = 60
     download_idle_timeout: float = attrs.field(
-        default=30.0, validator=_positive("download-idle-timeout")
+        default=10.0, validator=_positive("download-idle-timeout")
     )
     max_page_bytes: int = 128 * 1024 * 1024
     negative_ttl: float = 60.0
@@ -150,12 +252,39 @@ class Config:
             )
         if not self.listen:
             raise ConfigError("no listen endpoint given")
+        if self.auth_read and self.auth_file is None:
+            raise ConfigError(
+                "--auth-read needs --auth-file FILE (an htpasswd file of bcrypt entries, "
+                "made with htpasswd -cB FILE USER)"
+            )
+        if self.upstream_proxy is not None:
+            proxy_address(self.upstream_proxy)
+            https = [u.url for g in self.upstreams for u in g if u.url.startswith("https:")]
+            if https:
+                raise ConfigError(
+                    f"--upstream-proxy works for http upstreams only, not {', '.join(https)}: "
+                    "reaching https through a proxy needs a CONNECT tunnel, which is not "
+                    "supported; drop the proxy or use an http mirror inside the network"
+                )
+        seen: set[str] = set()
+        for group in self.upstreams:
+            if not group:
+                raise ConfigError("an upstream group has no member")
+            for member in group:
+                if member.url in seen:
+                    raise ConfigError(f"upstream {member.url} is listed twice")
+                seen.add(member.url)
 
     def describe(self) -> str:
         """
-        The upstreams as understood, for the first log line.
+        The upstreams as understood, for the first log line: groups in rank
+        order (``>``), members of a group joined by ``+`` with their weights.
         """
-        groups = [" + ".join(u.url for u in group) for group in self.upstreams]
+
+        def member(u: UpstreamConfig, shared: bool) -> str:
+            return f"{u.url} (weight {u.weight:g})" if shared else u.url
+
+        groups = [" + ".join(member(u, len(group) > 1) for u in group) for group in self.upstreams]
         return " > ".join(f"[{g}]" for g in groups)
 
 
@@ -235,14 +364,14 @@ def build_config(
     :raises ConfigError: naming the first bad or unknown key.
     """
     kwargs: dict[str, Any] = {}
-    file_upstreams: list[str] = []
+    file_upstreams: tuple[tuple[UpstreamConfig, ...], ...] = ()
     file_listen: list[str] = []
     for raw_key, value in settings.items():
         key = raw_key.replace("_", "-")
         if value is None:
             continue
         if key == "upstream" or key == "upstreams":
-            file_upstreams = _as_list(key, value)
+            file_upstreams = parse_upstreams(value)
         elif key == "listen":
             file_listen = _as_list(key, value)
         elif key in _LISTS:
@@ -255,8 +384,8 @@ def build_config(
                 raise ConfigError(f"{key} has a bad value {value!r}: {e}") from e
         else:
             raise ConfigError(f"unknown setting {raw_key!r}")
-    groups = list(upstreams) or file_upstreams
-    kwargs["upstreams"] = tuple(parse_upstream_group(g) for g in groups)
+    cli_groups = tuple(parse_upstream_group(g) for g in upstreams)
+    kwargs["upstreams"] = cli_groups or file_upstreams
     kwargs["listen"] = tuple(listen) or tuple(file_listen) or (DEFAULT_LISTEN,)
     try:
         return Config(**kwargs)

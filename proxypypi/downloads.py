@@ -5,9 +5,22 @@ Single-flight file downloads that clients can read while they land.
 However many clients ask for a file, one L{Download} fetches it: it appends
 the upstream body to a partial file as it arrives, and every client tails
 that file with its own producer (L{proxypypi.producers.TailProducer}).  A
-broken upstream connection is resumed with an HTTP ``Range`` request; the
+broken upstream connection is resumed with an HTTP ``Range`` request, from
+the next origin (another mirror of the same group) when there is one; the
 hash from the index page is checked before the last byte is released, and
 only a verified file is renamed into place.
+
+A hash mismatch cannot be failed over: by then the clients hold every byte
+but the last, and some of those bytes are wrong.  So the clients'
+connections are aborted (an installer sees a truncated download and never a
+corrupt file), nothing is committed, the origins that supplied the bytes are
+reported as failed, and the L{Manager} remembers them, so the next request
+for the file starts a fresh download from the other origins first.
+
+Each origin may carry an L{OriginHealth} (the upstream member behind it):
+the download tells it of every request it starts and ends, and whether it
+worked.  This module never imports the upstream pool; the pool hands it
+origins that already know whom to report to.
 """
 
 from __future__ import annotations
@@ -15,6 +28,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import typing
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -27,12 +42,15 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
-from .fetch import BodyReceiver, FetchError, describe_failure, header, request
+from .fetch import BodyReceiver, FetchError, describe_failure, header, is_unreachable, request
 from .interfaces import IFileSource, IFileSourceListener
 from .storage import Storage
 
 #: How many times one download may (re)connect before giving up.
 MAX_ATTEMPTS = 6
+
+#: Files whose hash failed that the manager remembers the origins of.
+MAX_TAINTED = 1024
 
 
 class FileNotFoundUpstream(FetchError):
@@ -47,16 +65,51 @@ class IntegrityError(FetchError):
     """
 
 
+class OriginHealth(typing.Protocol):
+    """
+    Whom a download tells how an origin behaved (in practice the health of
+    the upstream member behind it, L{proxypypi.health.Health}).
+    """
+
+    @property
+    def usable(self) -> bool:
+        """Whether the origin is in rotation; others are tried last."""
+
+    def request_started(self) -> None:
+        """A request to the origin begins (it counts as load)."""
+
+    def request_ended(self) -> None:
+        """That request is over, whatever its outcome."""
+
+    def report_success(self, latency: float | None = None) -> None:
+        """The origin served the file (C{latency}: seconds to headers)."""
+
+    def report_failure(self, reason: str, fatal: bool = False) -> None:
+        """The origin failed; C{fatal} when it cannot be reached at all."""
+
+
 @attrs.frozen
 class Origin:
     """
     One place a file can be fetched from: a URL an upstream page listed
     (or the same path on another member of that upstream's group).
+
+    :ivar health: told of each request to this origin and its outcome.
+    :ivar idle_timeout: seconds without a byte mid-body before this origin
+        is abandoned; ``None`` uses the download's own.
     """
 
     url: str
     agent: IAgent
     first_byte_timeout: float = 15.0
+    health: OriginHealth | None = attrs.field(default=None, eq=False)
+    idle_timeout: float | None = None
+
+
+@attrs.define(eq=False)
+class _Timing:
+    started: float
+    latency: float | None = None
 
 
 @attrs.frozen
@@ -152,6 +205,12 @@ class Download:
     _finished: bool = False
     _done_waiters: list[Deferred[None]] = attrs.field(factory=list)
     _receiver: BodyReceiver | None = None
+    _cancelled: bool = False
+    #: Origins whose bytes are in the partial file.
+    _contributors: list[Origin] = attrs.field(factory=list)
+    #: After a hash mismatch: the URLs of the origins that supplied the
+    #: bytes, which the manager avoids next time.
+    bad_origins: tuple[str, ...] = ()
 
     # IFileSource
 
@@ -236,6 +295,7 @@ class Download:
         """
         Give up (service shutting down).
         """
+        self._cancelled = True
         if self._receiver is not None:
             self._receiver.abort(FetchError("download cancelled"))
 
@@ -245,17 +305,40 @@ class Download:
     async def _run(self) -> None:
         self._fd, self._path = self.storage.open_partial()
         errors: list[str] = []
-        for attempt in range(MAX_ATTEMPTS):
-            origin = self.origins[attempt % len(self.origins)]
+        # Origins that cannot serve this file at all (404, another size):
+        # asking them again would not help.
+        excluded: dict[int, FetchError] = {}
+        position = 0
+        for _attempt in range(MAX_ATTEMPTS):
+            index = self._next_origin(position, excluded)
+            if index is None:
+                break
+            origin = self.origins[index]
+            position = index + 1
+            timing = _Timing(self.clock.seconds())
+            before = self._written
             try:
-                await self._attempt(origin)
-            except FileNotFoundUpstream:
-                raise
-            except IntegrityError:
-                raise
+                await self._attempt_reporting(origin, timing)
+            except (FileNotFoundUpstream, IntegrityError) as e:
+                if self._written > before:
+                    self._contributed(origin)
+                excluded[index] = e
+                errors.append(f"{origin.url}: {e}")
+                if isinstance(e, IntegrityError) and origin.health is not None:
+                    origin.health.report_failure(str(e))
+                elif origin.health is not None:
+                    origin.health.report_success(timing.latency)
+                continue
             except Exception as e:
-                reason = describe_failure(Failure(e))
+                if self._written > before:
+                    self._contributed(origin)
+                if self._cancelled or isinstance(e, OSError):
+                    raise
+                failure = Failure(e)
+                reason = describe_failure(failure)
                 errors.append(f"{origin.url}: {reason}")
+                if origin.health is not None:
+                    origin.health.report_failure(reason, fatal=is_unreachable(failure))
                 self.log.warn(
                     "download of {filename} from {url} broke at byte {offset}: {reason}",
                     filename=self.key.filename,
@@ -263,25 +346,64 @@ class Download:
                     offset=self._written,
                     reason=reason,
                 )
-                if isinstance(e, OSError):
-                    raise
                 continue
+            if self._written > before:
+                self._contributed(origin)
             await self._finish()
+            if origin.health is not None:
+                origin.health.report_success(timing.latency)
             return
+        if len(excluded) == len(self.origins):
+            # Every origin said no: the most telling answer is the source's.
+            raise excluded[min(excluded)]
         raise FetchError(f"gave up after {MAX_ATTEMPTS} attempts: " + "; ".join(errors[-3:]))
 
-    async def _attempt(self, origin: Origin) -> None:
+    def _next_origin(self, position: int, excluded: Mapping[int, object]) -> int | None:
+        """
+        The origin for the next attempt: the next one after C{position}
+        (cyclically) that is in rotation, else the next one at all, never
+        one in C{excluded}.
+        """
+        count = len(self.origins)
+        candidates = [(position + i) % count for i in range(count)]
+        candidates = [i for i in candidates if i not in excluded]
+        for i in candidates:
+            health = self.origins[i].health
+            if health is None or health.usable:
+                return i
+        return candidates[0] if candidates else None
+
+    def _contributed(self, origin: Origin) -> None:
+        if origin not in self._contributors:
+            self._contributors.append(origin)
+
+    async def _attempt_reporting(self, origin: Origin, timing: _Timing) -> None:
+        """
+        L{_attempt}, counted as load on the origin while it runs.
+        """
+        if self._cancelled:
+            raise FetchError("download cancelled")
+        if origin.health is not None:
+            origin.health.request_started()
+        try:
+            await self._attempt(origin, timing)
+        finally:
+            if origin.health is not None:
+                origin.health.request_ended()
+
+    async def _attempt(self, origin: Origin, timing: _Timing | None = None) -> None:
         headers = {b"accept-encoding": b"identity"}
         if self._written:
             headers[b"range"] = f"bytes={self._written}-".encode()
         response = await request(
             origin.agent, self.clock, origin.url, headers, origin.first_byte_timeout
         )
+        if timing is not None:
+            timing.latency = self.clock.seconds() - timing.started
         skip = self._accept_response(response)
         self._headers_ready()
-        receiver = BodyReceiver(
-            lambda data: self._write_skipping(data, skip), self.clock, self.idle_timeout
-        )
+        idle = origin.idle_timeout if origin.idle_timeout is not None else self.idle_timeout
+        receiver = BodyReceiver(lambda data: self._write_skipping(data, skip), self.clock, idle)
         self._receiver = receiver
         response.deliverBody(receiver)
         try:
@@ -357,6 +479,7 @@ class Download:
         for name, h in self._hash.items():
             want = self.hashes.get(name)
             if want is not None and h.hexdigest() != want.lower():
+                self._blame(f"{name} mismatch on {self.key.filename}")
                 raise IntegrityError(f"{name} mismatch: index says {want}, got {h.hexdigest()}")
         fd, self._fd = self._fd, None
         assert fd is not None
@@ -369,6 +492,16 @@ class Download:
         )
         self._notify()
         self._listeners.clear()
+
+    def _blame(self, reason: str) -> None:
+        """
+        The bytes are wrong: every origin that supplied some is at fault
+        (which one cannot be told).
+        """
+        self.bad_origins = tuple(o.url for o in self._contributors)
+        for origin in self._contributors:
+            if origin.health is not None:
+                origin.health.report_failure(reason)
 
     def _fail(self, failure: Failure) -> None:
         if isinstance(failure.value, OSError) and failure.value.errno == errno.ENOSPC:
@@ -424,6 +557,8 @@ class Manager:
     _active: dict[FileKey, Download] = attrs.field(factory=dict)
     #: Told of every committed file and its size (the cache size limit).
     on_stored: Callable[[FileKey, int], None] | None = None
+    #: Files whose last download failed its hash, and the origins to blame.
+    _tainted: OrderedDict[FileKey, frozenset[str]] = attrs.field(factory=OrderedDict)
 
     def get(
         self,
@@ -438,12 +573,27 @@ class Manager:
         existing = self._active.get(key)
         if existing is not None:
             return existing
+        tainted = self._tainted.get(key, frozenset())
+        if tainted:
+            # Stable: the untainted origins keep their order, first.
+            origins = sorted(origins, key=lambda o: o.url in tainted)
         download = Download(key, origins, hashes, size, self.storage, self.clock, self.idle_timeout)
         self._active[key] = download
         download.start()
         download.when_done().addCallback(lambda _: self._active.pop(key, None))
+        download.when_done().addCallback(lambda _: self._remember_blame(download))
         download.when_done().addCallback(lambda _: self._report_stored(download))
         return download
+
+    def _remember_blame(self, download: Download) -> None:
+        key = download.key
+        if download.bad_origins:
+            self._tainted[key] = self._tainted.get(key, frozenset()) | set(download.bad_origins)
+            self._tainted.move_to_end(key)
+            while len(self._tainted) > MAX_TAINTED:
+                self._tainted.popitem(last=False)
+        elif download.is_complete():
+            self._tainted.pop(key, None)
 
     def _report_stored(self, download: Download) -> None:
         if download.is_complete() and self.on_stored is not None:

@@ -91,6 +91,9 @@ LOW_WATER = 0.9
 #: in the next turn, so the reactor never stalls on a long pass.
 BATCH = 256
 
+#: Accesses and commits remembered while the start-up scan runs.
+MAX_EARLY = 100_000
+
 #: Stale journal lines tolerated beyond two per tracked file before the
 #: journal is compacted.
 COMPACT_SLACK = 10_000
@@ -180,24 +183,28 @@ def read_journal(path: str) -> tuple[dict[FileKey, float], int]:
     the file, so appends start on a fresh line; unreadable lines are
     skipped.  Blocking.
     """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return {}, 0
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        os.truncate(path, end)
     used: dict[FileKey, float] = {}
     lines = 0
-    for raw in data[:end].splitlines():
-        lines += 1
-        try:
-            when, project, filename = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(when, int | float) and isinstance(project, str) and isinstance(filename, str):
-            used[FileKey(project, filename)] = float(when)
+    end = 0
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return used, lines
+    with f:
+        # Line by line: the journal can hold a few lines per stored file.
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                os.truncate(path, end)
+                break
+            end += len(raw)
+            lines += 1
+            try:
+                when, project, filename = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(when, int | float) and isinstance(project, str):
+                if isinstance(filename, str):
+                    used[FileKey(project, filename)] = float(when)
     return used, lines
 
 
@@ -317,7 +324,10 @@ class Evictor:
         """
         now = self.clock.seconds()
         if not self._loaded:
-            self._early.append((key, size, now))
+            # Bounded, should the scan keep failing: a retried scan finds
+            # the files on disk anyway; only their order would be lost.
+            if len(self._early) < MAX_EARLY:
+                self._early.append((key, size, now))
             return
         if not self._apply(key, size, now):
             return

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import attrs
 from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -63,7 +64,7 @@ def is_unreachable(failure: Failure | BaseException) -> bool:
     taken out at once rather than after several tries.
     """
     exc = failure.value if isinstance(failure, Failure) else failure
-    if isinstance(exc, ConnectionRefusedError | DNSLookupError | SSL.Error):
+    if isinstance(exc, ConnectionRefusedError | DNSLookupError | SSL.Error | VerificationError):
         return True
     if isinstance(exc, ResponseNeverReceived):
         return any(is_unreachable(r) for r in exc.reasons)

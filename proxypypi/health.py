@@ -44,7 +44,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .fetch import describe_failure
+from .fetch import describe_failure, is_unreachable
 
 #: Consecutive failures after which a member is taken out of rotation.
 DOWN_AFTER = 3
@@ -149,6 +149,7 @@ class Health:
     _probes_failed: int = 0
     _timer: IDelayedCall | None = None
     _probe_running: Deferred[None] | None = None
+    _check_running: Deferred[None] | None = None
     _probing_enabled: bool = True
     _machine: _Inputs = attrs.field(init=False)
 
@@ -231,6 +232,34 @@ class Health:
         if self.state is State.DOWN and self._timer is None:
             self._schedule_probe()
 
+    def check_now(self) -> None:
+        """
+        Send one probe now and count its outcome as a real request's (the
+        service does this once at start-up, so that ``/health`` and the
+        first requests already know of a member that is not there).
+        """
+        if self._check_running is not None or not self.state.usable:
+            return
+        started = self.clock.seconds()
+        try:
+            d = self.probe()
+        except Exception as e:
+            d = Deferred()
+            d.errback(Failure(e))
+        self._check_running = d
+
+        def succeeded(_: object) -> None:
+            if self._check_running is d:
+                self._check_running = None
+                self.report_success(self.clock.seconds() - started)
+
+        def failed(failure: Failure) -> None:
+            if self._check_running is d:
+                self._check_running = None
+                self.report_failure(describe_failure(failure), fatal=is_unreachable(failure))
+
+        d.addCallbacks(succeeded, failed)
+
     def stop_probing(self) -> None:
         """
         Cancel the pending probe timer and any probe in flight; schedule no
@@ -238,9 +267,15 @@ class Health:
         """
         self._probing_enabled = False
         self._cancel_timer()
+        check, self._check_running = self._check_running, None
+        if check is not None:
+            check.cancel()
         running, self._probe_running = self._probe_running, None
         if running is not None:
             running.cancel()
+            # An unfinished probe proved nothing: back to down, so that
+            # start_probing schedules the next one.
+            self._machine.probe_failed()
 
     def next_probe_at(self) -> float | None:
         """

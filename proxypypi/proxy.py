@@ -7,10 +7,12 @@ from __future__ import annotations
 import attrs
 from twisted.internet.interfaces import IReactorTime
 
+from .auth import Authenticator
 from .config import Config
 from .downloads import Manager
 from .eviction import NoEviction, Usage
 from .index import PageCache
+from .private import PrivateStore
 from .projectlist import ProjectList
 from .storage import Storage
 from .upstream import Pool
@@ -33,3 +35,7 @@ class Proxy:
     #: Told of file responses and commits; bounds the cache when
     #: ``--max-cache-size`` is set (see L{proxypypi.eviction}).
     usage: Usage = attrs.field(factory=NoEviction)
+    #: Uploaded projects; they shadow every upstream (L{proxypypi.private}).
+    private: PrivateStore = attrs.field(kw_only=True)
+    #: Who may upload (and read, with ``--auth-read``); ``None``: nobody.
+    auth: Authenticator | None = attrs.field(default=None, kw_only=True)

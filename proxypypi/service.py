@@ -5,6 +5,7 @@ Assemble the running service from a L{Config}.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -17,20 +18,30 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web import http
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, RedirectAgent
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    ProxyAgent,
+    RedirectAgent,
+)
 from twisted.web.iweb import IAgent
 from twisted.web.server import Request, Site
 
 from . import __version__, eviction
-from .config import Config, UpstreamConfig
+from .auth import Authenticator
+from .config import Config, UpstreamConfig, proxy_address
 from .downloads import Manager
 from .index import PageCache
 from .logs import log_access
+from .private import PrivateStore
 from .projectlist import ProjectList
 from .proxy import Proxy
-from .storage import Storage
+from .storage import Runner, Storage
 from .upstream import Pool
+from .web.body import BodyPolicy, SpoolingRequest
 from .web.root import RootResource
+from .web.upload import body_policy
 
 log = Logger()
 
@@ -71,6 +82,26 @@ class UpstreamConnections(Service):
         return d
 
 
+@attrs.define
+class HealthProbes(Service):
+    """
+    Probes of upstream members: one of each at start, then of the members
+    out of rotation while the service runs; cancelled (timers and requests
+    in flight) when it stops.
+    """
+
+    pool: Pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start_probing()
+        self.pool.check_all()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop_probing()
+
+
 class OrderedServices(MultiService):
     """
     Services stopped one after the other, last started first: the web
@@ -97,10 +128,11 @@ class OrderedServices(MultiService):
 SHUTDOWN_GRACE = 10.0
 
 
-class _TrackedRequest(Request):
+class _TrackedRequest(SpoolingRequest):
     """
     A request that tells its site when it starts and ends, so a stopping
-    service can wait for running responses.
+    service can wait for running responses.  Its body is bounded, and
+    uploads stream to disk (L{SpoolingRequest}).
     """
 
     def process(self) -> None:
@@ -117,6 +149,8 @@ class ProxySite(Site):
 
     requestFactory = _TrackedRequest
     displayTracebacks = False
+    #: Limits and spooling of request bodies (see L{proxypypi.web.body}).
+    body_policy: BodyPolicy | None = None
 
     def __init__(self, resource: Any, **kwargs: Any) -> None:
         super().__init__(resource, **kwargs)
@@ -230,11 +264,16 @@ def build_proxy(
     reactor: Any,
     storage: Storage,
     agent_for: Callable[[UpstreamConfig], IAgent],
+    *,
+    auth_run: Runner | None = None,
 ) -> Proxy:
     """
     The proxy's collaborators, wired together.
 
     :param agent_for: the HTTP agent to reach one upstream with.
+    :param auth_run: runs password checks (bcrypt) off the reactor thread;
+        the storage's runner when not given.
+    :raises proxypypi.auth.AuthFileError: when the auth file is unreadable.
     """
     pool = Pool.from_config(
         config.upstreams,
@@ -260,22 +299,48 @@ def build_proxy(
         downloads=Manager(storage, reactor, config.download_idle_timeout),
         project_list=ProjectList(pool, storage, reactor, offline=config.offline),
         started_at=reactor.seconds(),
+        private=PrivateStore.open(
+            os.path.join(storage.root, "private"),
+            storage.tmp_dir,
+            storage.run,
+            reactor,
+            merge_upstream=config.merge_upstream,
+            allow_overwrite=config.allow_overwrite,
+        ),
+        auth=None
+        if config.auth_file is None
+        else Authenticator.from_htpasswd(config.auth_file, auth_run or storage.run, reactor),
     )
 
 
 def upstream_agents(
-    reactor: Any, connections: HTTPConnectionPool
+    reactor: Any, connections: HTTPConnectionPool, proxy: str | None = None
 ) -> Callable[[UpstreamConfig], IAgent]:
     """
     Real agents: pooled connections, TLS verified against the system's
-    trust roots (with service_identity), redirects followed.
+    trust roots (with service_identity), redirects followed (at most 5; a
+    loop is a failure of the upstream).
+
+    :param proxy: an HTTP proxy URL to send every (plain http) request
+        through; L{Config} has already refused https upstreams with a proxy.
     """
     tls = BrowserLikePolicyForHTTPS()
 
     def agent_for(upstream: UpstreamConfig) -> IAgent:
-        agent = Agent(
-            reactor, contextFactory=tls, connectTimeout=upstream.connect_timeout, pool=connections
-        )
+        agent: IAgent
+        if proxy is not None:
+            host, port = proxy_address(proxy)
+            endpoint = endpoints.HostnameEndpoint(
+                reactor, host, port, timeout=upstream.connect_timeout
+            )
+            agent = ProxyAgent(endpoint, reactor, pool=connections)
+        else:
+            agent = Agent(
+                reactor,
+                contextFactory=tls,
+                connectTimeout=upstream.connect_timeout,
+                pool=connections,
+            )
         return RedirectAgent(agent, redirectLimit=5)
 
     return agent_for
@@ -288,21 +353,7 @@ def make_service(config: Config, reactor: Any) -> IService:
 
     :raises proxypypi.storage.StorageError: when the storage is unusable.
     """
-    top = OrderedServices()
-    disk = DiskThreads(reactor)
-    disk.setServiceParent(top)
-    storage = Storage(config.storage, disk.run)
-    storage.prepare()
-    connections = HTTPConnectionPool(reactor, persistent=True)
-    connections.maxPersistentPerHost = 8
-    UpstreamConnections(connections).setServiceParent(top)
-    proxy = build_proxy(config, reactor, storage, upstream_agents(reactor, connections))
-    if config.max_cache_size is not None:
-        eviction.install(proxy, config.max_cache_size).setServiceParent(top)
-    site = ProxySite(RootResource(proxy))
-    for description in config.listen:
-        endpoint = endpoints.serverFromString(reactor, description)
-        WebServer(endpoint, site, reactor).setServiceParent(top)
+    # First, before anything else logs: the upstreams as understood.
     log.info(
         "proxypypi {version}: upstreams {upstreams}; storage {storage}; listening on {listen}",
         version=__version__,
@@ -310,4 +361,31 @@ def make_service(config: Config, reactor: Any) -> IService:
         storage=config.storage,
         listen=", ".join(config.listen),
     )
+    top = OrderedServices()
+    disk = DiskThreads(reactor)
+    disk.setServiceParent(top)
+    storage = Storage(config.storage, disk.run)
+    storage.prepare()
+    # bcrypt gets threads of its own: a flood of bad passwords must not
+    # hold up fsyncs.
+    passwords = DiskThreads(reactor, ThreadPool(0, 2, "proxypypi-auth"))
+    passwords.setServiceParent(top)
+    connections = HTTPConnectionPool(reactor, persistent=True)
+    connections.maxPersistentPerHost = 8
+    UpstreamConnections(connections).setServiceParent(top)
+    proxy = build_proxy(
+        config,
+        reactor,
+        storage,
+        upstream_agents(reactor, connections, config.upstream_proxy),
+        auth_run=passwords.run,
+    )
+    HealthProbes(proxy.pool).setServiceParent(top)
+    if config.max_cache_size is not None:
+        eviction.install(proxy, config.max_cache_size).setServiceParent(top)
+    site = ProxySite(RootResource(proxy))
+    site.body_policy = body_policy(proxy)
+    for description in config.listen:
+        endpoint = endpoints.serverFromString(reactor, description)
+        WebServer(endpoint, site, reactor).setServiceParent(top)
     return top

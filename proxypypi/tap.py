@@ -11,6 +11,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from . import __version__
+from .auth import AuthFileError, check_auth_file
 from .config import DEFAULT_STORAGE, Config, ConfigError, build_config, load_toml
 from .logs import use_logfile
 from .storage import Storage, StorageError
@@ -36,7 +37,7 @@ class Options(usage.Options):
             "download-idle-timeout",
             None,
             None,
-            "Seconds without upstream data before a download is abandoned [30].",
+            "Seconds without upstream data before a download is abandoned [10].",
         ],
         ["negative-ttl", None, None, "Seconds an upstream 404 is remembered [60]."],
         [
@@ -108,7 +109,9 @@ class Options(usage.Options):
                 use_logfile(self.parent.get("logfile"))
                 self.parent["logger"] = f"proxypypi.logs.{config.log_format}_observer"
             Storage(self["config_obj"].storage, _no_runner).prepare()
-        except (ConfigError, StorageError) as e:
+            if config.auth_file is not None:
+                check_auth_file(config.auth_file)
+        except (ConfigError, StorageError, AuthFileError) as e:
             raise usage.UsageError(str(e)) from e
 
 

@@ -100,12 +100,12 @@ class Upstream:
 
     config: UpstreamConfig
     group: int
-    agent: IAgent
-    clock: IReactorTime
-    idle_timeout: float = 30.0
-    jitter: Callable[[], float] = random.random
+    agent: IAgent = attrs.field(repr=False)
+    clock: IReactorTime = attrs.field(repr=False)
+    idle_timeout: float = 10.0
+    jitter: Callable[[], float] = attrs.field(default=random.random, repr=False)
     credit: float = 0.0
-    health: Health = attrs.field(init=False)
+    health: Health = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self.health = Health(self.url, self.clock, self.probe, jitter=self.jitter)
@@ -266,7 +266,7 @@ class Pool:
 
     groups: Sequence[Sequence[Upstream]]
     clock: IReactorTime
-    idle_timeout: float = 30.0
+    idle_timeout: float = 10.0
     max_page_bytes: int = 128 * 1024 * 1024
     page_timeout: float = PAGE_TIMEOUT
     log = Logger()
@@ -277,7 +277,7 @@ class Pool:
         groups: Sequence[Sequence[UpstreamConfig]],
         agent_for: Callable[[UpstreamConfig], IAgent],
         clock: IReactorTime,
-        idle_timeout: float = 30.0,
+        idle_timeout: float = 10.0,
         jitter: Callable[[], float] = random.random,
         **kwargs: Any,
     ) -> Pool:
@@ -327,6 +327,15 @@ class Pool:
         """
         for m in self.members():
             m.health.start_probing()
+
+    def check_all(self) -> None:
+        """
+        Probe every member in rotation once now, counting the outcome as a
+        request's (at service start: a member that is not there is known
+        before the first client asks).
+        """
+        for m in self.members():
+            m.health.check_now()
 
     def stop_probing(self) -> None:
         """
@@ -477,7 +486,10 @@ class Pool:
         errors: list[str] = []
         sticky = self._sticky_group(validators)
         for rank, group in enumerate(self.groups):
-            later = self.groups[rank + 1 :] if sticky is None or sticky < rank else []
+            # A group entirely out of rotation is only tried when it is the
+            # project's own group or nothing after it could answer: asking
+            # dead members first would make every request wait for them.
+            later = self.groups[rank + 1 :]
             last_resort = rank == sticky or not any(m.health.usable for g in later for m in g)
             try:
                 return await self._fetch_from_group(

@@ -172,7 +172,7 @@ class SettingsTests(SynchronousTestCase):
             [
                 "--upstream", "https://a.example/simple/", "--storage", self.mktemp(),
                 "--negative-ttl", "5", "--max-cache-size", "50G", "--max-upload-size", "10M",
-                "--offline", "--forget-removed", "--auth-read", "--allow-overwrite",
+                "--offline", "--forget-removed", "--allow-overwrite",
                 "--log-format", "json", "--merge-upstream", "shared",
                 "--trusted-proxy", "127.0.0.1",
             ]
@@ -181,7 +181,7 @@ class SettingsTests(SynchronousTestCase):
         self.assertEqual(c.negative_ttl, 5.0)
         self.assertEqual(c.max_cache_size, 50 * 1024**3)
         self.assertEqual(c.max_upload_size, 10 * 1024**2)
-        self.assertTrue(c.offline and c.forget_removed and c.auth_read and c.allow_overwrite)
+        self.assertTrue(c.offline and c.forget_removed and c.allow_overwrite)
         self.assertEqual((c.log_format, c.merge_upstream), ("json", ("shared",)))
         self.assertEqual(c.trusted_proxies, ("127.0.0.1",))
 

@@ -112,6 +112,8 @@ class _Collector:
     #: The versions the admitted file names declare, in first-seen order;
     #: kept here so that no file name is parsed twice.
     file_versions: dict[str, None] = attrs.field(factory=dict)
+    #: Files dropped because their names say they belong to another project.
+    foreign: int = 0
 
     def resolve(self, href: str, what: str, base: str | None = None) -> tuple[str, str] | None:
         """
@@ -147,6 +149,7 @@ class _Collector:
             return False
         if not belongs_to(filename, self.expected):
             self.warnings.append(f"dropped {_brief(filename)}: not a file of {self.expected}")
+            self.foreign += 1
             return False
         version = version_of(filename, self.expected)
         if version is not None:
@@ -400,9 +403,11 @@ class _PageParser(_AnchorParser):
         self.meta: dict[str, str] = {}
         self.base: str | None = None
         self.serial: int | None = None
+        self.tags = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         super().handle_starttag(tag, attrs)
+        self.tags += 1
         values = _first_wins(attrs)
         if tag == "meta" and values.get("name") and values.get("content") is not None:
             self.meta.setdefault(str(values["name"]).lower(), str(values["content"]))
@@ -528,10 +533,18 @@ def _parse_html(
     """
     parser = _PageParser()
     _feed(parser, _decode_html(body, content_type), close=True)
+    if not parser.tags:
+        # Even an empty project page has markup; a body with none (empty,
+        # plain text, binary junk) is not a page.
+        raise PageParseError("not an HTML page: no markup at all")
     _check_api_version(parser.meta.get("pypi:repository-version"))
     base = _html_base(c.page_url, parser.base)
     for attrs_, text in parser.anchors:
         _html_file(c, base, attrs_, text)
+    if c.foreign and not c.files:
+        # Every file is another project's: the upstream answered with the
+        # wrong page; an empty page would hide this project's files.
+        raise PageParseError(f"page of another project: no file of {c.expected!r} on it")
     status = _status(
         parser.meta.get("pypi:project-status"), parser.meta.get("pypi:project-status-reason")
     )
@@ -572,8 +585,9 @@ def parse_project_page(
         body carries no serial.
     :returns: the page (whose ``versions`` already include every file's
         version) and human-readable warnings about what was dropped.
-    :raises PageParseError: when C{body} is not a project page, or a JSON
-        page names another project.
+    :raises PageParseError: when C{body} is not a project page (for HTML:
+        has no markup at all), a JSON page names another project, or an HTML
+        page lists files of another project only.
     """
     c = _Collector(page_url, expected_name)
     if _format_of(body, content_type) is Format.JSON:

@@ -23,6 +23,7 @@ from ..upstream import ProjectNotFound
 from .deferred import render_async, request_gone
 from .errors import Page, error
 from .fileresponse import respond_with_file
+from .privatefiles import respond_private_file, upstream_file_cache_control
 
 DIST_TYPE = "application/octet-stream"
 METADATA_TYPE = "text/plain; charset=utf-8"
@@ -70,6 +71,9 @@ class FilesResource(Page):
             return error(request, 404, "no such file")
         dist, metadata = _split(filename)
         content_type = METADATA_TYPE if metadata else DIST_TYPE
+        if self.proxy.private.claims(project, dist):
+            # Private files never come from an upstream (proxypypi.private).
+            return respond_private_file(request, self.proxy, project, filename, content_type)
         # Before looking at the disk: a file being served is never evicted.
         self.proxy.usage.serving(request, FileKey(project, filename))
         complete = CompleteFile.at(self.proxy.storage.file_path(project, filename))
@@ -82,6 +86,7 @@ class FilesResource(Page):
                 etag=_etag(f, metadata),
                 content_type=content_type,
                 clock=self.proxy.clock,
+                cache_control=upstream_file_cache_control(self.proxy),
             )
 
         async def fetch() -> bytes | int:
@@ -128,6 +133,7 @@ class FilesResource(Page):
             etag=_etag(f, metadata),
             content_type=METADATA_TYPE if metadata else DIST_TYPE,
             clock=self.proxy.clock,
+            cache_control=upstream_file_cache_control(self.proxy),
         )
 
     def _origins(self, cached: CachedPage, f: DistFile, metadata: bool) -> list[Origin]:

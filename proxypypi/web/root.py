@@ -14,15 +14,25 @@ from twisted.web.resource import IResource
 
 from .. import __version__
 from ..proxy import Proxy
+from .api import PrivateApiResource
 from .errors import ErrorResource, Page
 from .files import FilesResource
+from .guard import guard_reads
 from .simple import SimpleResource
+from .upload import UploadResource
 
 
 class HealthResource(Page):
     """
     ``/health``: JSON for load balancers and monitoring; 200 while the
-    proxy can serve, 503 otherwise.
+    proxy can serve (some upstream group has a member in rotation, and the
+    storage is writable), 503 otherwise.
+
+    Each upstream is listed with its group (rank, from 1), weight, health
+    state (``healthy``, ``suspect``, ``down``, ``probing``), error rate over
+    the last minute, latency to the first byte (moving average, ms),
+    requests in flight, consecutive failures, the last error, and when the
+    next probe is due.
     """
 
     isLeaf = True
@@ -32,24 +42,16 @@ class HealthResource(Page):
         self.proxy = proxy
 
     def render_GET(self, request: IRequest) -> bytes:
-        now = self.proxy.clock.seconds()
-        upstreams = [
-            {
-                "url": m.url,
-                "group": m.group,
-                "state": "down" if m.is_down(now) else "healthy",
-                "consecutive-failures": m.failures,
-            }
-            for m in self.proxy.pool.members()
-        ]
+        pool = self.proxy.pool
         writable = os.access(self.proxy.storage.tmp_dir, os.W_OK)
-        usable = any(u["state"] != "down" for u in upstreams)
+        usable = pool.usable()
         ok = writable and usable
         body = json.dumps(
             {
                 "status": "ok" if ok else "degraded",
                 "storage-writable": writable,
-                "upstreams": upstreams,
+                "upstreams-usable": usable,
+                "upstreams": pool.health_report(),
                 "downloads-in-flight": len(self.proxy.downloads.in_flight()),
             },
             indent=1,
@@ -68,13 +70,19 @@ class RootResource(Page):
     def __init__(self, proxy: Proxy) -> None:
         super().__init__()
         self.proxy = proxy
-        self.putChild(b"simple", SimpleResource(proxy))
-        self.putChild(b"files", FilesResource(proxy))
+        self.putChild(b"simple", guard_reads(proxy, SimpleResource(proxy)))
+        self.putChild(b"files", guard_reads(proxy, FilesResource(proxy)))
         self.putChild(b"health", HealthResource(proxy))
+        self.upload = UploadResource(proxy)
+        self.putChild(b"legacy", self.upload)
+        self.putChild(b"api", PrivateApiResource(proxy))
 
     def getChild(self, path: bytes, request: IRequest) -> IResource:
         if path == b"":
-            return self
+            # twine's default upload URL is the root itself: no redirect.
+            if request.method == b"POST":
+                return self.upload
+            return guard_reads(self.proxy, self)
         return ErrorResource(404, "no such page; the index is at /simple/")
 
     def render_GET(self, request: IRequest) -> bytes:

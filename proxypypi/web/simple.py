@@ -16,6 +16,7 @@ from ..simple.negotiate import negotiate
 from ..upstream import ProjectNotFound
 from .deferred import render_async
 from .errors import ErrorResource, Page, error, redirect
+from .privatefiles import page_cache_control
 
 VARY = b"Accept, Accept-Encoding"
 
@@ -95,7 +96,6 @@ class ProjectResource(Page):
         super().__init__()
         self.proxy = proxy
         self.raw_name = raw_name
-        self._cache_control = f"max-age={proxy.config.client_max_age}, public".encode()
 
     def getChild(self, path: bytes, request: IRequest) -> IResource:
         if path == b"" and not request.postpath:
@@ -114,13 +114,14 @@ class ProjectResource(Page):
         if media_type is None:
             return _not_acceptable(request)
 
-        cached = self.proxy.pages.ready(name)
+        # Private projects shadow every upstream (proxypypi.private).
+        cached = self.proxy.private.ready(name, self.proxy.pages)
         if cached is not None:
             return self._send(request, cached, media_type)
 
         async def answer() -> bytes | int:
             try:
-                cached = await self.proxy.pages.get(name)
+                cached = await self.proxy.private.page_for(name, self.proxy.pages)
             except ProjectNotFound:
                 return error(request, 404, f"project {name} not found on any upstream")
             except FetchError as e:
@@ -141,7 +142,9 @@ class ProjectResource(Page):
             body, etag = rendered.body, rendered.etag
         request.setHeader(b"content-type", media_type.encode())
         request.setHeader(b"vary", VARY)
-        request.setHeader(b"cache-control", self._cache_control)
+        request.setHeader(
+            b"cache-control", page_cache_control(self.proxy, cached.page.name).encode()
+        )
         request.setHeader(b"etag", etag.encode())
         if etag_matches(request, etag):
             request.setResponseCode(304)

@@ -1,0 +1,108 @@
+# -*- test-case-name: tests.test_auth -*-
+"""
+Authentication on the web side: the ``401`` answer, the check that guards
+every read with ``--auth-read``, and the caching headers that must change
+when responses depend on who asked.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource, getChildForRequest
+from twisted.web.server import NOT_DONE_YET
+
+from ..auth import Authenticator, User
+from ..proxy import Proxy
+from .body import reason_phrase
+from .deferred import render_async, request_gone
+from .errors import error
+
+#: The one answer to missing, malformed and wrong credentials alike.
+UNAUTHORIZED = "valid credentials required (user name and password of this index)"
+
+#: The answer to writes when no auth file was given.
+UPLOADS_DISABLED = (
+    "uploads are disabled on this index; start it with --auth-file FILE, an htpasswd "
+    "file of bcrypt entries (htpasswd -cB FILE USER)"
+)
+
+
+def answer(request: IRequest, code: int, message: str) -> bytes:
+    """
+    A one-line error whose message is also the status line's reason
+    phrase (twine and uv show that to their users).
+    """
+    body = error(request, code, message)
+    request.setResponseCode(code, reason_phrase(message))
+    return body
+
+
+def unauthorized(request: IRequest, auth: Authenticator | None) -> bytes:
+    """
+    ``401`` with the Basic challenge; it never says what was wrong.
+    """
+    if auth is not None:
+        request.setHeader(b"www-authenticate", auth.challenge())
+    return answer(request, 401, UNAUTHORIZED)
+
+
+def writer(proxy: Proxy, request: IRequest) -> Deferred[User | bytes]:
+    """
+    Who may change things with C{request}: the L{User}, or the error body
+    to send (``403`` when uploads are disabled, ``401`` otherwise).
+    """
+    auth = proxy.auth
+    if auth is None:
+        return succeed(answer(request, 403, UPLOADS_DISABLED))
+
+    def checked(user: User | None) -> User | bytes:
+        return user if user is not None else unauthorized(request, auth)
+
+    return auth.authenticate(request).addCallback(checked)
+
+
+def cache_scope(proxy: Proxy) -> str:
+    """
+    ``private`` when reads need credentials (a shared cache must not hand
+    one user's response to another), ``public`` otherwise.
+    """
+    return "private" if proxy.config.auth_read else "public"
+
+
+class ReadGuard(Resource):
+    """
+    Lets a request through to C{wrapped} only with valid credentials;
+    ``401`` otherwise.  Traversal below C{wrapped} continues once the
+    check is done (it is synchronous for credentials checked recently).
+    """
+
+    isLeaf = True
+
+    def __init__(self, wrapped: IResource, auth: Authenticator | None) -> None:
+        super().__init__()
+        self.wrapped = wrapped
+        self.auth = auth
+
+    def render(self, request: IRequest) -> int:
+        async def check() -> bytes | int:
+            if self.auth is None:
+                return answer(request, 403, "reads need credentials, but no --auth-file is set")
+            user = await self.auth.authenticate(request)
+            if user is None:
+                return unauthorized(request, self.auth)
+            if request_gone(request):
+                return NOT_DONE_YET
+            request.render(getChildForRequest(self.wrapped, request))  # type: ignore[attr-defined]
+            return NOT_DONE_YET
+
+        return render_async(request, check)
+
+
+def guard_reads(proxy: Proxy, resource: IResource) -> IResource:
+    """
+    C{resource} itself, or behind a L{ReadGuard} with ``--auth-read``.
+    """
+    if not proxy.config.auth_read:
+        return resource
+    return ReadGuard(resource, proxy.auth)

@@ -1,0 +1,100 @@
+"""
+Failover over real sockets: a real ``pip download`` through the service in
+front of one group of three fake upstreams on 127.0.0.1, one not listening,
+one answering 500 to everything, one working; ``/health`` tells the truth
+afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory
+
+from proxypypi.config import Config, UpstreamConfig
+from proxypypi.service import WebServer, make_service
+from proxypypi.testing import FakeIndex, Fault, serve
+
+from .conftest import install_set
+from .test_integration import run
+
+
+async def free_port() -> int:
+    """
+    A loopback port nothing listens on (bound, then released).
+    """
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Factory())
+    number: int = port.getHost().port
+    await port.stopListening()
+    return number
+
+
+@pytest_twisted.ensureDeferred
+async def test_pip_through_dead_broken_and_working_member(
+    clean_env: dict[str, str], tmp_path: object
+) -> None:
+    """
+    pip downloads a dependency chain while two of the three members of the
+    only group fail; each failing member is taken out, and /health shows
+    which and why while the group stays usable (200).
+    """
+    good, bad = FakeIndex(reactor), FakeIndex(reactor)
+    dists = {}
+    for dist, extra in install_set():
+        for index in (good, bad):
+            index.add(dist, **extra)  # type: ignore[arg-type]
+        dists[dist.filename] = dist
+    bad.fault = Fault(status=500)
+    good_port, good_base = await serve(reactor, good.resource())
+    bad_port, bad_base = await serve(reactor, bad.resource())
+    dead_base = f"http://127.0.0.1:{await free_port()}/"
+    urls = [dead_base + "simple/", bad_base + "simple/", good_base + "simple/"]
+    config = Config(
+        upstreams=(tuple(UpstreamConfig(u) for u in urls),),
+        listen=("tcp:0:interface=127.0.0.1",),
+        storage=os.path.join(str(tmp_path), "data"),
+    )
+    service = make_service(config, reactor)
+    service.startService()
+    try:
+        web = next(s for s in service if isinstance(s, WebServer))  # type: ignore[attr-defined]
+        port = await web.when_listening()
+        base = f"http://127.0.0.1:{port.getHost().port}/"
+        dest = os.path.join(str(tmp_path), "d")
+        argv = [sys.executable, "-m", "pip", "download", "--no-cache-dir", "-i", base + "simple/"]
+        out, code = await run([*argv, "-d", dest, "proto-alpha", "proto-gamma"], clean_env)
+        assert code == 0, out
+        assert sorted(os.listdir(dest)) == [
+            "proto_alpha-1.0-py3-none-any.whl",
+            "proto_beta-1.1+local-py3-none-any.whl",
+            "proto_gamma-2.0.tar.gz",
+        ]
+        for name in os.listdir(dest):
+            with open(os.path.join(dest, name), "rb") as f:
+                assert hashlib.sha256(f.read()).hexdigest() == dists[name].sha256
+
+        response = await treq.get(base + "health", persistent=False)
+        report = json.loads(await response.content())
+        assert response.code == 200, report
+        states = {u["url"]: u for u in report["upstreams"]}
+        dead, broken, working = (states[u] for u in urls)
+        assert dead["state"] in ("down", "probing"), dead
+        assert "refused" in dead["last-error"], dead
+        assert broken["state"] in ("suspect", "down", "probing"), broken
+        assert "HTTP 500" in broken["last-error"] and broken["error-rate"] > 0, broken
+        assert working["state"] == "healthy" and working["error-rate"] == 0.0, working
+        assert working["latency-ms"] is not None and working["outstanding"] == 0, working
+        # The broken member saw at most a few page requests, every one answered 500.
+        assert 1 <= bad.count("/simple/proto-", "GET") <= 3
+        assert bad.count("/files/") == 0
+    finally:
+        await service.stopService()  # type: ignore[attr-defined]
+        await good_port.stopListening()
+        await bad_port.stopListening()
