@@ -191,3 +191,13 @@ class SettingsTests(SynchronousTestCase):
             with self.assertRaises(usage.UsageError) as e:
                 Options().parseOptions(["--upstream", "https://a.example/simple/", *args])
             self.assertTrue(args[0].lstrip("-") in str(e.exception) or "log" in str(e.exception))
+
+
+class ExampleConfigTests(SynchronousTestCase):
+    def test_example_config_loads(self) -> None:
+        """contrib/proxypypi.toml, with every documented key, is a valid config."""
+        from proxypypi.config import load_toml
+
+        config = build_config(load_toml(os.path.join(ROOT, "contrib", "proxypypi.toml")))
+        self.assertEqual(config.upstreams[0][0].url, "https://mirror.example/simple/")
+        self.assertEqual(config.max_upload_size, 1024**3)
