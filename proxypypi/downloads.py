@@ -44,7 +44,7 @@ from zope.interface import implementer
 
 from .fetch import BodyReceiver, FetchError, describe_failure, header, is_unreachable, request
 from .interfaces import IFileSource, IFileSourceListener
-from .storage import Storage
+from .storage import Storage, write_all
 
 #: How many times one download may (re)connect before giving up.
 MAX_ATTEMPTS = 6
@@ -467,9 +467,7 @@ class Download:
         if self._total is not None and self._written + len(data) > self._total:
             raise IntegrityError(f"upstream sent more than the {self._total} bytes announced")
         assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        write_all(self._fd, data)
         for h in self._hash.values():
             h.update(data)
         self._written += len(data)

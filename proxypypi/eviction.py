@@ -61,7 +61,7 @@ from twisted.web.server import Request
 
 from .downloads import FileKey
 from .names import is_safe_filename, normalize
-from .storage import PARTIAL_SUFFIX, Storage
+from .storage import PARTIAL_SUFFIX, Storage, write_synced
 
 if TYPE_CHECKING:
     from .proxy import Proxy
@@ -212,17 +212,6 @@ def _scan(files_dir: str, journal: str) -> _Scan:
     sizes = scan_files(files_dir)
     used, lines = read_journal(journal)
     return sizes, used, lines
-
-
-def _write_synced(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink_all(paths: list[str]) -> None:
@@ -387,7 +376,7 @@ class Evictor:
         snapshot = b"".join(_line(k, e.used) for k, e in self._entries.items())
         self._compacting = []
         tmp = self.journal_path + ".tmp"
-        d: Deferred[None] = self.storage.run(_write_synced, tmp, snapshot)
+        d: Deferred[None] = self.storage.run(write_synced, tmp, snapshot)
 
         def swap(_: object) -> None:
             pending = self._compacting or []

@@ -25,7 +25,7 @@ from .fetch import BodyReceiver, FetchError, describe_failure, header, request
 from .simple import render
 from .simple.negotiate import HTML, JSON_V1
 from .simple.parse import ProjectListParser, parse_project_list_json
-from .storage import Storage
+from .storage import Storage, write_all
 from .upstream import Pool, Upstream, UpstreamUnavailable
 from .web.errors import error
 from .web.fileresponse import respond_with_file
@@ -51,9 +51,7 @@ class _Writer:
 
     def _write(self, html: bytes, json: bytes) -> None:
         for (fd, _), data in zip(self._files, (html, json), strict=True):
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
 
     def add(self, names: list[str]) -> None:
         if not names:

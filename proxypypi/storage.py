@@ -47,6 +47,29 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """
+    Write all of C{data} to C{fd} (``os.write`` may write less than asked).
+    """
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_synced(path: str, data: bytes, exclusive: bool = False) -> None:
+    """
+    Write C{data} to C{path} and fsync it; C{exclusive} refuses an existing
+    file.  Blocking.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd = os.open(path, flags, 0o644)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomically(path: str, data: bytes) -> None:
     """
     Replace C{path} with C{data} so that a crash leaves either the old
@@ -54,17 +77,12 @@ def write_atomically(path: str, data: bytes) -> None:
     """
     directory = os.path.dirname(path)
     tmp = os.path.join(directory, f".{secrets.token_hex(8)}{PARTIAL_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        write_synced(tmp, data, exclusive=True)
     except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
-    os.close(fd)
     os.replace(tmp, path)
     _fsync_dir(directory)
 
