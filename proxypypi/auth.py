@@ -368,7 +368,13 @@ class Authenticator:
         valid, ``None`` otherwise (missing, malformed or wrong alike).
         Fires synchronously for credentials checked recently.
         """
-        credentials = parse_basic(request.getHeader(b"authorization"))
+        return self.authenticate_header(request.getHeader(b"authorization"))
+
+    def authenticate_header(self, header: bytes | None) -> Deferred[User | None]:
+        """
+        L{authenticate}, from the ``Authorization`` header's value alone.
+        """
+        credentials = parse_basic(header)
         if credentials is None:
             return succeed(None)
 

@@ -46,7 +46,7 @@ from twisted.logger import Logger
 from .index import CachedPage, PageCache
 from .names import METADATA_SUFFIX, InvalidDistFilename, normalize, parse_dist_filename
 from .simple.model import DistFile, ProjectPage, Yanked
-from .storage import PARTIAL_SUFFIX, Runner, _fsync_dir, write_atomically
+from .storage import PARTIAL_SUFFIX, Runner, _fsync_dir, write_atomically, write_synced
 from .upstream import ProjectNotFound
 from .web.body import SpooledFile
 
@@ -264,14 +264,7 @@ def wheel_metadata(path: str, filename: str) -> bytes:
 
 def _write_spool(spool_dir: str, data: bytes) -> str:
     path = os.path.join(spool_dir, f"upload-{secrets.token_hex(12)}.metadata{PARTIAL_SUFFIX}")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_synced(path, data, exclusive=True)
     return path
 
 

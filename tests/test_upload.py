@@ -27,6 +27,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from proxypypi import auth
 from proxypypi.config import Config, UpstreamConfig
 from proxypypi.service import ProxySite, build_proxy
 from proxypypi.simple.negotiate import JSON_V1
@@ -324,6 +325,14 @@ class UploadTests(ProxyHarness):
         self.assertEqual(response.headers.getRawHeaders("etag"), [f'"{self.sdist.sha256}"'])
         self.assertEqual(os.listdir(self.proxy.storage.tmp_dir), [])
 
+    def test_local_version_file_name(self) -> None:
+        """A '+' in a file name works raw and percent-encoded (pip sends %2B)."""
+        local = make_wheel("proto-alpha", "1.1+local")
+        self.assertEqual(self.upload(local).code, 200)
+        for quoted in (local.filename, local.filename.replace("+", "%2B")):
+            response, body = self.get(f"/files/proto-alpha/{quoted}")
+            self.assertEqual((response.code, body), (200, local.data))
+
     def test_upload_paths_never_redirect(self) -> None:
         """/, /legacy and /legacy/ all take the upload directly."""
         for path in ("/legacy", "/legacy/", "/"):
@@ -613,14 +622,40 @@ class BadUploadTests(ProxyHarness):
         header all get the same 401 with a Basic challenge.
         """
         answers = set()
-        for auth in (None, "Basic alice:wrong", "Basic mallory:secret", "Basic !!!", "Bearer x"):
-            response = self.upload(self.wheel, auth=auth)
+        for header in (None, "Basic alice:wrong", "Basic mallory:secret", "Basic !!!", "Bearer x"):
+            response = self.upload(self.wheel, auth=header)
             self.refused(response, 401, "credentials")
             self.assertEqual(
                 response.headers["www-authenticate"], 'Basic realm="proxypypi", charset="UTF-8"'
             )
             answers.add(response.body)
         self.assertEqual(len(answers), 1)
+
+    def test_wrong_credentials_stop_spooling(self) -> None:
+        """
+        Credentials are checked as soon as the headers are in: with wrong
+        ones, nothing of the body reaches the disk, and the refusal costs
+        one bcrypt, not two.
+        """
+        calls: list[bytes] = []
+        real = bcrypt.checkpw
+        self.patch(auth.bcrypt, "checkpw", lambda p, h: calls.append(h) or real(p, h))
+        big = make_wheel("proto-alpha", "1.0", payload_size=20_000)
+        body = multipart(twine_fields(big), (big.filename, big.data))
+        protocol, transport = self.connect()
+        head = (
+            "POST / HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: {basic('alice', 'wrong')}\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        protocol.dataReceived(head.encode() + body[: len(body) // 2])
+        self.assertEqual(os.listdir(self.proxy.storage.tmp_dir), [])
+        protocol.dataReceived(body[len(body) // 2 :])
+        response = parse_response(transport.value())
+        assert response is not None
+        self.refused(response, 401, "credentials")
+        self.assertEqual(len(calls), 1)
 
     def test_uploads_disabled(self) -> None:
         """Without --auth-file uploads are refused, saying how to enable them."""

@@ -17,7 +17,11 @@ wrong, so L{SpoolingRequest} takes over the body as it is received:
   ``content``, is written to a spool file in ``DATA/tmp/`` chunk by chunk,
   and the small text fields are kept in memory under a cap;
 - a body over a limit is answered with ``413`` at once and the connection
-  closed, so no more bytes come in.
+  closed, so no more bytes come in;
+- nothing is written at all for an upload without credentials (or when
+  uploads are disabled), and the credentials are checked while the body
+  arrives: once they turn out wrong, the rest is only counted.  The answer
+  (``401``) still waits for the end of the body, like any other.
 
 Spool files are removed when the request ends, unless an upload took
 ownership of them (L{FormReceiver.take_content}); ``DATA/tmp/`` is emptied
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from io import BytesIO
 from typing import IO, Any, cast
 
@@ -44,7 +49,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from ..storage import PARTIAL_SUFFIX, Runner
+from ..storage import PARTIAL_SUFFIX, Runner, write_all
 
 #: Bytes of form fields (everything but the file) kept in memory at most;
 #: twine sends the long description as a field.
@@ -62,6 +67,9 @@ MAX_PARTS = 1000
 
 #: The form field holding the distribution file.
 CONTENT_FIELD = "content"
+
+#: L{SpoolingRequest.checked_user} until the credentials are checked.
+NOT_CHECKED = object()
 
 #: Chunk size when a form is parsed from an already buffered body.
 _CHUNK = 64 * 1024
@@ -117,6 +125,10 @@ class BodyPolicy:
     uploads_enabled: bool = True
     max_fields_size: int = MAX_FIELDS_SIZE
     max_other_body: int = MAX_OTHER_BODY
+    #: Checks an ``Authorization`` header (firing with the user or
+    #: ``None``) while the body arrives, so that a body sent with wrong
+    #: credentials stops being written to disk as soon as that is known.
+    authenticate: Callable[[bytes | None], Deferred[Any]] | None = None
 
     @property
     def max_form_body(self) -> int:
@@ -306,9 +318,7 @@ class FormReceiver:
                     f"upload larger than this index accepts ({_human(self.max_file_size)}, "
                     "see --max-upload-size)",
                 )
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            write_all(self._fd, chunk)
             return
         self._fields_size += len(chunk)
         if self._fields_size > self.max_fields_size:
@@ -399,13 +409,17 @@ class SpoolingRequest(Request):
         body is worth keeping (uploads enabled, credentials sent).
     :ivar body_rejected: the body broke a limit; the request was answered
         and will not be processed.
+    :ivar checked_user: what checking the credentials of an upload gave
+        (the user or ``None``), once known; L{NOT_CHECKED} before.
     """
 
     form: FormReceiver | None = None
     body_rejected: bool = False
+    checked_user: object = NOT_CHECKED
     _limit: int | None = None
     _received: int = 0
     _discarding: bool = False
+    _too_large: str = "request body too large"
 
     def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("parsePOSTFormSubmission", False)
@@ -424,10 +438,11 @@ class SpoolingRequest(Request):
         content_type = self.requestHeaders.getRawHeaders(b"content-type", [b""])[0]
         is_form = media_type(content_type)[0] == "multipart/form-data"
         self._limit = policy.max_form_body if is_form else policy.max_other_body
+        if is_form:
+            self._too_large = policy.too_large()
         if length is not None and length > self._limit:
             self.content = cast(Any, BytesIO())
-            message = policy.too_large() if is_form else "request body too large"
-            self._reject(413, message)
+            self._reject(413, self._too_large)
             return
         if not is_form:
             super().gotLength(length)
@@ -440,15 +455,24 @@ class SpoolingRequest(Request):
         form = FormReceiver.for_content_type(content_type, policy.spool_dir, policy.max_upload_size)
         self.form = form
         self.notifyFinish().addBoth(lambda _: form.discard())
+        if policy.authenticate is not None:
+            header = self.requestHeaders.getRawHeaders(b"authorization", [b""])[0]
+            policy.authenticate(header).addCallback(self._credentials_checked)
+
+    def _credentials_checked(self, user: object) -> None:
+        self.checked_user = user
+        if user is None and self.form is not None:
+            # Nobody to upload for: keep counting the body, write nothing.
+            self.form.discard()
+            self.form = None
+            self._discarding = True
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.body_rejected:
             return
         self._received += len(data)
         if self._limit is not None and self._received > self._limit:
-            policy = self.body_policy
-            too_large = policy.too_large() if policy and self.form else "request body too large"
-            self._reject(413, too_large)
+            self._reject(413, self._too_large)
             return
         if self.form is not None:
             try:

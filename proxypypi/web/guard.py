@@ -14,7 +14,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from ..auth import Authenticator, User
 from ..proxy import Proxy
-from .body import reason_phrase
+from .body import NOT_CHECKED, reason_phrase
 from .deferred import render_async, request_gone
 from .errors import error
 
@@ -56,9 +56,13 @@ def writer(proxy: Proxy, request: IRequest) -> Deferred[User | bytes]:
     if auth is None:
         return succeed(answer(request, 403, UPLOADS_DISABLED))
 
-    def checked(user: User | None) -> User | bytes:
-        return user if user is not None else unauthorized(request, auth)
+    def checked(user: object) -> User | bytes:
+        return user if isinstance(user, User) else unauthorized(request, auth)
 
+    # Checked already while the body arrived (SpoolingRequest): no second bcrypt.
+    early = getattr(request, "checked_user", NOT_CHECKED)
+    if early is not NOT_CHECKED:
+        return succeed(checked(early))
     return auth.authenticate(request).addCallback(checked)
 
 

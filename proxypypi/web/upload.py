@@ -39,6 +39,7 @@ def body_policy(proxy: Proxy) -> BodyPolicy:
         spool_dir=proxy.storage.tmp_dir,
         max_upload_size=proxy.config.max_upload_size,
         uploads_enabled=proxy.auth is not None,
+        authenticate=proxy.auth.authenticate_header if proxy.auth is not None else None,
     )
 
 
