@@ -246,6 +246,22 @@ class WebTests(SynchronousTestCase):
         self.assertEqual(os.listdir(self.proxy.storage.tmp_dir), [])
         self.assertFalse(self.proxy.storage.has_file("proto-alpha", self.alpha.filename))
 
+    def test_damaged_or_foreign_stored_files(self) -> None:
+        """A truncated stored file is fetched again; a file no page lists is never served."""
+        path = self.proxy.storage.file_path("proto-alpha", self.alpha.filename)
+        os.makedirs(os.path.dirname(path))
+        with open(path, "wb") as f:
+            f.write(self.alpha.data[:100])
+        with open(os.path.join(os.path.dirname(path), "notes.txt"), "wb") as f:
+            f.write(b"operator's notes")
+        response, body = self.request("GET", "/files/proto-alpha/" + self.alpha.filename)
+        self.assertEqual(body, self.alpha.data)
+        self.assertEqual(self.file_requests(), 1)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), self.alpha.data)
+        response, _ = self.request("GET", "/files/proto-alpha/notes.txt")
+        self.assertEqual(response.code, 404)
+
     def test_health(self) -> None:
         """/health is JSON and 200 while an upstream is usable and storage is writable."""
         response, body = self.request("GET", "/health")

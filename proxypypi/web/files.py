@@ -10,12 +10,14 @@ headers arrive and read the file while it downloads.
 
 from __future__ import annotations
 
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET
 
 from ..downloads import CompleteFile, FileKey, FileNotFoundUpstream, Origin
 from ..fetch import FetchError
 from ..index import CachedPage
+from ..interfaces import IFileSource
 from ..names import METADATA_SUFFIX, is_safe_filename, normalize
 from ..proxy import Proxy
 from ..simple.model import DistFile
@@ -39,6 +41,18 @@ def _split(filename: str) -> tuple[str, bool]:
     return filename, False
 
 
+def _intact(stored: CompleteFile, f: DistFile, metadata: bool) -> bool:
+    """
+    Whether a stored file can be what the page lists: its size matches
+    (an empty or truncated file left by a foreign hand is never served).
+    Hashes were checked when it was stored; ``proxypypi-admin verify``
+    re-checks them.
+    """
+    if metadata or f.size is None:
+        return stored.size > 0
+    return stored.size == f.size
+
+
 def _etag(f: DistFile | None, metadata: bool) -> str | None:
     if f is None:
         return None
@@ -52,6 +66,7 @@ class FilesResource(Page):
     """
 
     isLeaf = True
+    log = Logger()
 
     def __init__(self, proxy: Proxy) -> None:
         super().__init__()
@@ -77,17 +92,10 @@ class FilesResource(Page):
         # Before looking at the disk: a file being served is never evicted.
         self.proxy.usage.serving(request, FileKey(project, filename))
         complete = CompleteFile.at(self.proxy.storage.file_path(project, filename))
-        if complete is not None:
-            cached = self.proxy.pages.peek(normalize(project) or project)
-            f = cached.page.file(dist) if cached is not None else None
-            return respond_with_file(
-                request,
-                complete,
-                etag=_etag(f, metadata),
-                content_type=content_type,
-                clock=self.proxy.clock,
-                cache_control=upstream_file_cache_control(self.proxy),
-            )
+        cached = self.proxy.pages.peek(project) if complete is not None else None
+        f = cached.page.file(dist) if cached is not None else None
+        if complete is not None and f is not None and _intact(complete, f, metadata):
+            return self._send(request, complete, f, metadata)
 
         async def fetch() -> bytes | int:
             return await self._fetch(request, project, filename)
@@ -111,6 +119,15 @@ class FilesResource(Page):
             return error(request, 404, f"{dist} is not listed on the page of {project}")
         if metadata and not f.core_metadata:
             return error(request, 404, f"the index offers no core metadata for {dist}")
+        complete = CompleteFile.at(self.proxy.storage.file_path(project, filename))
+        if complete is not None:
+            if _intact(complete, f, metadata):
+                return self._send(request, complete, f, metadata)
+            self.log.warn(
+                "stored {filename} has {size} bytes, not what its page says; fetching it again",
+                filename=filename,
+                size=complete.size,
+            )
         download = self.proxy.downloads.get(
             FileKey(project, filename),
             self._origins(cached, f, metadata),
@@ -127,9 +144,14 @@ class FilesResource(Page):
             return error(request, 507, f"cannot store {filename}: {e.strerror}")
         if request_gone(request):
             return NOT_DONE_YET
+        return self._send(request, download, f, metadata)
+
+    def _send(
+        self, request: IRequest, source: IFileSource, f: DistFile, metadata: bool
+    ) -> bytes | int:
         return respond_with_file(
             request,
-            download,
+            source,
             etag=_etag(f, metadata),
             content_type=METADATA_TYPE if metadata else DIST_TYPE,
             clock=self.proxy.clock,
