@@ -30,6 +30,7 @@ from ..ranges import (
     if_range_matches,
     parse_range,
 )
+from ..sendfile import SendfileProducer, can_sendfile
 from .errors import error
 
 __all__ = ["IMMUTABLE", "respond_with_file"]
@@ -122,16 +123,18 @@ def respond_with_file(
         # empty (it only overwrites it for a non-empty body).
         return b""
 
-    producer = TailProducer(
-        cast(StreamingRequest, request),
-        source,
-        clock=clock,
-        start=start,
-        end=end,
-        stall_timeout=stall_timeout,
-    )
     try:
-        producer.start()
+        if end is not None and can_sendfile(request, source):
+            SendfileProducer(request, source, clock, start, end, stall_timeout).begin()
+        else:
+            TailProducer(
+                cast(StreamingRequest, request),
+                source,
+                clock=clock,
+                start=start,
+                end=end,
+                stall_timeout=stall_timeout,
+            ).start()
     except OSError as e:
         _log.failure("cannot open {uri} for reading", uri=request.uri)
         for name in _FILE_HEADERS:
