@@ -1,7 +1,7 @@
 """
 proxypypi benchmark: the proxy side by side with its references, in one run.
 
-    python bench/run.py            # the full run, about 6 minutes
+    python bench/run.py            # the full run, 3 to 4 minutes
     python bench/run.py --quick    # small sizes, a smoke test
 
 Scenarios (issue 3, "Targets"):

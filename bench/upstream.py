@@ -248,7 +248,7 @@ async def main(reactor: Any, argv: Sequence[str]) -> None:
     index = FakeIndex(reactor)
     manifest = build(args, index)
     port, base = await serve(reactor, BenchRoot(index))
-    manifest["port"] = port.getHost().port
+    manifest["port"] = int(base.rstrip("/").rsplit(":", 1)[1])
     manifest["base"] = base
     sys.stdout.write(json.dumps(manifest) + "\n")
     sys.stdout.flush()
@@ -256,22 +256,28 @@ async def main(reactor: Any, argv: Sequence[str]) -> None:
     parent = os.getppid()
     stopped: defer.Deferred[None] = defer.Deferred()
 
-    def watchdog() -> None:
-        # Bounded life: stop when orphaned or past the time limit.
-        if os.getppid() != parent and not stopped.called:
+    def stop() -> None:
+        if not stopped.called:
             stopped.callback(None)
+
+    def watchdog() -> None:
+        # Bounded life: stop when orphaned (the time limit is below).
+        if os.getppid() != parent:
+            stop()
 
     loop = task.LoopingCall(watchdog)
     loop.clock = reactor
     loop.start(1.0, now=False)
-    limit = reactor.callLater(args.max_seconds, lambda: stopped.called or stopped.callback(None))
+    limit = reactor.callLater(args.max_seconds, stop)
     try:
         await stopped
     finally:
         loop.stop()
         if limit.active():
             limit.cancel()
-        await port.stopListening()
+        stopping = port.stopListening()
+        if stopping is not None:
+            await stopping
 
 
 if __name__ == "__main__":
