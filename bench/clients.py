@@ -254,9 +254,18 @@ def _ms(value: str, unit: str) -> float:
     return round(float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit], 3)
 
 
-def wrk(url: str, *, accept: str, threads: int, connections: int, duration: int) -> WrkRun:
+def wrk(
+    url: str,
+    *,
+    accept: str,
+    threads: int,
+    connections: int,
+    duration: int,
+    encoding: str | None = None,
+) -> WrkRun:
     """
-    Run ``wrk`` against C{url} with an ``Accept`` header (keep-alive).
+    Run ``wrk`` against C{url} with an ``Accept`` header (keep-alive), and
+    an ``Accept-Encoding`` header when C{encoding} is given.
 
     :raises ClientError: when wrk fails or prints no rate.
     """
@@ -268,6 +277,7 @@ def wrk(url: str, *, accept: str, threads: int, connections: int, duration: int)
         "--latency",
         "-H",
         f"Accept: {accept}",
+        *(["-H", f"Accept-Encoding: {encoding}"] if encoding else []),
         url,
     ]
     done = subprocess.run(argv, capture_output=True, timeout=duration + 60, text=True)

@@ -346,20 +346,26 @@ class Proxy:
 
 
 def start_proxy(
-    procs: Processes, workdir: str, name: str, upstream: str, timeout: float = 60.0
+    procs: Processes,
+    workdir: str,
+    name: str,
+    upstream: str,
+    timeout: float = 60.0,
+    fresh: bool = True,
 ) -> Proxy:
     """
-    Start ``twistd -n proxypypi`` with a fresh storage directory
-    C{workdir/name} on an ephemeral loopback port; wait for its
-    "listening on" line.
+    Start ``twistd -n proxypypi`` with the storage directory C{workdir/name}
+    (emptied first when C{fresh}) on an ephemeral loopback port; wait for
+    its "listening on" line.
 
     :raises BenchError: if it exits or does not listen within C{timeout}.
     """
     storage = os.path.join(workdir, name)
-    if os.path.exists(storage):
+    if fresh and os.path.exists(storage):
         shutil.rmtree(storage)
     log_path = os.path.join(workdir, f"{name}.log")
-    log = open(log_path, "wb")
+    log = open(log_path, "wb" if fresh else "ab")
+    since = log.tell()  # a reused log holds earlier runs' lines
     argv = [
         *twistd_argv(),
         "-n",
@@ -378,6 +384,7 @@ def start_proxy(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with open(log_path, "rb") as f:
+            f.seek(since)
             found = _LISTENING.search(f.read())
         if found:
             return Proxy(proc, int(found.group(1)), storage, log_path)
@@ -419,6 +426,7 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         root {root};
+        gzip_static on;
     }}
 }}
 """
