@@ -28,6 +28,8 @@ setup(
         "bcrypt>=4.1",
         # Incremental multipart parsing of uploads; treq needs it already.
         "multipart>=1.2",
+        # /metrics in the Prometheus text format.
+        "prometheus-client>=0.20",
     ],
     extras_require={
         "test": [

@@ -9,10 +9,11 @@ it was given.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
@@ -59,6 +60,19 @@ class UpstreamConfig:
     idle_timeout: float | None = attrs.field(default=None, validator=_positive("idle-timeout"))
 
 
+def display_url(url: str) -> str:
+    """
+    An upstream URL as shown in labels and on the status page: without a
+    password, should the URL carry credentials.
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit((parts.scheme, f"{user}:***@{netloc}", parts.path, parts.query, ""))
+
+
 def parse_upstream_url(url: str) -> str:
     """
     Check an upstream URL and give it its canonical form (trailing slash).
@@ -98,6 +112,33 @@ def proxy_address(url: str) -> tuple[str, int]:
     if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
         raise ConfigError(f"upstream proxy {url!r} must look like http://proxy.example:3128")
     return parts.hostname, port or 3128
+
+
+#: A ``--trusted-proxy`` value: a network (a single address is a network of
+#: one), or ``unix`` for every client of a Unix socket endpoint.
+TrustedProxy = ipaddress.IPv4Network | ipaddress.IPv6Network | str
+
+
+def parse_trusted_proxies(values: Iterable[str]) -> tuple[TrustedProxy, ...]:
+    """
+    Parse ``--trusted-proxy`` values: addresses (``10.0.0.5``, ``::1``),
+    networks (``10.0.0.0/8``), or ``unix``.
+
+    :raises ConfigError: naming a value that is none of these.
+    """
+    out: list[TrustedProxy] = []
+    for value in values:
+        text = value.strip()
+        if text == "unix":
+            out.append(text)
+            continue
+        try:
+            out.append(ipaddress.ip_network(text, strict=False))
+        except ValueError as e:
+            raise ConfigError(
+                f"trusted proxy {value!r} is not an address, a network (10.0.0.0/8) or 'unix'"
+            ) from e
+    return tuple(out)
 
 
 def parse_upstream_group(spec: str) -> tuple[UpstreamConfig, ...]:
@@ -252,6 +293,7 @@ class Config:
             )
         if not self.listen:
             raise ConfigError("no listen endpoint given")
+        parse_trusted_proxies(self.trusted_proxies)
         if self.auth_read and self.auth_file is None:
             raise ConfigError(
                 "--auth-read needs --auth-file FILE (an htpasswd file of bcrypt entries, "
@@ -282,7 +324,8 @@ class Config:
         """
 
         def member(u: UpstreamConfig, shared: bool) -> str:
-            return f"{u.url} (weight {u.weight:g})" if shared else u.url
+            url = display_url(u.url)
+            return f"{url} (weight {u.weight:g})" if shared else url
 
         groups = [" + ".join(member(u, len(group) > 1) for u in group) for group in self.upstreams]
         return " > ".join(f"[{g}]" for g in groups)

@@ -197,6 +197,7 @@ class Download:
     _written: int = 0
     _total: int | None = None
     _complete: bool = False
+    _verified: bool = False
     _failure: Failure | None = None
     _hash: dict[str, Any] = attrs.field(factory=dict)
     _listeners: list[IFileSourceListener] = attrs.field(factory=list)
@@ -224,7 +225,7 @@ class Download:
             return os.open(final, os.O_RDONLY)
 
     def available(self) -> int:
-        if self._complete:
+        if self._verified:
             return self._written
         # Hold back the last byte until the hash is verified: no client
         # ever holds a complete-looking file that might be corrupt.
@@ -479,6 +480,10 @@ class Download:
             if want is not None and h.hexdigest() != want.lower():
                 self._blame(f"{name} mismatch on {self.key.filename}")
                 raise IntegrityError(f"{name} mismatch: index says {want}, got {h.hexdigest()}")
+        # Verified: clients may have the last byte now, without waiting for
+        # the fsync and rename of the commit.
+        self._verified = True
+        self._notify()
         fd, self._fd = self._fd, None
         assert fd is not None
         self._path = await self.storage.commit(fd, self._path, self.key.project, self.key.filename)
@@ -599,6 +604,13 @@ class Manager:
 
     def in_flight(self) -> list[Download]:
         return list(self._active.values())
+
+    def running(self, key: FileKey) -> Download | None:
+        """
+        The download of C{key} in flight, if any (a request that finds one
+        joins it rather than starting another).
+        """
+        return self._active.get(key)
 
     def cancel_all(self) -> None:
         for download in list(self._active.values()):

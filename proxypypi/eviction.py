@@ -253,6 +253,9 @@ class Evictor:
     _scheduled: IDelayedCall | None = attrs.field(default=None, init=False)
     _write_failed: bool = attrs.field(default=False, init=False)
     _closed: bool = attrs.field(default=False, init=False)
+    #: Files and bytes evicted since start (``/metrics``, the status page).
+    evicted_files: int = attrs.field(default=0, init=False)
+    evicted_bytes: int = attrs.field(default=0, init=False)
 
     @property
     def journal_path(self) -> str:
@@ -264,6 +267,13 @@ class Evictor:
         Bytes of upstream files in storage, as far as known.
         """
         return self._total
+
+    @property
+    def count(self) -> int:
+        """
+        Upstream files in storage, as far as known.
+        """
+        return len(self._entries)
 
     @property
     def loaded(self) -> bool:
@@ -531,6 +541,8 @@ class Evictor:
                 filename=key.filename,
                 size=entry.size,
             )
+        self.evicted_files += len(trash)
+        self.evicted_bytes += freed
         if trash:
             unlinked: Deferred[None] = self.storage.run(_unlink_all, trash)
             unlinked.addErrback(lambda f: self.log.failure("cannot remove evicted files", f))

@@ -204,13 +204,15 @@ class PageCache:
         memory.
         """
         cached = self.peek(name)
-        if (
-            cached is not None
-            and not self.offline
-            and self.clock.seconds() - cached.fetched_at >= self.ttl
-        ):
+        if cached is not None and not self.is_fresh(cached):
             self._refresh(name, cached).addErrback(lambda _: None)
         return cached
+
+    def is_fresh(self, cached: CachedPage) -> bool:
+        """
+        Whether C{cached} is within its TTL (offline, every page is).
+        """
+        return self.offline or self.clock.seconds() - cached.fetched_at < self.ttl
 
     def get(self, name: NormalizedName) -> Deferred[CachedPage]:
         """
@@ -226,8 +228,7 @@ class PageCache:
             return succeed(cached)
         missing_since = self._not_found.get(name)
         if self.offline or (
-            missing_since is not None
-            and self.clock.seconds() - missing_since < self.negative_ttl
+            missing_since is not None and self.clock.seconds() - missing_since < self.negative_ttl
         ):
             return fail(ProjectNotFound(name))
         return self._refresh(name, None)
@@ -335,4 +336,3 @@ class PageCache:
                 error=os.strerror(e.errno or 0),
             )
         return cached
-

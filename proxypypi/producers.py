@@ -87,7 +87,7 @@ def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int)
 
 
 @implementer(IPushProducer, IFileSourceListener)
-@attrs.define(eq=False)
+@attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)
 class TailProducer:
     """
     Send the bytes ``[start, end)`` of an L{IFileSource} as the body of one

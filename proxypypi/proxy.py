@@ -12,6 +12,7 @@ from .config import Config
 from .downloads import Manager
 from .eviction import NoEviction, Usage
 from .index import PageCache
+from .metrics import Metrics
 from .private import PrivateStore
 from .projectlist import ProjectList
 from .storage import Storage
@@ -39,3 +40,5 @@ class Proxy:
     private: PrivateStore = attrs.field(kw_only=True)
     #: Who may upload (and read, with ``--auth-read``); ``None``: nobody.
     auth: Authenticator | None = attrs.field(default=None, kw_only=True)
+    #: Counters for ``/metrics`` and the status page (L{proxypypi.metrics}).
+    metrics: Metrics = attrs.field(factory=Metrics, kw_only=True)

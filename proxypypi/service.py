@@ -30,10 +30,11 @@ from twisted.web.server import Request, Site
 
 from . import __version__, eviction
 from .auth import Authenticator
-from .config import Config, UpstreamConfig, proxy_address
+from .config import Config, ConfigError, UpstreamConfig, display_url, proxy_address
 from .downloads import Manager
 from .index import PageCache
 from .logs import log_access
+from .metrics import Metrics, measure_storage
 from .private import PrivateStore
 from .projectlist import ProjectList
 from .proxy import Proxy
@@ -124,6 +125,9 @@ class OrderedServices(MultiService):
                 log.failure("error while stopping {service}", service=service)
 
 
+#: Bytes handed to the socket per write call (Twisted's default is 128 KiB).
+SEND_LIMIT = 1024 * 1024
+
 #: Seconds a stopping service lets running responses finish.
 SHUTDOWN_GRACE = 10.0
 
@@ -151,14 +155,21 @@ class ProxySite(Site):
     displayTracebacks = False
     #: Limits and spooling of request bodies (see L{proxypypi.web.body}).
     body_policy: BodyPolicy | None = None
+    #: Where finished requests are counted (``/metrics``, the status page).
+    metrics: Metrics | None = None
 
     def __init__(self, resource: Any, **kwargs: Any) -> None:
         super().__init__(resource, **kwargs)
-        self.active: set[Request] = set()
+        self.active = 0
         self._idle: list[Deferred[None]] = []
 
     def started(self, request: Request) -> None:
-        self.active.add(request)
+        transport: Any = request.channel.transport
+        if getattr(transport, "SEND_LIMIT", SEND_LIMIT) < SEND_LIMIT:
+            # Twisted hands the socket at most 128 KiB per write; a large
+            # index page would take two trips through the reactor.
+            transport.SEND_LIMIT = SEND_LIMIT
+        self.active += 1
         began = self.reactor.seconds()
         request.notifyFinish().addBoth(
             lambda result: self._ended(request, began, not isinstance(result, Failure))
@@ -171,8 +182,11 @@ class ProxySite(Site):
         """
 
     def _ended(self, request: Request, began: float, completed: bool) -> None:
-        log_access(request, self.reactor.seconds() - began, completed)
-        self.active.discard(request)
+        duration = self.reactor.seconds() - began
+        log_access(request, duration, completed)
+        if self.metrics is not None:
+            self.metrics.request_done(request, duration, completed)
+        self.active -= 1
         if not self.active:
             waiting, self._idle = self._idle, []
             for d in waiting:
@@ -189,9 +203,7 @@ class ProxySite(Site):
         self._idle.append(d)
         d.addTimeout(grace, clock)
         d.addErrback(
-            lambda _: log.warn(
-                "stopped with {count} responses still running", count=len(self.active)
-            )
+            lambda _: log.warn("stopped with {count} responses still running", count=self.active)
         )
         return d
 
@@ -228,7 +240,9 @@ class WebServer(Service):
 
     def _failed(self, failure: Failure) -> None:
         log.failure("cannot listen; check --listen", failure)
-        self.reactor.stop()
+        # Services start before the reactor runs: stopping it right away
+        # would raise, and leave a service that listens nowhere.
+        self.reactor.callWhenRunning(self.reactor.stop)
 
     def when_listening(self) -> Deferred[IListeningPort]:
         """
@@ -275,9 +289,10 @@ def build_proxy(
         the storage's runner when not given.
     :raises proxypypi.auth.AuthFileError: when the auth file is unreadable.
     """
+    metrics = Metrics()
     pool = Pool.from_config(
         config.upstreams,
-        agent_for,
+        metrics.metered(agent_for, reactor),
         reactor,
         idle_timeout=config.download_idle_timeout,
         max_page_bytes=config.max_page_bytes,
@@ -310,6 +325,7 @@ def build_proxy(
         auth=None
         if config.auth_file is None
         else Authenticator.from_htpasswd(config.auth_file, auth_run or storage.run, reactor),
+        metrics=metrics,
     )
 
 
@@ -346,21 +362,79 @@ def upstream_agents(
     return agent_for
 
 
+def _size(value: int | None) -> str:
+    if value is None:
+        return "unbounded"
+    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if value >= factor:
+            return f"{value / factor:.4g} {unit}"
+    return f"{value} bytes"
+
+
+def log_configuration(config: Config) -> None:
+    """
+    Log the effective configuration, one event per line (so that JSON log
+    lines keep flat keys): the upstreams as understood, storage, limits,
+    switches and listen endpoints.  The first line keeps the one-line
+    summary of the upstreams.
+    """
+    log.info(
+        "proxypypi {version}: upstreams {upstreams}; effective configuration follows",
+        version=__version__,
+        upstreams=config.describe(),
+    )
+    for rank, group in enumerate(config.upstreams, 1):
+        for u in group:
+            idle = u.idle_timeout if u.idle_timeout is not None else config.download_idle_timeout
+            log.info(
+                "  upstream group {group}: {url} weight {weight:g}; timeouts: connect "
+                "{connect_timeout:g}s, first byte {first_byte_timeout:g}s, idle {idle_timeout:g}s",
+                group=rank,
+                url=display_url(u.url),
+                weight=u.weight,
+                connect_timeout=u.connect_timeout,
+                first_byte_timeout=u.first_byte_timeout,
+                idle_timeout=idle,
+            )
+    path = os.path.abspath(config.storage)
+    log.info("  storage: {storage} ({path})", storage=config.storage, path=path)
+    log.info(
+        "  limits: page TTL {page_ttl:g}s, negative TTL {negative_ttl:g}s, max cache size "
+        "{max_cache_size_text}, max upload size {max_upload_size_text}, max page size "
+        "{max_page_bytes_text}",
+        page_ttl=config.page_ttl,
+        negative_ttl=config.negative_ttl,
+        max_cache_size=config.max_cache_size,
+        max_cache_size_text=_size(config.max_cache_size),
+        max_upload_size=config.max_upload_size,
+        max_upload_size_text=_size(config.max_upload_size),
+        max_page_bytes=config.max_page_bytes,
+        max_page_bytes_text=_size(config.max_page_bytes),
+    )
+    log.info(
+        "  offline: {offline}; uploads: {uploads}; credentials for reads: {auth_read}; "
+        "trusted proxies: {trusted_proxies_text}; upstream proxy: {upstream_proxy}",
+        offline="yes" if config.offline else "no",
+        uploads="off" if config.auth_file is None else f"on (users in {config.auth_file})",
+        auth_read="required" if config.auth_read else "not required",
+        trusted_proxies=list(config.trusted_proxies),
+        trusted_proxies_text=", ".join(config.trusted_proxies) or "none",
+        upstream_proxy=config.upstream_proxy or "none",
+    )
+    for endpoint in config.listen:
+        log.info("  listen endpoint: {endpoint}", endpoint=endpoint)
+
+
 def make_service(config: Config, reactor: Any) -> IService:
     """
     The whole service: disk threads, upstream connections, and one web
     server per listen endpoint.
 
     :raises proxypypi.storage.StorageError: when the storage is unusable.
+    :raises ConfigError: when a listen endpoint cannot be used.
     """
-    # First, before anything else logs: the upstreams as understood.
-    log.info(
-        "proxypypi {version}: upstreams {upstreams}; storage {storage}; listening on {listen}",
-        version=__version__,
-        upstreams=config.describe(),
-        storage=config.storage,
-        listen=", ".join(config.listen),
-    )
+    # First, before anything else logs: the configuration as understood.
+    log_configuration(config)
     top = OrderedServices()
     disk = DiskThreads(reactor)
     disk.setServiceParent(top)
@@ -383,9 +457,31 @@ def make_service(config: Config, reactor: Any) -> IService:
     HealthProbes(proxy.pool).setServiceParent(top)
     if config.max_cache_size is not None:
         eviction.install(proxy, config.max_cache_size).setServiceParent(top)
+    else:
+        measure_storage(proxy).setServiceParent(top)
     site = ProxySite(RootResource(proxy))
     site.body_policy = body_policy(proxy)
+    site.metrics = proxy.metrics
     for description in config.listen:
-        endpoint = endpoints.serverFromString(reactor, description)
-        WebServer(endpoint, site, reactor).setServiceParent(top)
+        WebServer(listen_endpoint(reactor, description), site, reactor).setServiceParent(top)
     return top
+
+
+def listen_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
+    """
+    The server endpoint of one ``--listen`` value.  An ``ssl:`` endpoint
+    reads its key and certificate here, so a missing or unreadable file
+    is reported now, by name.
+
+    :raises ConfigError: naming the value and what to check.
+    """
+    try:
+        endpoint: IStreamServerEndpoint = endpoints.serverFromString(reactor, description)
+    except Exception as e:
+        reason = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else e
+        raise ConfigError(
+            f"cannot listen on {description!r} ({reason}); check the endpoint string "
+            "(tcp:PORT:interface=ADDRESS, ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem, "
+            "unix:PATH) and that the files it names exist and are readable by this user"
+        ) from e
+    return endpoint

@@ -93,8 +93,8 @@ class Options(usage.Options):
 
     def opt_trusted_proxy(self, address: str) -> None:
         """
-        A reverse proxy address whose X-Forwarded-* headers are honoured
-        (repeatable).
+        A reverse proxy whose X-Forwarded-Proto/-Host headers are honoured:
+        an address, a network (10.0.0.0/8) or "unix" (repeatable).
         """
         self["trusted-proxy"].append(address)
 
@@ -148,4 +148,8 @@ def makeService(options: usage.Options) -> IService:
 
     from .service import make_service
 
-    return make_service(options["config_obj"], reactor)
+    try:
+        return make_service(options["config_obj"], reactor)
+    except (ConfigError, StorageError) as e:
+        # twistd would print a traceback; the message says it all.
+        raise SystemExit(f"proxypypi: {e}") from e

@@ -13,6 +13,7 @@ import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import DeferredList
 from twisted.internet.interfaces import IListeningPort
 
 from proxypypi.config import Config, UpstreamConfig
@@ -98,6 +99,14 @@ async def start_proxy(upstream_urls: list[str], storage: str, **settings: object
     root = web.site.resource
     assert isinstance(root, RootResource)
     return RunningProxy(service, f"http://127.0.0.1:{port.getHost().port}/", storage, root.proxy)
+
+
+async def committed(running: RunningProxy) -> None:
+    """
+    Wait until every download in flight is committed (or failed): clients
+    get a file's last byte once it is verified, a moment before its commit.
+    """
+    await DeferredList([d.when_done() for d in running.proxy.downloads.in_flight()])
 
 
 @pytest_twisted.async_yield_fixture

@@ -75,8 +75,7 @@ async def test_sigkill_mid_download(upstream: Upstream, tmp_path: object) -> Non
         port = await proc.port
         base = f"http://127.0.0.1:{port}/"
         gets = [
-            Deferred.fromCoroutine(fetch(f"{base}files/{d.project}/{d.filename}"))
-            for d in dists
+            Deferred.fromCoroutine(fetch(f"{base}files/{d.project}/{d.filename}")) for d in dists
         ]
         await deferLater(reactor, rng.uniform(0.05, 0.6), lambda: None)
         os.kill(proc.transport.pid, signal.SIGKILL)  # type: ignore[union-attr]

@@ -92,9 +92,10 @@ class DownloadTests(SynchronousTestCase):
         self.assertTrue(d.is_complete())
         self.assertEqual(self.stored(), self.dist.data)
         self.assertEqual(d.available(), len(self.dist.data))
-        self.assertEqual(listener.seen[-1], len(self.dist.data))
-        # Every notification before the end held back the last byte.
-        self.assertTrue(all(n < len(self.dist.data) for n in listener.seen[:-1]))
+        # The last byte is released once the hash is verified (then the
+        # commit notifies once more); before that it was always held back.
+        self.assertEqual(listener.seen[-2:], [len(self.dist.data)] * 2)
+        self.assertTrue(all(n < len(self.dist.data) for n in listener.seen[:-2]))
         self.assertEqual(os.listdir(self.storage.tmp_dir), [])
         self.assertEqual(self.manager.in_flight(), [])
 

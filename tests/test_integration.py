@@ -17,7 +17,7 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
-from .conftest import RunningProxy, Upstream
+from .conftest import RunningProxy, Upstream, committed
 
 
 async def run(argv: list[str], env: dict[str, str]) -> tuple[str, int]:
@@ -55,6 +55,7 @@ async def test_pip_download_twice(
         "proto_beta-1.1+local-py3-none-any.whl",
         "proto_gamma-2.0.tar.gz",
     ]
+    await committed(proxy)
     stored = stored_files(proxy.storage)
     for name, digest in stored.items():
         dist = upstream.dists.get(name.removesuffix(".metadata"))

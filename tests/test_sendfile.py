@@ -17,21 +17,32 @@ from twisted.internet.protocol import ClientFactory, Protocol
 
 from proxypypi.testing import make_wheel
 
-from .conftest import RunningProxy, Upstream
+from .conftest import RunningProxy, Upstream, committed
 
 
-async def cached(upstream: Upstream, proxy: RunningProxy, size: int) -> tuple[str, bytes]:
+async def cached(upstream: Upstream, proxy: RunningProxy, size: int) -> tuple[str, bytes, str]:
     dist = make_wheel("proto-cached", "1.0", payload_size=size)
     upstream.index.add(dist)
     url = f"{proxy.base}files/proto-cached/{dist.filename}"
     response = await treq.get(url, persistent=False)
     assert await response.content() == dist.data
+    await committed(proxy)
     assert proxy.proxy.storage.has_file("proto-cached", dist.filename)
-    return url, dist.data
+    return url, dist.data, proxy.proxy.storage.file_path("proto-cached", dist.filename)
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def open_on(path: str) -> int:
+    """
+    How many of this process's descriptors are open on C{path}.
+    """
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == path:
+                count += 1
+        except OSError:
+            pass
+    return count
 
 
 @pytest_twisted.ensureDeferred
@@ -39,7 +50,7 @@ async def test_whole_ranged_and_concurrent(
     upstream: Upstream, proxy: RunningProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A cached file arrives byte-identical, whole, ranged and to several clients at once."""
-    url, data = await cached(upstream, proxy, 3_000_000)
+    url, data, path = await cached(upstream, proxy, 3_000_000)
     sent: list[int] = []
     real = os.sendfile
 
@@ -49,7 +60,6 @@ async def test_whole_ranged_and_concurrent(
         return n
 
     monkeypatch.setattr(os, "sendfile", counting)
-    fds = open_fds()
     responses = await DeferredList(
         [treq.get(url, persistent=False) for _ in range(4)], consumeErrors=True
     )
@@ -60,7 +70,7 @@ async def test_whole_ranged_and_concurrent(
     response = await treq.get(url, headers={"Range": "bytes=1000-1999999"}, persistent=False)
     assert response.code == 206
     assert await response.content() == data[1000:2000000]
-    assert open_fds() <= fds
+    assert open_on(path) == 0
     assert upstream.index.count("/files/proto_cached", "GET") == 1
     assert sum(sent) == 4 * len(data) + 1_999_000  # the kernel sent every body byte
 
@@ -86,8 +96,7 @@ class _HangUp(Protocol):
 @pytest_twisted.ensureDeferred
 async def test_client_leaves_mid_body(upstream: Upstream, proxy: RunningProxy) -> None:
     """A client hanging up mid-file leaves no open file and the service keeps serving."""
-    url, data = await cached(upstream, proxy, 5_000_000)
-    fds = open_fds()
+    url, data, path = await cached(upstream, proxy, 5_000_000)
     done: Deferred[int] = Deferred()
     path = "/" + url.split("/", 3)[3]
     factory = ClientFactory()
@@ -98,4 +107,4 @@ async def test_client_leaves_mid_body(upstream: Upstream, proxy: RunningProxy) -
     assert 100_000 < got < len(data)
     response = await treq.get(url, persistent=False)
     assert await response.content() == data
-    assert open_fds() <= fds
+    assert open_on(path) == 0

@@ -18,7 +18,7 @@ from twisted.web.client import HTTPConnectionPool, ResponseFailed
 
 from proxypypi.testing import Fault, make_wheel
 
-from .conftest import RunningProxy, Upstream
+from .conftest import RunningProxy, Upstream, committed
 
 SIZE = 600_000
 
@@ -109,6 +109,7 @@ async def test_late_joiner_and_leaver(
         await gone
     except Exception:
         pass
+    await committed(proxy)
     stored = proxy.proxy.storage.file_path("proto-big", filename)
     with open(stored, "rb") as f:
         assert f.read() == data

@@ -11,6 +11,7 @@ is anything else (``application/json`` included).
 from __future__ import annotations
 
 import enum
+import functools
 
 #: PEP 691 JSON serialization, version 1.
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
@@ -110,6 +111,7 @@ def _quality(ranges: list[tuple[str, float]], offer: str) -> float:
     return best[1]
 
 
+@functools.lru_cache(maxsize=256)
 def negotiate(accept: str | None) -> str | None:
     """
     Choose the media type of an index page for an ``Accept`` header.

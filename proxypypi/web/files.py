@@ -18,6 +18,7 @@ from ..downloads import CompleteFile, FileKey, FileNotFoundUpstream, Origin
 from ..fetch import FetchError
 from ..index import CachedPage
 from ..interfaces import IFileSource
+from ..logs import note
 from ..names import METADATA_SUFFIX, is_safe_filename, normalize
 from ..proxy import Proxy
 from ..simple.model import DistFile
@@ -88,6 +89,7 @@ class FilesResource(Page):
         content_type = METADATA_TYPE if metadata else DIST_TYPE
         if self.proxy.private.claims(project, dist):
             # Private files never come from an upstream (proxypypi.private).
+            note(request, cache="private")
             return respond_private_file(request, self.proxy, project, filename, content_type)
         # Before looking at the disk: a file being served is never evicted.
         self.proxy.usage.serving(request, FileKey(project, filename))
@@ -95,6 +97,7 @@ class FilesResource(Page):
         cached = self.proxy.pages.peek(project) if complete is not None else None
         f = cached.page.file(dist) if cached is not None else None
         if complete is not None and f is not None and _intact(complete, f, metadata):
+            note(request, cache="hit")
             return self._send(request, complete, f, metadata)
 
         async def fetch() -> bytes | int:
@@ -122,14 +125,18 @@ class FilesResource(Page):
         complete = CompleteFile.at(self.proxy.storage.file_path(project, filename))
         if complete is not None:
             if _intact(complete, f, metadata):
+                note(request, cache="hit")
                 return self._send(request, complete, f, metadata)
             self.log.warn(
                 "stored {filename} has {size} bytes, not what its page says; fetching it again",
                 filename=filename,
                 size=complete.size,
             )
+        key = FileKey(project, filename)
+        joined = self.proxy.downloads.running(key) is not None
+        note(request, cache="join" if joined else "miss", upstream=cached.source)
         download = self.proxy.downloads.get(
-            FileKey(project, filename),
+            key,
             self._origins(cached, f, metadata),
             _hashes(f, metadata),
             None if metadata else f.size,

@@ -5,20 +5,20 @@ The root of the resource tree.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from .. import __version__
 from ..proxy import Proxy
 from .api import PrivateApiResource
 from .errors import ErrorResource, Page
 from .files import FilesResource
 from .guard import guard_reads
+from .metrics import MetricsResource, registry_for
 from .simple import SimpleResource
+from .status import render_status
 from .upload import UploadResource
 
 
@@ -64,7 +64,10 @@ class HealthResource(Page):
 
 class RootResource(Page):
     """
-    ``/``: a short status page; the rest of the tree hangs below it.
+    ``/``: the status page (L{proxypypi.web.status}); the rest of the tree
+    hangs below it.  ``/metrics``, like ``/health``, needs no credentials
+    even with ``--auth-read``: monitoring reads it, and it names no
+    project.
     """
 
     def __init__(self, proxy: Proxy) -> None:
@@ -73,6 +76,7 @@ class RootResource(Page):
         self.putChild(b"simple", guard_reads(proxy, SimpleResource(proxy)))
         self.putChild(b"files", guard_reads(proxy, FilesResource(proxy)))
         self.putChild(b"health", HealthResource(proxy))
+        self.putChild(b"metrics", MetricsResource(registry_for(proxy)))
         self.upload = UploadResource(proxy)
         self.putChild(b"legacy", self.upload)
         self.putChild(b"api", PrivateApiResource(proxy))
@@ -86,18 +90,6 @@ class RootResource(Page):
         return ErrorResource(404, "no such page; the index is at /simple/")
 
     def render_GET(self, request: IRequest) -> bytes:
-        base = html.escape(request.prePathURL().decode("utf-8", "replace"))
-        upstreams = "".join(f"<li>{html.escape(m.url)}</li>" for m in self.proxy.pool.members())
-        body = (
-            "<!DOCTYPE html><html><head><meta charset=utf-8>"
-            '<meta name="viewport" content="width=device-width">'
-            f"<title>proxypypi {__version__}</title></head><body>"
-            f"<h1>proxypypi {__version__}</h1>"
-            f"<p>Upstreams, in rank order:</p><ul>{upstreams}</ul>"
-            "<p>Use this index:</p>"
-            f"<pre>pip install --index-url {base}simple/ PACKAGE\n"
-            f"UV_INDEX_URL={base}simple/ uv pip install PACKAGE</pre>"
-            "</body></html>"
-        ).encode()
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return body
+        request.setHeader(b"cache-control", b"no-store")
+        return render_status(self.proxy, request)

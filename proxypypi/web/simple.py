@@ -10,6 +10,7 @@ from twisted.web.resource import IResource
 
 from ..fetch import FetchError
 from ..index import CachedPage
+from ..logs import note
 from ..names import normalize
 from ..proxy import Proxy
 from ..simple.negotiate import negotiate
@@ -115,17 +116,28 @@ class ProjectResource(Page):
             return _not_acceptable(request)
 
         # Private projects shadow every upstream (proxypypi.private).
-        cached = self.proxy.private.ready(name, self.proxy.pages)
+        private = self.proxy.private
+        cached = private.ready(name, self.proxy.pages)
         if cached is not None:
+            if private.is_private(name):
+                note(request, cache="private")
+            elif self.proxy.pages.is_fresh(cached):
+                note(request, cache="hit")
+            else:
+                note(request, cache="stale", upstream=cached.source)
             return self._send(request, cached, media_type)
 
         async def answer() -> bytes | int:
             try:
-                cached = await self.proxy.private.page_for(name, self.proxy.pages)
+                cached = await private.page_for(name, self.proxy.pages)
             except ProjectNotFound:
                 return error(request, 404, f"project {name} not found on any upstream")
             except FetchError as e:
                 return error(request, 502, f"no upstream answered for {name}: {e}")
+            if private.is_private(name):
+                note(request, cache="private")
+            else:
+                note(request, cache="miss", upstream=cached.source)
             return self._send(request, cached, media_type)
 
         return render_async(request, answer)

@@ -1,0 +1,361 @@
+# -*- test-case-name: tests.test_status -*-
+"""
+``GET /``: the status page, for a person with a browser or a phone.
+
+Plain HTML with a little inline CSS: no script, no external resource, so
+it renders anywhere, and fast (it reads the same running totals as
+``/metrics``, never the disk beyond one ``statvfs``).  Every figure that
+has an exact value carries it in a ``<data value="...">`` element, with
+an ``id`` where a reader (or a test) wants to find it.  Everything shown
+is HTML-escaped, including what comes from requests (the ``Host`` header).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+
+from twisted.web.iweb import IRequest
+
+from .. import __version__
+from ..config import display_url
+from ..metrics import RESULTS_BY_KIND, SAVED_RESULTS, storage_figures
+from ..proxy import Proxy
+from .address import external_base
+
+#: Most rows shown for downloads in flight and for private projects.
+MAX_ROWS = 100
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:0 auto;padding:0 .8em 2em;max-width:62em;
+line-height:1.4;color:#222;background:#fff}
+h1{font-size:1.4em;margin:.6em 0 .2em}h2{font-size:1.1em;margin:1.4em 0 .4em;
+border-bottom:1px solid #ddd}
+.wide{overflow-x:auto}table{border-collapse:collapse;min-width:100%}
+th,td{padding:.2em .5em;text-align:left;border-bottom:1px solid #eee;white-space:nowrap}
+td.n,th.n{text-align:right}pre{background:#f5f5f5;padding:.6em;overflow-x:auto}
+.healthy{color:#060}.suspect{color:#a60}.down,.probing{color:#b00;font-weight:bold}
+.muted{color:#777}progress{width:8em}
+"""
+
+
+def e(value: object) -> str:
+    """
+    Any value as escaped HTML text.
+    """
+    return html.escape(str(value), quote=True)
+
+
+def human_bytes(n: int | None) -> str:
+    """
+    A byte count for people: ``0 B``, ``512 B``, ``1.5 KiB``, ``3.2 GiB``.
+    """
+    if n is None:
+        return "unknown"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_duration(seconds: float) -> str:
+    """
+    An uptime for people: ``42 s``, ``5 min``, ``3 h 12 min``, ``2 d 4 h``.
+    """
+    s = int(max(0.0, seconds))
+    if s < 60:
+        return f"{s} s"
+    minutes, hours, days = s // 60, s // 3600, s // 86400
+    if s < 3600:
+        return f"{minutes} min"
+    if s < 86400:
+        return f"{hours} h {minutes % 60} min"
+    return f"{days} d {hours % 24} h"
+
+
+def _percent(ratio: float | None) -> str:
+    return "–" if ratio is None else f"{ratio * 100:.1f}%"
+
+
+def data(value: float | int | None, text: str, id: str | None = None) -> str:
+    """
+    A figure: C{text} for people, C{value} for machines.
+    """
+    ident = f' id="{e(id)}"' if id else ""
+    shown = e(text)
+    if value is None:
+        return f"<span{ident}>{shown}</span>"
+    return f'<data{ident} value="{e(value)}">{shown}</data>'
+
+
+def _count(value: int, id: str | None = None) -> str:
+    return data(value, str(value), id)
+
+
+def _counted(value: int, noun: str, id: str | None = None) -> str:
+    """
+    ``1 file``, ``2 files``, the number marked up as L{_count}.
+    """
+    return f"{_count(value, id)} {e(noun if value == 1 else noun + 's')}"
+
+
+def _bytes(value: int | None, id: str | None = None) -> str:
+    return data(value, human_bytes(value), id)
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[str]], numeric: set[int]) -> str:
+    """
+    A table of already escaped cells; columns in C{numeric} align right.
+    """
+
+    def cls(i: int) -> str:
+        return ' class="n"' if i in numeric else ""
+
+    th = "".join(f"<th{cls(i)}>{h}</th>" for i, h in enumerate(head))
+    body = "".join(
+        "<tr>" + "".join(f"<td{cls(i)}>{c}</td>" for i, c in enumerate(row)) + "</tr>"
+        for row in rows
+    )
+    return f'<div class="wide"><table><tr>{th}</tr>{body}</table></div>'
+
+
+def _upstreams(proxy: Proxy) -> str:
+    rows = []
+    for i, m in enumerate(proxy.pool.members()):
+        h = m.health
+        meter = proxy.metrics.upstreams.get(m.url)
+        state = h.state.value
+        latency = h.latency
+        rows.append(
+            [
+                _count(m.group + 1),
+                e(display_url(m.url)),
+                e(f"{m.weight:g}"),
+                f'<span class="{e(state)}" id="upstream-{i}-state">{e(state)}</span>',
+                data(h.error_rate(), _percent(h.error_rate()), f"upstream-{i}-error-rate"),
+                data(
+                    latency,
+                    "–" if latency is None else f"{latency * 1000:.0f} ms",
+                    f"upstream-{i}-latency",
+                ),
+                _count(h.outstanding),
+                _count(meter.requests if meter else 0, f"upstream-{i}-requests"),
+                _count(meter.errors if meter else 0, f"upstream-{i}-errors"),
+                _bytes(meter.received if meter else 0, f"upstream-{i}-bytes"),
+            ]
+        )
+    head = [
+        "group",
+        "upstream",
+        "weight",
+        "state",
+        "errors (1 min)",
+        "latency",
+        "in flight",
+        "requests",
+        "failed",
+        "fetched",
+    ]
+    return _table(head, rows, {0, 2, 4, 5, 6, 7, 8, 9})
+
+
+def _cache(proxy: Proxy) -> str:
+    m = proxy.metrics
+    rows = []
+    for kind, results in RESULTS_BY_KIND.items():
+        for result in results:
+            rows.append(
+                [
+                    e(f"{kind}s"),
+                    e(result),
+                    _count(m.cache.get((kind, result), 0), f"cache-{kind}-{result}"),
+                    _bytes(m.cache_bytes.get((kind, result), 0), f"cache-{kind}-{result}-bytes"),
+                ]
+            )
+    table = _table(["", "result", "responses", "sent"], rows, {2, 3})
+    cached = m.cache_sent("hit", "stale")
+    fetched = m.received()
+    saved = m.cache_sent(*SAVED_RESULTS)
+    ratio = m.hit_ratio()
+    summary = (
+        "<p>"
+        f"Hit ratio {data(ratio, _percent(ratio), 'hit-ratio')} "
+        f"(pages {data(m.hit_ratio('page'), _percent(m.hit_ratio('page')), 'hit-ratio-page')}, "
+        f"files {data(m.hit_ratio('file'), _percent(m.hit_ratio('file')), 'hit-ratio-file')}). "
+        f"Served from cache {_bytes(cached, 'bytes-from-cache')}; "
+        f"fetched from upstreams {_bytes(fetched, 'bytes-fetched')}; "
+        f"saved {_bytes(saved, 'bytes-saved')}."
+        "</p>"
+        '<p class="muted">A hit needed no upstream transfer of its own: a fresh or stale '
+        "page, a stored file, or a file joined while another request downloads it. "
+        "Saved counts the bytes sent for those.</p>"
+    )
+    return summary + table
+
+
+def _requests(proxy: Proxy) -> str:
+    by_route: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    for (route, code), n in proxy.metrics.requests.items():
+        by_route[route] = by_route.get(route, 0) + n
+        if code >= 500:
+            errors[route] = errors.get(route, 0) + n
+    total = sum(by_route.values())
+    rows = [
+        [
+            e(route),
+            _count(n, f"requests-{route}"),
+            _count(errors.get(route, 0)),
+            _bytes(proxy.metrics.sent.get(route, 0), f"sent-{route}"),
+        ]
+        for route, n in sorted(by_route.items())
+    ]
+    sent = sum(proxy.metrics.sent.values())
+    return (
+        f"<p>{_counted(total, 'request', 'requests-total')} answered, "
+        f"{_bytes(sent, 'sent-total')} sent.</p>"
+        + _table(["route", "requests", "5xx", "sent"], rows, {1, 2, 3})
+    )
+
+
+def _storage(proxy: Proxy) -> str:
+    f = storage_figures(proxy)
+    files = (
+        '<span id="storage-files">measuring…</span>'
+        if f.files is None
+        else f"{_counted(f.files, 'file', 'storage-files')}, {_bytes(f.bytes, 'storage-bytes')}"
+    )
+    limit = "" if f.limit is None else f" of at most {_bytes(f.limit, 'storage-limit')}"
+    parts = [
+        f"<li>Upstream files: {files}{limit}; evicted "
+        f"{_counted(f.evicted_files, 'file', 'evicted-files')} "
+        f"({_bytes(f.evicted_bytes, 'evicted-bytes')}).</li>",
+        f"<li>Uploads: {_counted(f.private_files, 'file', 'private-files')}, "
+        f"{_bytes(f.private_bytes, 'private-bytes')}.</li>",
+    ]
+    if f.disk_free is not None and f.disk_total is not None:
+        parts.append(
+            f"<li>Disk: {_bytes(f.disk_free, 'disk-free')} free of "
+            f"{_bytes(f.disk_total, 'disk-total')} "
+            f"(<code>{e(proxy.storage.root)}</code>).</li>"
+        )
+    return "<ul>" + "".join(parts) + "</ul>"
+
+
+def _downloads(proxy: Proxy) -> str:
+    downloads = proxy.downloads.in_flight()
+    if not downloads:
+        return '<p id="downloads">No download running.</p>'
+    rows = []
+    for d in downloads[:MAX_ROWS]:
+        written, total = d.progress()
+        if total:
+            bar = f'<progress value="{written}" max="{total}"></progress>'
+            share = f" {written * 100 // total}%"
+        else:
+            bar, share = "", ""
+        rows.append(
+            [
+                e(f"{d.key.project}/{d.key.filename}"),
+                _bytes(written),
+                _bytes(total),
+                bar + e(share),
+            ]
+        )
+    more = len(downloads) - MAX_ROWS
+    tail = f"<p>… and {more} more.</p>" if more > 0 else ""
+    return (
+        f"<p>{_counted(len(downloads), 'download', 'downloads')} running.</p>"
+        + _table(["file", "received", "size", "progress"], rows, {1, 2})
+        + tail
+    )
+
+
+def _private(proxy: Proxy) -> str:
+    names = proxy.private.names()
+    if not names:
+        return '<p id="private">No private project.</p>'
+    items = []
+    for name in names[:MAX_ROWS]:
+        project = proxy.private.project(name)
+        count = len(project.files) if project is not None else 0
+        files = "1 file" if count == 1 else f"{count} files"
+        items.append(f'<li><a href="simple/{e(name)}/">{e(name)}</a> ({files})</li>')
+    more = len(names) - MAX_ROWS
+    tail = f"<li>… and {more} more</li>" if more > 0 else ""
+    return (
+        f"<p>{_counted(len(names), 'private project', 'private')}.</p><ul>"
+        + "".join(items)
+        + tail
+        + "</ul>"
+    )
+
+
+def _usage(proxy: Proxy, base: str) -> str:
+    index = base + "simple/"
+    # pip's trusted-host takes host:port; base is scheme://host[:port]/.
+    host = base.split("://", 1)[1].rstrip("/")
+    plain = base.startswith("http:")
+    pip_conf = f"[global]\nindex-url = {index}\n" + (f"trusted-host = {host}\n" if plain else "")
+    env = f"PIP_INDEX_URL={index}\n" + (f"PIP_TRUSTED_HOST={host}\n" if plain else "")
+    uv = (
+        f"UV_DEFAULT_INDEX={index}\n\n"
+        f'# or in uv.toml:\n[[index]]\nurl = "{index}"\ndefault = true\n'
+    )
+    parts = [
+        f'<p>Index URL: <code id="index-url">{e(index)}</code></p>',
+        "<p>pip, in <code>pip.conf</code>:</p>",
+        f'<pre id="pip-conf">{e(pip_conf)}</pre>',
+        "<p>or in the environment:</p>",
+        f'<pre id="pip-env">{e(env)}</pre>',
+        "<p>uv:</p>",
+        f'<pre id="uv">{e(uv)}</pre>',
+    ]
+    if plain:
+        parts.append(
+            '<p class="muted">Over plain http, pip keeps nothing in its own cache unless '
+            "the host is a trusted host; hence the line above.</p>"
+        )
+    if proxy.auth is not None:
+        upload = (
+            f"twine upload --repository-url {base} dist/*\n"
+            f"uv publish --publish-url {base}legacy/ dist/*\n"
+        )
+        parts.append("<p>Upload private packages:</p>")
+        parts.append(f'<pre id="upload">{e(upload)}</pre>')
+    return "".join(parts)
+
+
+def render_status(proxy: Proxy, request: IRequest) -> bytes:
+    """
+    The status page for C{request} (its address, as the client sees it,
+    goes into the configuration snippets).
+    """
+    base = external_base(request, proxy.config.trusted_proxies)
+    uptime = proxy.clock.seconds() - proxy.started_at
+    offline = ""
+    if proxy.config.offline:
+        offline = " <strong>(offline: serving only what is stored)</strong>"
+    sections = [
+        ("Upstreams", _upstreams(proxy)),
+        ("Cache", _cache(proxy)),
+        ("Requests", _requests(proxy)),
+        ("Storage", _storage(proxy)),
+        ("Downloads in flight", _downloads(proxy)),
+        ("Private projects", _private(proxy)),
+        ("Use this index", _usage(proxy, base)),
+    ]
+    body = "".join(f"<h2>{e(title)}</h2>{content}" for title, content in sections)
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>proxypypi {e(__version__)}</title><style>{_STYLE}</style></head><body>"
+        f'<h1>proxypypi <span id="version">{e(__version__)}</span></h1>'
+        f"<p>Up {data(round(uptime, 3), human_duration(uptime), 'uptime')}{offline}. "
+        '<a href="health">health</a> · <a href="metrics">metrics</a> · '
+        '<a href="simple/">index</a></p>'
+        f"{body}</body></html>"
+    )
+    return page.encode("utf-8")

@@ -1,0 +1,480 @@
+"""
+``/metrics`` against a known sequence of requests, in memory.
+
+The proxy runs behind its production site (L{ProxySite}, which counts every
+finished request), reached through treq's in-memory agent; the upstream is
+the fake index behind a site that sums the body bytes it sends; a Clock
+drives time; disk work runs synchronously.  Each figure scraped (with the
+Prometheus text parser) is compared with what the test did.
+"""
+
+from __future__ import annotations
+
+import gzip
+from typing import Any
+
+import treq
+from prometheus_client.parser import text_string_to_metric_families
+from treq.testing import RequestTraversalAgent
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
+from twisted.web.server import Site
+
+from proxypypi import __version__, eviction
+from proxypypi.config import display_url
+from proxypypi.metrics import Histogram, measure_storage, route_of
+from proxypypi.testing import Dist, Fault, make_wheel
+
+from .test_upload import ProxyHarness, Response
+
+BASE = "http://proxy.example"
+UPSTREAM = "http://upstream.example/simple/"
+PIP_ACCEPT = "application/vnd.pypi.simple.v1+json"
+
+
+class SiteAgent(RequestTraversalAgent):
+    """
+    treq's in-memory agent, answering through the given site (the
+    production L{ProxySite}, say) rather than a plain one it would build.
+    """
+
+    def __init__(self, site: Site) -> None:
+        super().__init__(site.resource)
+        self._serverFactory = site
+
+
+class CountingSite(Site):
+    """
+    The fake upstream's site: it sums the body bytes it sends.
+    """
+
+    sent = 0
+
+    def log(self, request: Any) -> None:
+        self.sent += request.sentLength
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse(text: str) -> Samples:
+    """
+    Every sample of a scrape, keyed by name and sorted labels.
+    """
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """
+    The sum of every sample of C{name} whose labels include C{labels}.
+    """
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
+
+
+class MeteredHarness(ProxyHarness):
+    """
+    L{ProxyHarness} with reads through the production site and a counted
+    upstream; L{measure_storage} runs (its scan is synchronous here).
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.corp = make_wheel("corp-lib", "1.0")
+        # The same bytes as the harness's upstream proto-beta (wheels are
+        # built deterministically).
+        self.beta = make_wheel("proto-beta", "1.0")
+
+    def make_proxy(self, **settings: Any) -> None:
+        self.upstream_site = CountingSite(self.index.resource(), reactor=MemoryReactorClock())
+        self.upstream = SiteAgent(self.upstream_site)
+        super().make_proxy(**settings)
+        self.site.metrics = self.proxy.metrics
+        self.agent = SiteAgent(self.site)
+        if self.config.max_cache_size is None:
+            size = measure_storage(self.proxy)
+            size.startService()
+            self.addCleanup(size.stopService)
+
+    def settle(self) -> None:
+        for _ in range(20):
+            self.upstream.flush()
+            self.agent.flush()
+            self.clock.advance(0)
+
+    def send(self, path: str, method: str = "GET", **headers: str) -> Deferred[IResponse]:
+        """
+        One request through the plain agent: no redirects followed, and no
+        gzip unless asked for (treq's client would add it), so the bodies
+        read are the bytes sent.
+        """
+        h = Headers({k.replace("_", "-"): [v] for k, v in headers.items()})
+        return self.agent.request(method.encode(), (BASE + path).encode(), h)
+
+    def body_of(self, d: Deferred[IResponse]) -> tuple[IResponse, bytes]:
+        self.settle()
+        response = self.successResultOf(d)
+        body = treq.content(response)
+        self.settle()
+        return response, self.successResultOf(body)
+
+    def get(self, path: str, method: str = "GET", **headers: str) -> tuple[IResponse, bytes]:
+        return self.body_of(self.send(path, method, **headers))
+
+    def scrape(self) -> Samples:
+        response, body = self.get("/metrics")
+        self.assertEqual(response.code, 200)
+        self.assertTrue(response.headers.getRawHeaders("content-type")[0].startswith("text/plain"))
+        return parse(body.decode())
+
+    def upload_corp(self, password: str = "secret") -> Response:
+        return self.upload(self.corp, auth=f"Basic alice:{password}")
+
+    def file_path(self, dist: Dist) -> str:
+        return f"/files/{dist.project}/{dist.filename}"
+
+
+class MetricsTests(MeteredHarness):
+    def run_sequence(self) -> dict[str, Any]:
+        """
+        The known sequence; returns what the client saw.
+        """
+        seen: dict[str, Any] = {"page": {}, "file": {}, "sent": {}}
+
+        def count(kind: str, result: str, body: bytes) -> None:
+            hits, size = seen[kind].get(result, (0, 0))
+            seen[kind][result] = (hits + 1, size + len(body))
+
+        def sent(route: str, body: bytes) -> None:
+            seen["sent"][route] = seen["sent"].get(route, 0) + len(body)
+
+        # A page fetched slowly (0.2 s), then from memory, then revalidated.
+        self.index.latency = 0.2
+        d = self.send("/simple/proto-alpha/", accept=PIP_ACCEPT)
+        self.settle()
+        self.clock.advance(0.2)
+        response, body = self.body_of(d)
+        self.index.latency = 0.0
+        count("page", "miss", body)
+        response, body = self.get("/simple/proto-alpha/", accept=PIP_ACCEPT)
+        count("page", "hit", body)
+        etag = response.headers.getRawHeaders("etag")[0]
+        response, body = self.get("/simple/proto-alpha/", accept=PIP_ACCEPT, if_none_match=etag)
+        self.assertEqual(response.code, 304)
+        count("page", "hit", body)
+        # Past the TTL: served stale, refreshed in the background.
+        self.clock.advance(self.config.page_ttl)
+        response, body = self.get("/simple/proto-alpha/", accept=PIP_ACCEPT)
+        count("page", "stale", body)
+        # A file: fetched, then stored.
+        for result in ("miss", "hit"):
+            response, body = self.get(self.file_path(self.upstream_alpha))
+            self.assertEqual(body, self.upstream_alpha.data)
+            count("file", result, body)
+        # Two clients for one file at once: one download, joined.
+        response, body = self.get("/simple/proto-beta/", accept=PIP_ACCEPT)
+        count("page", "miss", body)
+        beta = self.index.count("/files/")
+        self.index.latency = 1.0
+        first = self.send(self.file_path(self.beta))
+        second = self.send(self.file_path(self.beta))
+        self.assertEqual(len(self.proxy.downloads.in_flight()), 1)
+        self.clock.advance(1.0)
+        self.index.latency = 0.0
+        for result, d in (("miss", first), ("join", second)):
+            response, body = self.body_of(d)
+            self.assertEqual(response.code, 200)
+            count("file", result, body)
+        self.assertEqual(self.index.count("/files/"), beta + 1)
+        # Errors and other routes.
+        for path, code in (("/simple/no-such/", 404), ("/nowhere", 404), ("/health", 200)):
+            response, body = self.get(path)
+            self.assertEqual(response.code, code)
+            sent(route_of(b"GET", path.encode()), body)
+        # Uploads: one accepted, one refused; then the private project.
+        for password, code in (("secret", 200), ("wrong", 401)):
+            r = self.upload_corp(password)
+            self.assertEqual(r.code, code)
+            sent("upload", r.body)
+        response, body = self.get("/simple/corp-lib/", accept=PIP_ACCEPT)
+        count("page", "private", body)
+        response, body = self.get(self.file_path(self.corp))
+        count("file", "private", body)
+        for kind, route in (("page", "project_page"), ("file", "file")):
+            for _, size in seen[kind].values():
+                sent(route, b"x" * size)
+        return seen
+
+    def test_counters_add_up(self) -> None:
+        """Every counter of /metrics matches the requests made, route by route."""
+        seen = self.run_sequence()
+        s = self.scrape()
+        # Requests by route and status; the scrape itself is not in its own output.
+        expected = {
+            ("project_page", "200"): 5,
+            ("project_page", "304"): 1,
+            ("project_page", "404"): 1,
+            ("file", "200"): 5,
+            ("other", "404"): 1,
+            ("health", "200"): 1,
+            ("upload", "200"): 1,
+            ("upload", "401"): 1,
+        }
+        for (route, code), n in expected.items():
+            self.assertEqual(
+                value(s, "proxypypi_requests_total", route=route, code=code), n, (route, code)
+            )
+        self.assertEqual(total(s, "proxypypi_requests_total"), sum(expected.values()))
+        self.assertEqual(total(s, "proxypypi_requests_aborted_total"), 0)
+        # Bytes sent, by route, as the clients received them.
+        for route, n in seen["sent"].items():
+            self.assertEqual(value(s, "proxypypi_sent_bytes_total", route=route), n, route)
+        # Cache results and their bytes.
+        for kind in ("page", "file"):
+            for result, (hits, size) in seen[kind].items():
+                labels = {"kind": kind, "result": result}
+                responses = value(s, "proxypypi_cache_responses_total", **labels)
+                self.assertEqual(responses, hits, labels)
+                sent = value(s, "proxypypi_cache_sent_bytes_total", **labels)
+                self.assertEqual(sent, size, labels)
+        self.assertEqual(total(s, "proxypypi_cache_responses_total"), 11)
+        # Response times: one page took 0.2 s, the two joined file requests
+        # 1 s, everything else no time.
+        for route, count, seconds, buckets in (
+            ("project_page", 7, 0.2, (("0.001", 6), ("0.1", 6), ("0.25", 7), ("+Inf", 7))),
+            ("file", 5, 2.0, (("0.001", 3), ("0.5", 3), ("1.0", 5), ("+Inf", 5))),
+        ):
+            labels = {"route": route}
+            self.assertEqual(value(s, "proxypypi_request_duration_seconds_count", **labels), count)
+            duration = value(s, "proxypypi_request_duration_seconds_sum", **labels)
+            self.assertAlmostEqual(duration, seconds, places=4)
+            for le, n in buckets:
+                bucket = value(s, "proxypypi_request_duration_seconds_bucket", le=le, **labels)
+                self.assertEqual(bucket, n, (route, le))
+        # Uploads.
+        self.assertEqual(value(s, "proxypypi_uploads_total", result="accepted"), 1)
+        self.assertEqual(value(s, "proxypypi_uploads_total", result="rejected"), 1)
+        # The upstream: every request it saw, every byte it sent.
+        up = {"upstream": UPSTREAM}
+        self.assertEqual(value(s, "proxypypi_upstream_requests_total", **up), 6)
+        self.assertEqual(len(self.index.requests), 6)
+        self.assertEqual(value(s, "proxypypi_upstream_errors_total", **up), 0)
+        self.assertEqual(
+            value(s, "proxypypi_upstream_received_bytes_total", **up), self.upstream_site.sent
+        )
+        self.assertEqual(value(s, "proxypypi_upstream_response_seconds_count", **up), 6)
+        # The slow page (0.2 s) and the slow file (1 s).
+        self.assertAlmostEqual(
+            value(s, "proxypypi_upstream_response_seconds_sum", **up), 1.2, places=4
+        )
+        self.assertEqual(value(s, "proxypypi_upstream_state", state="healthy", **up), 1)
+        self.assertEqual(total(s, "proxypypi_upstream_state", **up), 1)
+        self.assertEqual(value(s, "proxypypi_upstream_in_flight", **up), 0)
+        self.assertEqual(value(s, "proxypypi_upstream_error_ratio", **up), 0)
+        health = self.proxy.pool.members()[0].health
+        assert health.latency is not None
+        self.assertEqual(value(s, "proxypypi_upstream_latency_seconds", **up), health.latency)
+        # Storage: the two upstream files and the upload.
+        files = [self.upstream_alpha, self.beta]
+        self.assertEqual(value(s, "proxypypi_storage_files", area="files"), 2)
+        self.assertEqual(
+            value(s, "proxypypi_storage_bytes", area="files"), sum(len(f.data) for f in files)
+        )
+        self.assertEqual(value(s, "proxypypi_storage_files", area="private"), 1)
+        self.assertEqual(value(s, "proxypypi_storage_bytes", area="private"), len(self.corp.data))
+        self.assertEqual(value(s, "proxypypi_private_projects"), 1)
+        self.assertEqual(value(s, "proxypypi_downloads_in_flight"), 0)
+        self.assertEqual(value(s, "proxypypi_evictions_total"), 0)
+        self.assertGreater(value(s, "proxypypi_storage_free_bytes"), 0)
+        self.assertEqual(value(s, "proxypypi_start_time_seconds"), self.proxy.started_at)
+        self.assertEqual(value(s, "proxypypi_build_info", version=__version__), 1)
+        # The scrape counted itself once it was done.
+        again = self.scrape()
+        self.assertEqual(value(again, "proxypypi_requests_total", route="metrics", code="200"), 1)
+
+    def test_downloads_in_flight(self) -> None:
+        """A download under way is counted with the bytes it has so far."""
+        self.get("/simple/proto-alpha/", accept=PIP_ACCEPT)
+        self.index.throttle = 100
+        self.index.chunk_size = 100
+        d = self.send(self.file_path(self.upstream_alpha))
+        self.settle()
+        self.clock.advance(1)
+        self.settle()
+        s = self.scrape()
+        self.assertEqual(value(s, "proxypypi_downloads_in_flight"), 1)
+        (download,) = self.proxy.downloads.in_flight()
+        written = download.progress()[0]
+        self.assertGreater(written, 0)
+        self.assertEqual(value(s, "proxypypi_downloads_in_flight_bytes"), written)
+        for _ in range(20):
+            self.clock.advance(1)
+            self.settle()
+        self.body_of(d)
+        self.assertEqual(value(self.scrape(), "proxypypi_downloads_in_flight"), 0)
+
+    def test_aborted_requests(self) -> None:
+        """A client that leaves mid-download is counted as aborted, with what it got."""
+        self.get("/simple/proto-alpha/", accept=PIP_ACCEPT)
+        self.index.throttle = 100
+        self.index.chunk_size = 100
+        d = self.send(self.file_path(self.upstream_alpha))
+        self.settle()
+        self.clock.advance(3)
+        self.settle()
+        response = self.successResultOf(d)
+        received: list[bytes] = []
+
+        class Leaver(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                received.append(data)
+                self.transport.stopProducing()
+
+        response.deliverBody(Leaver())
+        self.settle()
+        s = self.scrape()
+        self.assertEqual(value(s, "proxypypi_requests_aborted_total", route="file"), 1)
+        self.assertEqual(value(s, "proxypypi_requests_total", route="file", code="200"), 1)
+        self.assertEqual(
+            value(s, "proxypypi_sent_bytes_total", route="file"), len(b"".join(received))
+        )
+        # The download goes on for the next client.
+        for _ in range(20):
+            self.clock.advance(1)
+            self.settle()
+        response, body = self.get(self.file_path(self.upstream_alpha))
+        self.assertEqual(body, self.upstream_alpha.data)
+
+    def test_upstream_errors_and_state(self) -> None:
+        """Upstream 5xx answers count as errors; three in a row take the member down."""
+        self.index.fault = Fault(status=500)
+        for name in ("proto-alpha", "proto-beta", "proto-gamma"):
+            response, _ = self.get(f"/simple/{name}/")
+            self.assertEqual(response.code, 502)
+        s = self.scrape()
+        up = {"upstream": UPSTREAM}
+        self.assertEqual(value(s, "proxypypi_upstream_requests_total", **up), 3)
+        self.assertEqual(value(s, "proxypypi_upstream_errors_total", **up), 3)
+        self.assertEqual(value(s, "proxypypi_upstream_state", state="down", **up), 1)
+        self.assertEqual(value(s, "proxypypi_upstream_state", state="healthy", **up), 0)
+        self.assertEqual(value(s, "proxypypi_upstream_error_ratio", **up), 1.0)
+        self.assertEqual(value(s, "proxypypi_requests_total", route="project_page", code="502"), 3)
+        # No page was served: no cache result.
+        self.assertEqual(total(s, "proxypypi_cache_responses_total"), 0)
+
+    def test_broken_body_is_an_upstream_error(self) -> None:
+        """A file body cut off mid-way counts as one error of its upstream."""
+        self.get("/simple/proto-alpha/", accept=PIP_ACCEPT)
+        self.index.fault_for["/files/" + self.upstream_alpha.filename] = Fault(
+            drop_after=300, times=1
+        )
+        response, body = self.get(self.file_path(self.upstream_alpha))
+        self.assertEqual(body, self.upstream_alpha.data)  # resumed with Range
+        s = self.scrape()
+        up = {"upstream": UPSTREAM}
+        self.assertEqual(value(s, "proxypypi_upstream_requests_total", **up), 3)
+        self.assertEqual(value(s, "proxypypi_upstream_errors_total", **up), 1)
+        # The 300 bytes of the broken response are not in the upstream's
+        # tally: a site counts only responses that finish.
+        self.assertEqual(
+            value(s, "proxypypi_upstream_received_bytes_total", **up),
+            self.upstream_site.sent + 300,
+        )
+
+    def test_gzip_and_openmetrics(self) -> None:
+        """Scrapers that ask get gzip and OpenMetrics; only GET and HEAD are answered."""
+        response, body = self.get(
+            "/metrics",
+            accept="application/openmetrics-text; version=1.0.0",
+            accept_encoding="gzip",
+        )
+        text = gzip.decompress(body).decode()
+        self.assertIn(
+            "application/openmetrics-text", response.headers.getRawHeaders("content-type")[0]
+        )
+        self.assertTrue(text.rstrip().endswith("# EOF"))
+        response, _ = self.get("/metrics", method="POST")
+        self.assertEqual(response.code, 405)
+
+    def test_registries_are_per_service(self) -> None:
+        """Two proxies in one process keep their own figures."""
+        self.get("/health")
+        first = self.proxy
+        self.make_proxy()
+        self.assertIsNot(self.proxy.metrics, first.metrics)
+        s = self.scrape()
+        self.assertEqual(total(s, "proxypypi_requests_total", route="health"), 0)
+
+
+class EvictionMetricsTests(MeteredHarness):
+    settings = {"max_cache_size": 30_000}
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.big = [make_wheel(f"proto-big{i}", "1.0", payload_size=20_000) for i in range(2)]
+        for dist in self.big:
+            self.index.add(dist)
+        service = eviction.install(self.proxy, 30_000)
+        service.startService()
+        self.addCleanup(service.stopService)
+
+    def test_evictions_and_limit(self) -> None:
+        """Files evicted to stay under the limit are counted; the size is the running total."""
+        for dist in self.big:
+            response, body = self.get(self.file_path(dist))
+            self.assertEqual(body, dist.data)
+        s = self.scrape()
+        self.assertEqual(value(s, "proxypypi_storage_limit_bytes"), 30_000)
+        self.assertEqual(value(s, "proxypypi_evictions_total"), 1)
+        self.assertEqual(value(s, "proxypypi_evicted_bytes_total"), len(self.big[0].data))
+        self.assertEqual(value(s, "proxypypi_storage_files", area="files"), 1)
+        self.assertEqual(value(s, "proxypypi_storage_bytes", area="files"), len(self.big[1].data))
+
+
+class PieceTests(SynchronousTestCase):
+    def test_routes(self) -> None:
+        """Requests are counted under a fixed set of routes, never a project name."""
+        cases = {
+            (b"GET", b"/simple/"): "simple_index",
+            (b"GET", b"/simple"): "simple_index",
+            (b"GET", b"/simple/requests/"): "project_page",
+            (b"GET", b"/files/a/a-1.0-py3-none-any.whl"): "file",
+            (b"GET", b"/files/a/a-1.0-py3-none-any.whl.metadata"): "metadata",
+            (b"POST", b"/"): "upload",
+            (b"POST", b"/legacy/"): "upload",
+            (b"GET", b"/"): "status",
+            (b"DELETE", b"/api/private/x"): "api",
+            (b"GET", b"/health"): "health",
+            (b"GET", b"/metrics"): "metrics",
+            (b"GET", b"/favicon.ico"): "other",
+        }
+        for (method, path), route in cases.items():
+            self.assertEqual(route_of(method, path), route, path)
+
+    def test_histogram(self) -> None:
+        """Buckets are cumulative with +Inf last; a value on a bound falls in it."""
+        h = Histogram((0.1, 1.0))
+        for v in (0.05, 0.1, 0.5, 7.0):
+            h.observe(v)
+        self.assertEqual(h.buckets(), [("0.1", 2.0), ("1.0", 3.0), ("+Inf", 4.0)])
+        self.assertAlmostEqual(h.total, 7.65)
+
+    def test_display_url(self) -> None:
+        """Upstream credentials never reach a label or the status page."""
+        self.assertEqual(
+            display_url("https://bob:s3cret@mirror.example/simple/"),
+            "https://bob:***@mirror.example/simple/",
+        )
+        self.assertEqual(display_url(UPSTREAM), UPSTREAM)

@@ -1,0 +1,153 @@
+"""
+Listening: on TLS and plain http at once, with real sockets on 127.0.0.1
+(a self-signed certificate made for the test, the real service with two
+``--listen`` endpoints, a client that trusts only that certificate); and
+endpoints that cannot be used, refused with a message that says why.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from treq.client import HTTPClient
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import CannotListenError
+from twisted.internet.ssl import Certificate
+from twisted.internet.testing import EventLoggingObserver, MemoryReactor
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.resource import Resource
+
+from proxypypi.config import Config, ConfigError, UpstreamConfig
+from proxypypi.service import ProxySite, WebServer, listen_endpoint, make_service
+from proxypypi.simple.negotiate import JSON_V1
+
+from .conftest import Upstream
+
+
+def self_signed(directory: str) -> tuple[str, str, bytes]:
+    """
+    A key and a certificate for 127.0.0.1, valid for a day either side of
+    now, written as PEM files.
+
+    :returns: the key's path, the certificate's path, the certificate.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "proxypypi test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_path = os.path.join(directory, "key.pem")
+    cert_path = os.path.join(directory, "cert.pem")
+    with open(key_path, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    with open(cert_path, "wb") as f:
+        f.write(pem)
+    return key_path, cert_path, pem
+
+
+# Twisted's ssl: endpoint still hands pyOpenSSL objects to pyOpenSSL.
+@pytest.mark.filterwarnings("ignore:Passing pyOpenSSL:DeprecationWarning")
+@pytest_twisted.ensureDeferred
+async def test_tls_and_plain_listeners(upstream: Upstream, tmp_path: Any) -> None:
+    """One service answers on an ssl: endpoint and a tcp: endpoint at once."""
+    key, cert, pem = self_signed(str(tmp_path))
+    config = Config(
+        upstreams=((UpstreamConfig(upstream.simple),),),
+        listen=(
+            f"ssl:0:privateKey={key}:certKey={cert}:interface=127.0.0.1",
+            "tcp:0:interface=127.0.0.1",
+        ),
+        storage=os.path.join(str(tmp_path), "data"),
+    )
+    service: Any = make_service(config, reactor)
+    service.startService()
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    try:
+        webs = [s for s in service if isinstance(s, WebServer)]
+        tls_port, plain_port = [(await w.when_listening()).getHost().port for w in webs]
+        trusting = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(pem))
+        client = HTTPClient(Agent(reactor, contextFactory=trusting, pool=pool))
+        tls = f"https://127.0.0.1:{tls_port}/"
+        plain = f"http://127.0.0.1:{plain_port}/"
+
+        response = await client.get(tls + "simple/proto-alpha/", headers={"Accept": [JSON_V1]})
+        assert response.code == 200
+        page = json.loads(await treq.content(response))
+        (f,) = page["files"]
+        response = await client.get(tls + "files/proto-alpha/" + f["filename"])
+        assert await treq.content(response) == upstream.dists[f["filename"]].data
+
+        # The status page over TLS advertises the https address.
+        response = await client.get(tls)
+        assert f"https://127.0.0.1:{tls_port}/simple/" in (await treq.content(response)).decode()
+
+        response = await client.get(plain + "health")
+        assert response.code == 200
+        response = await client.get(plain + "simple/proto-alpha/")
+        assert response.code == 200
+        response = await client.get(plain + "metrics")
+        metrics = (await treq.content(response)).decode()
+        assert 'proxypypi_requests_total{code="200",route="project_page"} 2.0' in metrics
+    finally:
+        await pool.closeCachedConnections()
+        await service.stopService()
+
+
+class ListenTests(SynchronousTestCase):
+    def test_unusable_listen_endpoint(self) -> None:
+        """A TLS endpoint whose files are missing is refused by name, with what to check."""
+        with self.assertRaises(ConfigError) as e:
+            listen_endpoint(MemoryReactor(), "ssl:0:privateKey=missing.pem:certKey=missing.pem")
+        self.assertIn("missing.pem", str(e.exception))
+        self.assertIn("readable by this user", str(e.exception))
+
+    def test_listen_failure_stops_the_service(self) -> None:
+        """A port that cannot be bound (in use, say) stops the process once it runs."""
+
+        class Taken:
+            def listen(self, factory: object) -> Deferred[object]:
+                return fail(CannotListenError("127.0.0.1", 3141, OSError(98, "in use")))
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        reactor = MemoryReactor()
+        server = WebServer(Taken(), ProxySite(Resource()), reactor)  # type: ignore[arg-type]
+        server.startService()
+        self.assertFalse(reactor.hasStopped)
+        reactor.run()
+        self.assertTrue(reactor.hasStopped)
+        self.assertEqual(events[0]["log_format"], "cannot listen; check --listen")
+        self.flushLoggedErrors(CannotListenError)
