@@ -38,7 +38,13 @@ from .storage import Storage
 from .upstream import PageResult, Pool, ProjectNotFound, Validators
 
 #: Pages kept in memory (with their renderings); the rest are on disk.
-MEMORY_PAGES = 512
+#: Bytes of pages (parsed, and rendered as HTML and JSON, plain and gzip)
+#: kept in memory; the least recently used beyond it are read from disk
+#: again when asked for.  A 300-file page weighs about 0.6 MB.
+MEMORY_BYTES = 128 * 1024 * 1024
+
+#: What one listed file costs in memory, parsed and rendered four ways.
+BYTES_PER_FILE = 2048
 
 
 @attrs.frozen
@@ -143,6 +149,14 @@ class CachedPage:
         )
 
 
+def _weight(cached: CachedPage) -> int:
+    """
+    The memory a page is expected to take once rendered (an estimate: the
+    renderings are made lazily, after the page is remembered).
+    """
+    return 4096 + BYTES_PER_FILE * len(cached.page.files)
+
+
 @attrs.define
 class PageCache:
     """
@@ -159,6 +173,7 @@ class PageCache:
     log = Logger()
 
     _memory: OrderedDict[str, CachedPage] = attrs.field(factory=OrderedDict)
+    _memory_bytes: int = 0
     _refreshing: dict[str, list[Deferred[CachedPage]]] = attrs.field(factory=dict)
     _not_found: dict[str, float] = attrs.field(factory=dict)
 
@@ -191,10 +206,15 @@ class PageCache:
         return cached
 
     def _remember(self, cached: CachedPage) -> None:
-        self._memory[cached.page.name] = cached
-        self._memory.move_to_end(cached.page.name)
-        while len(self._memory) > MEMORY_PAGES:
-            self._memory.popitem(last=False)
+        name = cached.page.name
+        previous = self._memory.pop(name, None)
+        if previous is not None:
+            self._memory_bytes -= _weight(previous)
+        self._memory[name] = cached
+        self._memory_bytes += _weight(cached)
+        while self._memory_bytes > MEMORY_BYTES and len(self._memory) > 1:
+            _, evicted = self._memory.popitem(last=False)
+            self._memory_bytes -= _weight(evicted)
 
     def ready(self, name: NormalizedName) -> CachedPage | None:
         """

@@ -24,6 +24,7 @@ from twisted.web.client import (
     HTTPConnectionPool,
     ProxyAgent,
     RedirectAgent,
+    _HTTP11ClientFactory,
 )
 from twisted.web.iweb import IAgent
 from twisted.web.server import Request, Site
@@ -67,6 +68,19 @@ class DiskThreads(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         return threads.deferToThread(self.pool.stop)
+
+
+class _QuietClientFactory(_HTTP11ClientFactory):
+    noisy = False
+
+
+class QuietConnectionPool(HTTPConnectionPool):
+    """
+    The upstream connection pool, without a "Starting factory" and a
+    "Stopping factory" log line for every connection it opens.
+    """
+
+    _factory = _QuietClientFactory
 
 
 @attrs.define
@@ -444,7 +458,7 @@ def make_service(config: Config, reactor: Any) -> IService:
     # hold up fsyncs.
     passwords = DiskThreads(reactor, ThreadPool(0, 2, "proxypypi-auth"))
     passwords.setServiceParent(top)
-    connections = HTTPConnectionPool(reactor, persistent=True)
+    connections = QuietConnectionPool(reactor, persistent=True)
     connections.maxPersistentPerHost = 8
     UpstreamConnections(connections).setServiceParent(top)
     proxy = build_proxy(

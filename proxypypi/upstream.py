@@ -39,7 +39,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import ContentDecoderAgent, GzipDecoder
 from twisted.web.iweb import IAgent, IResponse
 
-from .config import UpstreamConfig
+from .config import UpstreamConfig, display_url
 from .downloads import Origin
 from .fetch import (
     FetchError,
@@ -355,7 +355,7 @@ class Pool:
             next_probe = h.next_probe_at()
             report.append(
                 {
-                    "url": m.url,
+                    "url": display_url(m.url),
                     "group": m.group + 1,
                     "weight": m.weight,
                     "state": h.state.value,

@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from proxypypi.config import UpstreamConfig
 from proxypypi.index import PageCache
+from proxypypi.simple.model import ProjectPage
 from proxypypi.simple.negotiate import HTML, JSON_V1
 from proxypypi.storage import Storage
 from proxypypi.testing import FakeIndex, Fault, make_wheel
@@ -189,3 +190,30 @@ class OfflineTests(SynchronousTestCase):
         self.failureResultOf(offline.get("proto-beta"), ProjectNotFound)  # type: ignore[arg-type]
         agent.flush()
         self.assertEqual(len(index.requests), requests)
+
+
+class MemoryBudgetTests(SynchronousTestCase):
+    def test_least_recently_used_pages_leave_memory(self) -> None:
+        """Past the memory budget the least recently used page is dropped (and re-read later)."""
+        import proxypypi.index as index_module
+
+        clock = Clock()
+        index = FakeIndex(clock)
+        for name in ("proto-a", "proto-b", "proto-c"):
+            index.add(make_wheel(name, "1.0"))
+        agent = RequestTraversalAgent(index.resource())
+        pool = Pool.from_config([[UpstreamConfig(UPSTREAM)]], lambda cfg: agent, clock)
+        storage = Storage(self.mktemp(), sync_run)
+        storage.prepare()
+        cache = PageCache(pool, storage, clock)
+        one_page = index_module._weight(index_module.CachedPage(ProjectPage("x"), "", 0.0))  # type: ignore[arg-type]
+        self.patch(index_module, "MEMORY_BYTES", 2 * one_page + index_module.BYTES_PER_FILE * 2)
+        for name in ("proto-a", "proto-b", "proto-c"):
+            d = cache.get(name)  # type: ignore[arg-type]
+            agent.flush()
+            self.successResultOf(d)
+        self.assertEqual(list(cache._memory), ["proto-b", "proto-c"])
+        again = cache.peek("proto-a")  # type: ignore[arg-type]
+        assert again is not None
+        self.assertEqual(len(again.page.files), 1)
+        self.assertEqual(index.count("/simple/proto-a/"), 1)
