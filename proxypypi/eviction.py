@@ -60,8 +60,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
 from .downloads import FileKey
-from .names import is_safe_filename, normalize
-from .storage import PARTIAL_SUFFIX, Storage, write_synced
+from .storage import Storage, stored_files, unlink_all, write_synced
 
 if TYPE_CHECKING:
     from .proxy import Proxy
@@ -150,30 +149,10 @@ def scan_files(files_dir: str) -> dict[FileKey, tuple[int, float]]:
     temporary files.  Anything else is not ours to evict (see
     ``proxypypi-admin verify``).  Blocking.
     """
-    found: dict[FileKey, tuple[int, float]] = {}
-    try:
-        projects = list(os.scandir(files_dir))
-    except FileNotFoundError:
-        return found
-    for project in projects:
-        if not project.is_dir(follow_symlinks=False) or normalize(project.name) != project.name:
-            continue
-        try:
-            entries = list(os.scandir(project.path))
-        except OSError:
-            continue
-        for entry in entries:
-            name = entry.name
-            if not is_safe_filename(name) or name.endswith(PARTIAL_SUFFIX):
-                continue
-            try:
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            found[FileKey(project.name, name)] = (st.st_size, st.st_mtime)
-    return found
+    return {
+        FileKey(project, name): (st.st_size, st.st_mtime)
+        for project, name, st in stored_files(files_dir)
+    }
 
 
 def read_journal(path: str) -> tuple[dict[FileKey, float], int]:
@@ -212,14 +191,6 @@ def _scan(files_dir: str, journal: str) -> _Scan:
     sizes = scan_files(files_dir)
     used, lines = read_journal(journal)
     return sizes, used, lines
-
-
-def _unlink_all(paths: list[str]) -> None:
-    for path in paths:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
 
 
 @attrs.define(eq=False)
@@ -544,7 +515,7 @@ class Evictor:
         self.evicted_files += len(trash)
         self.evicted_bytes += freed
         if trash:
-            unlinked: Deferred[None] = self.storage.run(_unlink_all, trash)
+            unlinked: Deferred[None] = self.storage.run(unlink_all, trash)
             unlinked.addErrback(lambda f: self.log.failure("cannot remove evicted files", f))
             self.log.info(
                 "evicted {count} least recently used files ({freed} bytes); "

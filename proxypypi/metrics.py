@@ -28,7 +28,6 @@ of downloads.  A scrape never walks the disk.
 
 from __future__ import annotations
 
-import os
 import shutil
 from bisect import bisect_left
 from collections.abc import Callable
@@ -49,8 +48,7 @@ from zope.interface import implementer
 
 from .eviction import Evictor
 from .logs import CACHE_NOTE
-from .names import is_safe_filename, normalize
-from .storage import PARTIAL_SUFFIX, Storage
+from .storage import Storage, stored_files
 
 if TYPE_CHECKING:
     from .downloads import FileKey
@@ -385,33 +383,12 @@ class Metrics:
 def _scan_size(files_dir: str) -> tuple[int, int]:
     """
     Count and total size of the files the service may have stored under
-    C{files_dir} (the rules of L{proxypypi.eviction.scan_files}), without
-    keeping a record per file.  Blocking.
+    C{files_dir}, without keeping a record per file.  Blocking.
     """
     count = total = 0
-    try:
-        projects = list(os.scandir(files_dir))
-    except FileNotFoundError:
-        return 0, 0
-    for project in projects:
-        if not project.is_dir(follow_symlinks=False) or normalize(project.name) != project.name:
-            continue
-        try:
-            entries = list(os.scandir(project.path))
-        except OSError:
-            continue
-        for entry in entries:
-            name = entry.name
-            if not is_safe_filename(name) or name.endswith(PARTIAL_SUFFIX):
-                continue
-            try:
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                size = entry.stat(follow_symlinks=False).st_size
-            except OSError:
-                continue
-            count += 1
-            total += size
+    for _project, _name, st in stored_files(files_dir):
+        count += 1
+        total += st.st_size
     return count, total
 
 

@@ -46,7 +46,14 @@ from twisted.logger import Logger
 from .index import CachedPage, PageCache
 from .names import METADATA_SUFFIX, InvalidDistFilename, normalize, parse_dist_filename
 from .simple.model import DistFile, ProjectPage, Yanked
-from .storage import PARTIAL_SUFFIX, Runner, _fsync_dir, write_atomically, write_synced
+from .storage import (
+    PARTIAL_SUFFIX,
+    Runner,
+    fsync_dir,
+    unlink_all,
+    write_atomically,
+    write_synced,
+)
 from .upstream import ProjectNotFound
 from .web.body import SpooledFile
 
@@ -678,8 +685,8 @@ class PrivateStore:
                 os.unlink(meta_path)  # an overwritten wheel's, say
             except FileNotFoundError:
                 pass
-        _fsync_dir(directory)
-        _fsync_dir(self.root)
+        fsync_dir(directory)
+        fsync_dir(self.root)
         write_atomically(os.path.join(directory, PAGE_FILE), page)
 
     async def set_yanked(self, project: str, filename: str, yanked: Yanked) -> PrivateFile:
@@ -713,7 +720,7 @@ class PrivateStore:
             files = [g for g in private.files if g.filename != filename]
             await self._write_page(PrivateProject.build(private.name, files, self.clock.seconds()))
             paths = [self._path(project, filename), self._path(project, filename + METADATA_SUFFIX)]
-            await self.run(_unlink_all, paths)
+            await self.run(unlink_all, paths)
             self.log.info("deleted {filename} of {project}", filename=filename, project=project)
             return f
 
@@ -757,11 +764,3 @@ def _is_sdist_of(filename: str, version: Version) -> bool:
     except InvalidDistFilename:
         return False
     return dist.kind == "sdist" and dist.version == version
-
-
-def _unlink_all(paths: list[str]) -> None:
-    for path in paths:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass

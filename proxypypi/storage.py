@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+
+from .names import is_safe_filename, normalize
 
 T = TypeVar("T")
 
@@ -39,12 +41,52 @@ class StorageError(Exception):
     """
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def stored_files(files_dir: str) -> Iterator[tuple[str, str, os.stat_result]]:
+    """
+    Every file the service may have stored under C{files_dir}: in a
+    directory named by a normalized project name, with a safe name, not a
+    partial download.  Yields (project, filename, stat).  Anything else is
+    not ours (see ``proxypypi-admin verify``).  Blocking.
+    """
+    try:
+        projects = list(os.scandir(files_dir))
+    except FileNotFoundError:
+        return
+    for project in projects:
+        if not project.is_dir(follow_symlinks=False) or normalize(project.name) != project.name:
+            continue
+        try:
+            entries = list(os.scandir(project.path))
+        except OSError:
+            continue
+        for entry in entries:
+            name = entry.name
+            if not is_safe_filename(name) or name.endswith(PARTIAL_SUFFIX):
+                continue
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    yield project.name, name, entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+
+
+def unlink_all(paths: Iterable[str]) -> None:
+    """
+    Remove files, ignoring those already gone.  Blocking.
+    """
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -84,7 +126,7 @@ def write_atomically(path: str, data: bytes) -> None:
             os.unlink(tmp)
         raise
     os.replace(tmp, path)
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 @attrs.define
@@ -179,7 +221,7 @@ class Storage:
                 os.close(fd)
             os.makedirs(os.path.dirname(final), exist_ok=True)
             os.replace(partial, final)
-            _fsync_dir(os.path.dirname(final))
+            fsync_dir(os.path.dirname(final))
             return final
 
         d: Deferred[str] = self.run(work)
