@@ -487,6 +487,7 @@ class Download:
         fd, self._fd = self._fd, None
         assert fd is not None
         self._path = await self.storage.commit(fd, self._path, self.key.project, self.key.filename)
+        self.storage.wrote()
         self._total = self._written
         self._complete = True
         self._headers_ready()
@@ -507,6 +508,8 @@ class Download:
                 origin.health.report_failure(reason)
 
     def _fail(self, failure: Failure) -> None:
+        if isinstance(failure.value, OSError):
+            self.storage.failed_write(failure.value)
         if isinstance(failure.value, OSError) and failure.value.errno == errno.ENOSPC:
             self.log.error(
                 "disk full while storing {filename}: free space in the storage directory; "

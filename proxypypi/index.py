@@ -349,7 +349,9 @@ class PageCache:
         self._remember(cached)
         try:
             await self.storage.write_page(cached.page.name, cached.to_bytes())
+            self.storage.wrote()
         except OSError as e:
+            self.storage.failed_write(e)
             self.log.error(
                 "cannot store page of {project} ({error}); serving it from memory",
                 project=cached.page.name,

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet import endpoints, threads
 from twisted.internet.defer import Deferred
@@ -141,6 +142,15 @@ class OrderedServices(MultiService):
 
 #: Bytes handed to the socket per write call (Twisted's default is 128 KiB).
 SEND_LIMIT = 1024 * 1024
+
+#: Seconds between probe writes to the storage (for /health and recovery).
+STORAGE_PROBE_INTERVAL = 10.0
+
+
+def _probe_storage(storage: Storage) -> Deferred[None]:
+    # A LoopingCall stops for good on a failure: log it and go on.
+    return storage.check_writable().addErrback(lambda f: log.failure("storage probe failed", f))
+
 
 #: Seconds a stopping service lets running responses finish.
 SHUTDOWN_GRACE = 10.0
@@ -469,6 +479,9 @@ def make_service(config: Config, reactor: Any) -> IService:
         auth_run=passwords.run,
     )
     HealthProbes(proxy.pool).setServiceParent(top)
+    storage_probe = TimerService(STORAGE_PROBE_INTERVAL, _probe_storage, storage)
+    storage_probe.clock = reactor
+    storage_probe.setServiceParent(top)
     if config.max_cache_size is not None:
         eviction.install(proxy, config.max_cache_size).setServiceParent(top)
     else:

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .names import is_safe_filename, normalize
 
@@ -136,11 +138,62 @@ class Storage:
 
     :ivar root: the directory (``--storage``).
     :ivar run: how blocking work is sent off the reactor thread.
+    :ivar write_error: why the last write failed (disk full, read-only),
+        until a write succeeds again; reported by ``/health``.
+    :ivar free_bytes: free space at the last check.
     """
 
     root: str
     run: Runner
+    write_error: str | None = None
+    free_bytes: int | None = None
     log = Logger()
+
+    def failed_write(self, error: OSError) -> None:
+        """
+        Note that storing something failed, so ``/health`` can tell.
+        """
+        reason = error.strerror or str(error)
+        if self.write_error is None:
+            self.log.error(
+                "cannot write to the storage {root}: {reason}; cached files are still "
+                "served, and writing resumes by itself once the cause is fixed",
+                root=self.root,
+                reason=reason,
+            )
+        self.write_error = reason
+
+    def wrote(self) -> None:
+        """
+        Note that a write succeeded: the storage is writable again.
+        """
+        if self.write_error is not None:
+            self.log.info("the storage {root} is writable again", root=self.root)
+            self.write_error = None
+
+    def check_writable(self) -> Deferred[None]:
+        """
+        Probe the storage with a small write (off the reactor thread): a
+        disk that filled up or went read-only is noticed, and so is its
+        recovery, even when no download happens.
+        """
+        probe = os.path.join(self.tmp_dir, "health-probe")
+
+        def work() -> int:
+            write_synced(probe, b"\0" * 4096)
+            os.unlink(probe)
+            return shutil.disk_usage(self.root).free
+
+        def done(free: int) -> None:
+            self.free_bytes = free
+            self.wrote()
+
+        def failed(f: Failure) -> None:
+            f.trap(OSError)
+            self.failed_write(f.value)
+
+        d: Deferred[None] = self.run(work).addCallbacks(done, failed)
+        return d
 
     @property
     def files_dir(self) -> str:

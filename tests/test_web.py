@@ -262,6 +262,39 @@ class WebTests(SynchronousTestCase):
         response, _ = self.request("GET", "/files/proto-alpha/notes.txt")
         self.assertEqual(response.code, 404)
 
+    def test_disk_full_and_recovery(self) -> None:
+        """
+        A full disk fails new downloads cleanly, keeps cached files served,
+        shows in /health, and clears by itself once writes work again.
+        """
+        cached_path = "/files/proto-gamma/" + self.gamma.filename
+        self.assertEqual(self.request("GET", cached_path)[1], self.gamma.data)
+        storage = self.proxy.storage
+        real_open = Storage.open_partial
+
+        def full_disk(self: Storage) -> tuple[int, str]:
+            fd, path = real_open(self)
+            os.close(fd)
+            return os.open("/dev/full", os.O_WRONLY), path
+
+        Storage.open_partial = full_disk  # type: ignore[method-assign]
+        self.addCleanup(setattr, Storage, "open_partial", real_open)
+        response, body = self.request("GET", "/files/proto-alpha/" + self.alpha.filename)
+        self.assertNotEqual(body, self.alpha.data)
+        self.assertEqual(os.listdir(storage.tmp_dir), [])
+        response, body = self.request("GET", "/health")
+        self.assertEqual(response.code, 503)
+        self.assertIn("space", json.loads(body)["storage-error"])
+        self.assertEqual(self.request("GET", cached_path)[1], self.gamma.data)
+
+        Storage.open_partial = real_open  # type: ignore[method-assign]
+        self.successResultOf(storage.check_writable())
+        response, body = self.request("GET", "/health")
+        self.assertEqual(response.code, 200)
+        self.assertIsNone(json.loads(body)["storage-error"])
+        response, body = self.request("GET", "/files/proto-alpha/" + self.alpha.filename)
+        self.assertEqual(body, self.alpha.data)
+
     def test_health(self) -> None:
         """/health is JSON and 200 while an upstream is usable and storage is writable."""
         response, body = self.request("GET", "/health")

@@ -26,7 +26,8 @@ class HealthResource(Page):
     """
     ``/health``: JSON for load balancers and monitoring; 200 while the
     proxy can serve (some upstream group has a member in rotation, and the
-    storage is writable), 503 otherwise.
+    storage is writable: the last write, or the periodic probe write,
+    worked), 503 otherwise.
 
     Each upstream is listed with its group (rank, from 1), weight, health
     state (``healthy``, ``suspect``, ``down``, ``probing``), error rate over
@@ -43,13 +44,16 @@ class HealthResource(Page):
 
     def render_GET(self, request: IRequest) -> bytes:
         pool = self.proxy.pool
-        writable = os.access(self.proxy.storage.tmp_dir, os.W_OK)
+        storage = self.proxy.storage
+        writable = os.access(storage.tmp_dir, os.W_OK) and storage.write_error is None
         usable = pool.usable()
         ok = writable and usable
         body = json.dumps(
             {
                 "status": "ok" if ok else "degraded",
                 "storage-writable": writable,
+                "storage-error": storage.write_error,
+                "storage-free-bytes": storage.free_bytes,
                 "upstreams-usable": usable,
                 "upstreams": pool.health_report(),
                 "downloads-in-flight": len(self.proxy.downloads.in_flight()),
