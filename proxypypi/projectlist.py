@@ -22,6 +22,7 @@ from twisted.web.iweb import IRequest
 
 from .downloads import CompleteFile
 from .fetch import BodyReceiver, FetchError, describe_failure, header, request
+from .logs import note
 from .simple import render
 from .simple.negotiate import HTML, JSON_V1
 from .simple.parse import ProjectListParser, parse_project_list_json
@@ -107,18 +108,22 @@ class ProjectList:
         except OSError:
             return None
 
-    async def serve(self, request: IRequest, media_type: str) -> bytes | int:
+    async def serve(self, request: IRequest, media_type: str, cache_control: str) -> bytes | int:
         """
         Answer C{request} with the list as C{media_type}.
         """
         age = None if self.offline else self._age()
         if not self.offline and age is None:
+            note(request, cache="miss")
             try:
                 await self._refresh()
             except FetchError as e:
                 return error(request, 502, f"no upstream answered for the project list: {e}")
         elif age is not None and age >= self.ttl:
+            note(request, cache="stale")
             self._refresh().addErrback(lambda _: None)
+        else:
+            note(request, cache="hit")
         source = CompleteFile.at(self.path(media_type))
         if source is None:
             if self.offline:
@@ -131,7 +136,7 @@ class ProjectList:
             etag=f'"{int(os.stat(source.path).st_mtime_ns)}-{source.size}"',
             content_type=media_type,
             clock=self.clock,
-            cache_control="max-age=600, public",
+            cache_control=cache_control,
         )
 
     def _refresh(self) -> Deferred[None]:

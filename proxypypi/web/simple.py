@@ -17,7 +17,7 @@ from ..simple.negotiate import negotiate
 from ..upstream import ProjectNotFound
 from .deferred import render_async
 from .errors import ErrorResource, Page, error, redirect
-from .privatefiles import page_cache_control
+from .privatefiles import cache_scope, page_cache_control
 
 VARY = b"Accept, Accept-Encoding"
 
@@ -85,7 +85,11 @@ class SimpleResource(Page):
         media_type = _negotiate(request)
         if media_type is None:
             return _not_acceptable(request)
-        return render_async(request, lambda: self.proxy.project_list.serve(request, media_type))
+        cache_control = f"max-age={self.proxy.config.client_max_age}, {cache_scope(self.proxy)}"
+        return render_async(
+            request,
+            lambda: self.proxy.project_list.serve(request, media_type, cache_control),
+        )
 
 
 class ProjectResource(Page):
