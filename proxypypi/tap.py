@@ -61,7 +61,6 @@ class Options(usage.Options):
         ],
         ["auth-read", None, "Require a valid user for reads too."],
         ["allow-overwrite", None, "Let uploads replace a private file of the same name."],
-        ["version", None, "Print the version and exit."],
     ]
 
     def __init__(self) -> None:
@@ -70,6 +69,15 @@ class Options(usage.Options):
         self["listens"] = []
         self["merge-upstream"] = []
         self["trusted-proxy"] = []
+
+    def opt_version(self) -> None:
+        """
+        Print the version of proxypypi (and of Twisted) and exit.
+        """
+        from twisted import copyright
+
+        print(f"proxypypi {__version__} (Twisted {copyright.version})")
+        raise SystemExit(0)
 
     def opt_upstream(self, url: str) -> None:
         """
@@ -99,9 +107,6 @@ class Options(usage.Options):
         self["trusted-proxy"].append(address)
 
     def postOptions(self) -> None:
-        if self["version"]:
-            print(f"proxypypi {__version__}")
-            raise SystemExit(0)
         try:
             self["config_obj"] = config = options_to_config(self)
             if self.parent is not None and not self.parent.get("logger"):
@@ -132,7 +137,7 @@ def options_to_config(options: usage.Options) -> Config:
             settings[key] = options[key]
     for flag in Options.optFlags:
         key = str(flag[0])
-        if key != "version" and options[key]:
+        if options[key]:
             settings[key] = True
     for key in ("merge-upstream", "trusted-proxy"):
         if options[key]:

@@ -156,6 +156,14 @@ class PluginTests(SynchronousTestCase):
         """`twistd --help` lists the proxypypi plugin."""
         self.assertIn("proxypypi", twistd("--help").stdout)
 
+    def test_version(self) -> None:
+        """`twistd proxypypi --version` names proxypypi's version."""
+        from proxypypi import __version__
+
+        result = twistd("proxypypi", "--version")
+        self.assertEqual(result.returncode, 0)
+        self.assertIn(f"proxypypi {__version__}", result.stdout)
+
     def test_twistd_refuses_without_upstream(self) -> None:
         """`twistd proxypypi` without an upstream exits with a one-line reason."""
         result = twistd("proxypypi", "--storage", self.mktemp())
