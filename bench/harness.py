@@ -352,6 +352,7 @@ def start_proxy(
     upstream: str,
     timeout: float = 60.0,
     fresh: bool = True,
+    extra: Sequence[str] = (),
 ) -> Proxy:
     """
     Start ``twistd -n proxypypi`` with the storage directory C{workdir/name}
@@ -377,6 +378,7 @@ def start_proxy(
         "tcp:0:interface=127.0.0.1",
         "--storage",
         storage,
+        *extra,
     ]
     env = {**os.environ, "PYTHONPATH": REPO, "PYTHONDONTWRITEBYTECODE": "1"}
     proc = procs.start(argv, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
