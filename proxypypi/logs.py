@@ -19,12 +19,10 @@ from typing import IO, Any, cast
 import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorCore, IReactorTime
 from twisted.logger import (
-    FilteringLogObserver,
     ILogObserver,
     LogEvent,
     Logger,
     LogLevel,
-    LogLevelFilterPredicate,
     formatEvent,
 )
 from twisted.python.logfile import LogFile
@@ -157,6 +155,11 @@ def event_as_text(event: LogEvent, stamp: Callable[[float], str] = _STAMP) -> st
     return f"{stamp(event.get('log_time', 0.0))} [{system}] {text}\n"
 
 
+#: Log levels by severity: debug is dropped, warn and above are urgent.
+_RANK = {LogLevel.debug: 0, LogLevel.info: 1, LogLevel.warn: 2, LogLevel.error: 3,
+         LogLevel.critical: 4}  # fmt: skip
+
+
 @implementer(ILogObserver)
 @attrs.define(eq=False)
 class LineObserver:
@@ -168,8 +171,11 @@ class LineObserver:
     render: Callable[[LogEvent], str]
 
     def __call__(self, event: LogEvent) -> None:
-        level = event.get("log_level", LogLevel.info)
-        self.writer.write(self.render(event), urgent=level >= LogLevel.warn)
+        # A dict lookup rather than LogLevel comparisons or a filtering
+        # observer: this runs once per request.
+        rank = _RANK.get(event.get("log_level"), 1)
+        if rank >= 1:
+            self.writer.write(self.render(event), urgent=rank >= 2)
 
 
 #: Where the observers write; set from twistd's ``--logfile`` by the plugin.
@@ -193,10 +199,7 @@ def _observer(render: Callable[[LogEvent], str]) -> ILogObserver:
     writer = LineWriter(out, cast(IReactorTime, reactor))
     cast(IReactorCore, reactor).addSystemEventTrigger("after", "shutdown", writer.flush)
     atexit.register(writer.flush)
-    return FilteringLogObserver(
-        LineObserver(writer, render),
-        [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)],
-    )
+    return LineObserver(writer, render)
 
 
 def json_observer() -> ILogObserver:

@@ -72,6 +72,17 @@ class JSONLinesTests(SynchronousTestCase):
         self.assertEqual(out.getvalue(), "a\nb\nc\nwarning\n")
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_levels(self) -> None:
+        """Debug events are dropped; warnings and errors are written at once."""
+        out = io.StringIO()
+        clock = Clock()
+        observer = LineObserver(LineWriter(out, clock), lambda e: e["log_format"] + "\n")
+        observer({"log_format": "noise", "log_level": LogLevel.debug})
+        observer({"log_format": "routine", "log_level": LogLevel.info})
+        self.assertEqual(out.getvalue(), "")
+        observer({"log_format": "trouble", "log_level": LogLevel.error})
+        self.assertEqual(out.getvalue(), "routine\ntrouble\n")
+
     def test_option_selects_json_logger(self) -> None:
         """--log-format json makes twistd use the JSON observer."""
 
