@@ -35,6 +35,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -333,7 +334,11 @@ class Download:
             except Exception as e:
                 if self._written > before:
                     self._contributed(origin)
-                if self._cancelled or isinstance(e, OSError):
+                # A disk error ends the download; an unknown host name
+                # (DNSLookupError is an OSError too) is the origin's fault.
+                if self._cancelled or (
+                    isinstance(e, OSError) and not isinstance(e, DNSLookupError)
+                ):
                     raise
                 failure = Failure(e)
                 reason = describe_failure(failure)
@@ -411,8 +416,11 @@ class Download:
             await receiver.done
         finally:
             self._receiver = None
-        if self._total is not None and self._written < self._total:
-            raise FetchError(f"body ended at byte {self._written} of {self._total}")
+        # The page's size counts too: a body without Content-Length that
+        # ends early is resumed, not mistaken for a corrupt file.
+        total = self.expected_size()
+        if total is not None and self._written < total:
+            raise FetchError(f"body ended at byte {self._written} of {total}")
 
     def _accept_response(self, response: IResponse) -> list[int]:
         """
@@ -465,8 +473,9 @@ class Download:
         self._write(data)
 
     def _write(self, data: bytes) -> None:
-        if self._total is not None and self._written + len(data) > self._total:
-            raise IntegrityError(f"upstream sent more than the {self._total} bytes announced")
+        total = self.expected_size()
+        if total is not None and self._written + len(data) > total:
+            raise IntegrityError(f"upstream sent more than the {total} bytes announced")
         assert self._fd is not None
         write_all(self._fd, data)
         for h in self._hash.values():

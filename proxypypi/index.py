@@ -34,7 +34,7 @@ from .simple.model import DistFile, ProjectPage
 from .simple.negotiate import JSON_V1
 from .simple.parse import PageParseError, parse_project_page
 from .simple.render import render_project_html, render_project_json
-from .storage import Storage
+from .storage import Storage, unlink_all
 from .upstream import PageResult, Pool, ProjectNotFound, Validators
 
 #: Pages kept in memory (with their renderings); the rest are on disk.
@@ -276,9 +276,13 @@ class PageCache:
         try:
             result = await self.pool.fetch_page(name, validators)
         except ProjectNotFound:
-            self._not_found[name] = self.clock.seconds()
+            self._missing(name)
             kept = self._keep_only_stored(cached)
             if kept is None:
+                if cached is not None:
+                    # Gone everywhere, nothing of it stored: forget the old
+                    # page, or it would be served stale forever.
+                    await self._forget(name)
                 raise
             self.log.warn(
                 "upstreams no longer have {project}; serving the files stored here",
@@ -297,6 +301,23 @@ class PageCache:
         self._not_found.pop(name, None)
         return await self._store(self._merge(name, cached, result))
 
+    def _missing(self, name: NormalizedName) -> None:
+        """
+        Remember that no upstream has C{name}, and forget the names whose
+        negative TTL is over (kept in time order, oldest first, so that is
+        cheap), so ever new names cannot grow this without bound.
+        """
+        now = self.clock.seconds()
+        self._not_found.pop(name, None)
+        self._not_found[name] = now
+        expired = []
+        for other, since in self._not_found.items():
+            if now - since < self.negative_ttl:
+                break
+            expired.append(other)
+        for other in expired:
+            del self._not_found[other]
+
     def _merge(
         self, name: NormalizedName, cached: CachedPage | None, result: PageResult
     ) -> CachedPage:
@@ -305,7 +326,7 @@ class PageCache:
             assert cached is not None
             return cached.touched(now)
         page = result.page
-        if cached is not None and cached.source == result.source:
+        if cached is not None and self._same_group(cached.source, result):
             old, new = cached.page.last_serial, page.last_serial
             if old is not None and new is not None and new < old:
                 self.log.info(
@@ -319,6 +340,34 @@ class PageCache:
         if cached is not None and not self.forget_removed:
             page = self._with_removed(cached.page, page)
         return CachedPage(page, result.source, now, result.etag, result.last_modified)
+
+    def _same_group(self, source: str, result: PageResult) -> bool:
+        """
+        Whether the page we hold came from the group that answered now: the
+        members of a group mirror one index, so their serials compare (a
+        lagging mirror answers with an older one).
+        """
+        if source == result.source:
+            return True
+        member = self.pool.member_for(source)
+        return member is not None and member.group == result.group
+
+    async def _forget(self, name: NormalizedName) -> None:
+        """
+        Drop the page of C{name} from disk, then from memory (in that
+        order: a L{peek} meanwhile must not read it back from disk).
+        """
+        try:
+            await self.storage.run(unlink_all, [self.storage.page_path(name)])
+        except OSError as e:
+            self.log.error(
+                "cannot remove the stored page of {project}: {error}",
+                project=name,
+                error=os.strerror(e.errno or 0),
+            )
+        previous = self._memory.pop(name, None)
+        if previous is not None:
+            self._memory_bytes -= _weight(previous)
 
     def _with_removed(self, old: ProjectPage, new: ProjectPage) -> ProjectPage:
         """

@@ -12,10 +12,13 @@ import os
 from typing import Any
 
 from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.error import DNSLookupError
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from proxypypi.downloads import (
@@ -168,6 +171,66 @@ class DownloadTests(SynchronousTestCase):
         self.failureResultOf(waiting, FetchError)
         self.assertLessEqual(self.index.count("/files/"), 6)
         self.assertEqual(os.listdir(self.storage.tmp_dir), [])
+
+    def test_short_body_without_length_is_resumed(self) -> None:
+        """
+        A body sent without Content-Length that ends cleanly short of the
+        page's size is resumed from the next origin, not blamed as corrupt.
+        """
+
+        class ShortBody(Resource):
+            isLeaf = True
+
+            def __init__(self, data: bytes) -> None:
+                super().__init__()
+                self.data = data
+
+            def render_GET(self, request: Any) -> int:
+                request.write(self.data)  # no Content-Length: chunked
+                request.finish()
+                return NOT_DONE_YET
+
+        short = RequestTraversalAgent(ShortBody(self.dist.data[:20_000]))
+        d = self.manager.get(
+            FileKey("big", self.dist.filename),
+            [Origin("http://short.example/f.whl", short), Origin(self.url, self.agent)],
+            {"sha256": self.dist.sha256},
+            len(self.dist.data),
+        )
+        for _ in range(50):
+            short.flush()
+            self.agent.flush()
+            self.clock.advance(0.1)
+        self.assertIsNone(d.failure())
+        self.assertTrue(d.is_complete())
+        self.assertEqual(self.stored(), self.dist.data)
+        self.assertEqual(d.bad_origins, ())
+
+    def test_unknown_host_fails_over(self) -> None:
+        """
+        An origin whose host name does not resolve (DNSLookupError, an
+        OSError) is an upstream failure: the next origin is tried, and the
+        storage is not reported unwritable.
+        """
+
+        class NoSuchHost:
+            def request(self, *args: object, **kwargs: object) -> Deferred[object]:
+                return fail(DNSLookupError("no-such-host.example"))
+
+        d = self.manager.get(
+            FileKey("big", self.dist.filename),
+            [
+                Origin("http://no-such-host.example/f.whl", NoSuchHost()),  # type: ignore[arg-type]
+                Origin(self.url, self.agent),
+            ],
+            {"sha256": self.dist.sha256},
+            len(self.dist.data),
+        )
+        self.pump()
+        self.assertIsNone(d.failure())
+        self.assertTrue(d.is_complete())
+        self.assertEqual(self.stored(), self.dist.data)
+        self.assertIsNone(self.storage.write_error)
 
     def test_disk_full(self) -> None:
         """A write that fails (disk full) aborts the download and removes the partial."""

@@ -217,3 +217,95 @@ class MemoryBudgetTests(SynchronousTestCase):
         assert again is not None
         self.assertEqual(len(again.page.files), 1)
         self.assertEqual(index.count("/simple/proto-a/"), 1)
+
+
+class ReviewRegressionTests(SynchronousTestCase):
+    """
+    Found in review: a project gone from every upstream, and a lagging
+    mirror of the group that served our page.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.storage = Storage(self.mktemp(), sync_run)
+        self.storage.prepare()
+
+    def test_project_gone_upstream_without_stored_files(self) -> None:
+        """
+        A project every upstream now answers 404 for, with no file stored
+        here, is not served from the stale page any more (and the negative
+        TTL holds: no upstream request per client request).
+        """
+        index = FakeIndex(self.clock)
+        index.add(make_wheel("proto-alpha", "1.0"))
+        agent = RequestTraversalAgent(index.resource())
+        pool = Pool.from_config([[UpstreamConfig(UPSTREAM)]], lambda cfg: agent, self.clock)
+        cache = PageCache(pool, self.storage, self.clock, ttl=600, negative_ttl=60)
+
+        def get():  # type: ignore[no-untyped-def]
+            d = cache.get("proto-alpha")  # type: ignore[arg-type]
+            agent.flush()
+            return d
+
+        self.successResultOf(get())
+        index.remove("proto-alpha")
+        self.clock.advance(601)
+        self.successResultOf(get())  # stale answer; the refresh learns it is gone
+        self.failureResultOf(get(), ProjectNotFound)
+        self.failureResultOf(get(), ProjectNotFound)
+        self.assertEqual(index.count("/simple/proto-alpha/"), 2)
+        # Not back after a restart either.
+        again = PageCache(pool, self.storage, self.clock, ttl=600, negative_ttl=60)
+        self.assertIsNone(again.peek("proto-alpha"))  # type: ignore[arg-type]
+
+    def test_lagging_mirror_of_the_group_ignored(self) -> None:
+        """
+        A mirror of the same group that lags behind (older serial) does not
+        replace the page another member of the group served.
+        """
+        ahead, behind = FakeIndex(self.clock), FakeIndex(self.clock)
+        old, new = make_wheel("proto-alpha", "1.0"), make_wheel("proto-alpha", "2.0")
+        ahead.add(old)
+        ahead.add(new)  # serial 2
+        behind.add(old)  # serial 1
+        agents = {
+            "http://ahead.example/simple/": RequestTraversalAgent(ahead.resource()),
+            "http://behind.example/simple/": RequestTraversalAgent(behind.resource()),
+        }
+        pool = Pool.from_config(
+            [[UpstreamConfig(url) for url in agents]], lambda cfg: agents[cfg.url], self.clock
+        )
+        cache = PageCache(pool, self.storage, self.clock, ttl=600, negative_ttl=60)
+
+        def get():  # type: ignore[no-untyped-def]
+            d = cache.get("proto-alpha")  # type: ignore[arg-type]
+            for agent in agents.values():
+                agent.flush()
+            return d
+
+        first = self.successResultOf(get())
+        self.assertEqual(len(first.page.files), 2)
+        self.clock.advance(601)
+        self.successResultOf(get())  # refreshed from the other member
+        self.assertEqual(behind.count("/simple/proto-alpha/"), 1)
+        cached = self.successResultOf(get())
+        self.assertEqual(len(cached.page.files), 2)
+
+    def test_negative_cache_forgets_expired_names(self) -> None:
+        """
+        Names remembered as missing are forgotten once their negative TTL
+        is over: clients asking for ever new names cannot grow it forever.
+        """
+        index = FakeIndex(self.clock)
+        agent = RequestTraversalAgent(index.resource())
+        pool = Pool.from_config([[UpstreamConfig(UPSTREAM)]], lambda cfg: agent, self.clock)
+        cache = PageCache(pool, self.storage, self.clock, ttl=600, negative_ttl=60)
+        for i in range(50):
+            d = cache.get(f"missing-{i}")  # type: ignore[arg-type]
+            agent.flush()
+            self.failureResultOf(d, ProjectNotFound)
+        self.clock.advance(61)
+        d = cache.get("missing-last")  # type: ignore[arg-type]
+        agent.flush()
+        self.failureResultOf(d, ProjectNotFound)
+        self.assertEqual(list(cache._not_found), ["missing-last"])
