@@ -406,6 +406,9 @@ class Download:
         )
         if timing is not None:
             timing.latency = self.clock.seconds() - timing.started
+        if self._cancelled:
+            response.deliverBody(Protocol())  # closes the connection
+            raise FetchError("download cancelled")
         skip = self._accept_response(response)
         self._headers_ready()
         idle = origin.idle_timeout if origin.idle_timeout is not None else self.idle_timeout

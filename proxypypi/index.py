@@ -43,6 +43,10 @@ from .upstream import PageResult, Pool, ProjectNotFound, Validators
 #: again when asked for.  A 300-file page weighs about 0.6 MB.
 MEMORY_BYTES = 128 * 1024 * 1024
 
+#: Seconds a stale page is served without another refresh attempt after
+#: one failed (stale-if-error without hammering a dead upstream).
+STALE_RETRY_AFTER = 30.0
+
 #: What one listed file costs in memory, parsed and rendered four ways.
 BYTES_PER_FILE = 2048
 
@@ -99,11 +103,21 @@ class CachedPage:
             self._renders[media_type] = r
         return r
 
-    def touched(self, now: float) -> CachedPage:
+    def touched(
+        self, now: float, etag: str | None = None, last_modified: str | None = None
+    ) -> CachedPage:
         """
-        The same page, confirmed current at C{now}.
+        The same page, confirmed current at C{now} (with the validators of
+        the confirming 304, when it sent new ones).
         """
-        return CachedPage(self.page, self.source, now, self.etag, self.last_modified, self._renders)
+        return CachedPage(
+            self.page,
+            self.source,
+            now,
+            etag or self.etag,
+            last_modified or self.last_modified,
+            self._renders,
+        )
 
     def only(self, keep: Callable[[DistFile], bool], now: float) -> CachedPage:
         """
@@ -297,7 +311,11 @@ class PageCache:
                 project=name,
                 reason=describe_failure(Failure(e)),
             )
-            return cached
+            # Keep serving it without trying again for a while: a group
+            # that is down would otherwise be asked again on every request.
+            retry = cached.touched(self.clock.seconds() - self.ttl + STALE_RETRY_AFTER)
+            self._remember(retry)
+            return retry
         self._not_found.pop(name, None)
         return await self._store(self._merge(name, cached, result))
 
@@ -324,7 +342,7 @@ class PageCache:
         now = self.clock.seconds()
         if result.page is None:
             assert cached is not None
-            return cached.touched(now)
+            return cached.touched(now, result.etag, result.last_modified)
         page = result.page
         if cached is not None and self._same_group(cached.source, result):
             old, new = cached.page.last_serial, page.last_serial

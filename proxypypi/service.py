@@ -118,6 +118,19 @@ class HealthProbes(Service):
         self.pool.stop_probing()
 
 
+@attrs.define
+class DownloadsInFlight(Service):
+    """
+    Cancels the downloads still running when the service stops.
+    """
+
+    downloads: Manager
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.downloads.cancel_all()
+
+
 class OrderedServices(MultiService):
     """
     Services stopped one after the other, last started first: the web
@@ -479,6 +492,9 @@ def make_service(config: Config, reactor: Any) -> IService:
         auth_run=passwords.run,
     )
     HealthProbes(proxy.pool).setServiceParent(top)
+    # Stopped after the web servers drained: what is still downloading then
+    # is abandoned (its partial file is removed at the next start-up).
+    DownloadsInFlight(proxy.downloads).setServiceParent(top)
     storage_probe = TimerService(STORAGE_PROBE_INTERVAL, _probe_storage, storage)
     storage_probe.clock = reactor
     storage_probe.setServiceParent(top)

@@ -250,3 +250,31 @@ class DownloadTests(SynchronousTestCase):
         self.assertIsInstance(listener.failed[0].value, OSError)
         self.assertIsNone(self.stored())
         self.assertEqual(os.listdir(self.storage.tmp_dir), [])
+
+
+class CancelTests(SynchronousTestCase):
+    def test_cancel_while_waiting_for_headers(self) -> None:
+        """A download cancelled before the upstream answers fetches no body and fails."""
+        clock = Clock()
+        index = FakeIndex(clock, latency=5.0)
+        dist = make_wheel("slow", "1.0", payload_size=10_000)
+        index.add(dist)
+        agent = RequestTraversalAgent(index.resource())
+        storage = Storage(self.mktemp(), sync_run)
+        storage.prepare()
+        manager = Manager(storage, clock, idle_timeout=10)
+        d = manager.get(
+            FileKey("slow", dist.filename),
+            [Origin("http://upstream.example/files/" + dist.filename, agent)],
+            {"sha256": dist.sha256},
+            len(dist.data),
+        )
+        waiting = d.wait_for_headers()
+        manager.cancel_all()
+        for _ in range(20):
+            clock.advance(1)
+            agent.flush()
+        self.failureResultOf(waiting, FetchError)
+        self.assertFalse(storage.has_file("slow", dist.filename))
+        self.assertEqual(os.listdir(storage.tmp_dir), [])
+        self.assertEqual(manager.in_flight(), [])

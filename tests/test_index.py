@@ -97,6 +97,23 @@ class PageCacheTests(SynchronousTestCase):
         cached = self.successResultOf(self.get())
         self.assertEqual([f.filename for f in cached.page.files], [self.old.filename])
 
+    def test_failed_refresh_backs_off(self) -> None:
+        """After a failed refresh the stale page is served without asking again for a while."""
+        from proxypypi.index import STALE_RETRY_AFTER
+
+        self.successResultOf(self.get())
+        self.clock.advance(601)
+        self.index.fault = Fault(status=503)
+        self.successResultOf(self.get())
+        self.agent.flush()
+        asked = self.pages_fetched()
+        for _ in range(5):
+            self.successResultOf(self.get())
+        self.assertEqual(self.pages_fetched(), asked)
+        self.clock.advance(STALE_RETRY_AFTER + 1)
+        self.successResultOf(self.get())
+        self.assertEqual(self.pages_fetched(), asked + 1)
+
     def test_no_copy_and_error(self) -> None:
         """Without a cached copy an upstream failure is reported with its reason."""
         self.index.fault = Fault(status=503)
