@@ -23,7 +23,7 @@ from proxypypi.service import WebServer, make_service
 from proxypypi.testing import FakeIndex, Fault, serve
 
 from .conftest import install_set
-from .test_integration import run
+from .test_integration import find_uv, run
 
 
 async def free_port() -> int:
@@ -80,6 +80,22 @@ async def test_pip_through_dead_broken_and_working_member(
             with open(os.path.join(dest, name), "rb") as f:
                 assert hashlib.sha256(f.read()).hexdigest() == dists[name].sha256
 
+        # uv too, with the working member resetting the connection half-way
+        # through a wheel once: the download resumes, uv sees nothing wrong.
+        delta = next(d for d in dists.values() if d.filename.startswith("proto_delta"))
+        good.fault_for["/files/" + delta.filename] = Fault(drop_after=100_000, times=1)
+        uv = find_uv()
+        assert uv is not None
+        target = os.path.join(str(tmp_path), "uv-target")
+        out, code = await run(
+            [uv, "pip", "install", "--python", sys.executable, "--target", target,
+             "--index-url", base + "simple/", "proto-alpha", "proto-delta"],
+            clean_env,
+        )  # fmt: skip
+        assert code == 0, out
+        assert os.path.isdir(os.path.join(target, "proto_delta"))
+        assert good.count("/files/" + delta.filename, "GET") >= 2  # the reset, then a resume
+
         response = await treq.get(base + "health", persistent=False)
         report = json.loads(await response.content())
         assert response.code == 200, report
@@ -89,11 +105,12 @@ async def test_pip_through_dead_broken_and_working_member(
         assert "refused" in dead["last-error"], dead
         assert broken["state"] in ("suspect", "down", "probing"), broken
         assert "HTTP 500" in broken["last-error"] and broken["error-rate"] > 0, broken
-        assert working["state"] == "healthy" and working["error-rate"] == 0.0, working
+        # One reset among many good answers leaves the working member healthy.
+        assert working["state"] == "healthy" and working["error-rate"] < 0.2, working
         assert working["latency-ms"] is not None and working["outstanding"] == 0, working
-        # The broken member saw at most a few page requests, every one answered 500.
+        # The broken member saw only a few requests, every one answered 500.
         assert 1 <= bad.count("/simple/proto-", "GET") <= 3
-        assert bad.count("/files/") == 0
+        assert bad.count("/files/") <= 1
     finally:
         await service.stopService()  # type: ignore[attr-defined]
         await good_port.stopListening()
