@@ -77,6 +77,8 @@ async def test_sigkill_mid_download(upstream: Upstream, tmp_path: object) -> Non
         gets = [
             Deferred.fromCoroutine(fetch(f"{base}files/{d.project}/{d.filename}")) for d in dists
         ]
+        # Not a wait for anything: the kill lands at a random moment of the
+        # downloads, which is the point of the test.
         await deferLater(reactor, rng.uniform(0.05, 0.6), lambda: None)
         os.kill(proc.transport.pid, signal.SIGKILL)  # type: ignore[union-attr]
         assert await proc.ended == -signal.SIGKILL
