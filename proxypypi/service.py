@@ -333,6 +333,7 @@ def build_proxy(
         reactor,
         idle_timeout=config.download_idle_timeout,
         max_page_bytes=config.max_page_bytes,
+        parse_in=storage.run,
     )
     return Proxy(
         config=config,

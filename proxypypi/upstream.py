@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -58,6 +59,9 @@ from .simple.parse import PageParseError, parse_project_page
 
 #: What we ask upstreams for: JSON first (cheaper to parse, carries more).
 PAGE_ACCEPT = f"{JSON_V1}, {HTML_V1};q=0.2, {HTML};q=0.01".encode()
+
+#: Pages larger than this are parsed off the reactor thread.
+PARSE_IN_THREAD_BYTES = 256 * 1024
 
 #: Most members of one group a single page request tries.
 MAX_ATTEMPTS_PER_GROUP = 3
@@ -262,6 +266,9 @@ class Pool:
 
     :ivar idle_timeout: the default idle timeout of members that set none.
     :ivar page_timeout: seconds one page fetch from one member may take.
+    :ivar parse_in: runs the parsing of pages larger than
+        L{PARSE_IN_THREAD_BYTES} off the reactor thread (a page of twenty
+        thousand files takes most of a second to parse).
     """
 
     groups: Sequence[Sequence[Upstream]]
@@ -269,6 +276,7 @@ class Pool:
     idle_timeout: float = 10.0
     max_page_bytes: int = 128 * 1024 * 1024
     page_timeout: float = PAGE_TIMEOUT
+    parse_in: Callable[..., Deferred[Any]] | None = None
     log = Logger()
 
     @classmethod
@@ -597,14 +605,19 @@ class Pool:
             raise FetchError(f"HTTP {response.code} for {url}")
         body = await read_body(response, self.clock, member.idle_timeout, self.max_page_bytes)
         serial = header(response, b"x-pypi-last-serial")
+        parse = partial(
+            parse_project_page,
+            body,
+            header(response, b"content-type") or "",
+            final_url(response, url),
+            name,
+            last_serial=int(serial) if serial and serial.isdigit() else None,
+        )
         try:
-            page, warnings = parse_project_page(
-                body,
-                header(response, b"content-type") or "",
-                final_url(response, url),
-                name,
-                last_serial=int(serial) if serial and serial.isdigit() else None,
-            )
+            if self.parse_in is not None and len(body) > PARSE_IN_THREAD_BYTES:
+                page, warnings = await self.parse_in(parse)
+            else:
+                page, warnings = parse()
         except PageParseError as e:
             raise FetchError(f"unusable page at {url}: {e}") from e
         for warning in warnings:

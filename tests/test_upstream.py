@@ -792,3 +792,40 @@ class ClassificationTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
         service.startService()
         self.assertIsNotNone(health.next_probe_at())
+
+
+class ParseOffReactorTests(SynchronousTestCase):
+    def test_large_pages_parsed_by_the_runner(self) -> None:
+        """Pages past the size threshold are parsed through parse_in; small ones inline."""
+        import proxypypi.upstream as upstream_module
+
+        clock = Clock()
+        index = FakeIndex(clock)
+        index.add(make_wheel("proto-big", "1.0"))
+        index.add(make_wheel("proto-small", "1.0"))
+        agent = RequestTraversalAgent(index.resource())
+        handed: list[object] = []
+
+        def runner(f: Any, *args: Any) -> Deferred[Any]:
+            handed.append(f)
+            d: Deferred[Any] = Deferred()
+            clock.callLater(0, lambda: d.callback(f(*args)))
+            return d
+
+        pool = Pool.from_config(
+            [[UpstreamConfig("http://upstream.example/simple/")]],
+            lambda cfg: agent,
+            clock,
+            parse_in=runner,
+        )
+        small = Deferred.fromCoroutine(pool.fetch_page("proto-small"))  # type: ignore[arg-type]
+        agent.flush()
+        self.assertEqual(self.successResultOf(small).page.name, "proto-small")  # type: ignore[union-attr]
+        self.assertEqual(handed, [])
+        self.patch(upstream_module, "PARSE_IN_THREAD_BYTES", 10)
+        big = Deferred.fromCoroutine(pool.fetch_page("proto-big"))  # type: ignore[arg-type]
+        agent.flush()
+        self.assertNoResult(big)
+        clock.advance(0)
+        self.assertEqual(self.successResultOf(big).page.name, "proto-big")  # type: ignore[union-attr]
+        self.assertEqual(len(handed), 1)
