@@ -11,7 +11,9 @@ together and served from disk until they are older than the TTL.
 
 from __future__ import annotations
 
+import mmap
 import os
+from collections.abc import Sequence
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -96,6 +98,7 @@ class ProjectList:
     offline: bool = False
     log = Logger()
     _refreshing: list[Deferred[None]] | None = None
+    _merged_key: tuple[int, int, tuple[str, ...]] | None = None
 
     def path(self, media_type: str) -> str:
         suffix = "json" if media_type == JSON_V1 else "html"
@@ -108,9 +111,16 @@ class ProjectList:
         except OSError:
             return None
 
-    async def serve(self, request: IRequest, media_type: str, cache_control: str) -> bytes | int:
+    async def serve(
+        self,
+        request: IRequest,
+        media_type: str,
+        cache_control: str,
+        private: Sequence[str] = (),
+    ) -> bytes | int:
         """
-        Answer C{request} with the list as C{media_type}.
+        Answer C{request} with the list as C{media_type}, with the private
+        project names C{private} listed too (PEP 503: every project).
         """
         age = None if self.offline else self._age()
         if not self.offline and age is None:
@@ -124,7 +134,10 @@ class ProjectList:
             self._refresh().addErrback(lambda _: None)
         else:
             note(request, cache="hit")
-        source = CompleteFile.at(self.path(media_type))
+        path = self.path(media_type)
+        if private and os.path.exists(path):
+            path = await self._with_private(media_type, tuple(private))
+        source = CompleteFile.at(path)
         if source is None:
             if self.offline:
                 return error(request, 404, "no project list is stored, and the proxy is offline")
@@ -138,6 +151,23 @@ class ProjectList:
             clock=self.clock,
             cache_control=cache_control,
         )
+
+    async def _with_private(self, media_type: str, private: tuple[str, ...]) -> str:
+        """
+        The path of the upstream list plus the private names it lacks,
+        rebuilt (off the reactor thread) whenever either changes.
+        """
+        st = os.stat(self.path(HTML))
+        key = (st.st_mtime_ns, st.st_size, private)
+        merged = self.merged_path(media_type)
+        if self._merged_key != key or not os.path.exists(merged):
+            await self.storage.run(_merge_private, self, private)
+            self._merged_key = key
+        return merged
+
+    def merged_path(self, media_type: str) -> str:
+        suffix = "json" if media_type == JSON_V1 else "html"
+        return os.path.join(self.storage.pages_dir, f"_index+private.{suffix}")
 
     def _refresh(self) -> Deferred[None]:
         d: Deferred[None] = Deferred()
@@ -214,3 +244,47 @@ class ProjectList:
             writer.discard()
             raise
         return writer.count
+
+
+def _merge_private(project_list: ProjectList, private: tuple[str, ...]) -> None:
+    """
+    Write both merged lists: the stored upstream list with the private
+    names it does not already hold appended before its end.  The upstream
+    list is read through mmap and copied by the kernel, never loaded whole.
+    Blocking.
+    """
+    html_path = project_list.path(HTML)
+    with open(html_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        missing = [n for n in private if mm.find(b'href="' + n.encode() + b'/"') < 0]
+        empty = mm.size() == len(render.project_list_html_head() + render.project_list_html_tail())
+    for media_type, tail, entries in (
+        (
+            HTML,
+            render.project_list_html_tail(),
+            [render.project_list_html_entry(n) for n in missing],
+        ),
+        (
+            JSON_V1,
+            render.project_list_json_tail(),
+            [
+                render.project_list_json_entry(n, first=empty and i == 0)
+                for i, n in enumerate(missing)
+            ],
+        ),
+    ):
+        source = project_list.path(media_type)
+        target = project_list.merged_path(media_type)
+        fd, partial = project_list.storage.open_partial()
+        try:
+            with open(source, "rb") as f:
+                length = os.fstat(f.fileno()).st_size - len(tail)
+                offset = 0
+                while offset < length:
+                    offset += os.sendfile(fd, f.fileno(), offset, length - offset)
+            write_all(fd, b"".join(entries) + tail)
+            os.fsync(fd)
+        except BaseException:
+            project_list.storage.discard(fd, partial)
+            raise
+        os.close(fd)
+        os.replace(partial, target)

@@ -357,6 +357,28 @@ class UploadTests(ProxyHarness):
         self.assertEqual(response.code, 404)
         self.assertEqual(len(self.index.requests), asked)
 
+    def test_project_list_names_private_projects(self) -> None:
+        """
+        /simple/ lists every project: upstream names, plus private names the
+        upstream does not have (once each), in HTML and JSON.
+        """
+        secret = make_wheel("proto-secret", "1.0")
+        self.assertEqual(self.upload(secret).code, 200)
+        self.assertEqual(self.upload(self.wheel).code, 200)  # also upstream: not twice
+        _, body = self.get("/simple/", accept="text/html")
+        self.assertEqual(body.count(b'href="proto-secret/"'), 1)
+        self.assertEqual(body.count(b'href="proto-alpha/"'), 1)
+        self.assertIn(b'href="proto-beta/"', body)
+        self.assertTrue(body.endswith(b"</html>\n"))
+        _, body = self.get("/simple/", accept="application/vnd.pypi.simple.v1+json")
+        names = [p["name"] for p in json.loads(body)["projects"]]
+        self.assertEqual(sorted(names), ["proto-alpha", "proto-beta", "proto-secret"])
+        self.assertEqual(self.upload(make_wheel("proto-later", "1.0")).code, 200)
+        _, body = self.get("/simple/", accept="application/vnd.pypi.simple.v1+json")
+        names = [p["name"] for p in json.loads(body)["projects"]]
+        self.assertIn("proto-later", names)
+        self.assertEqual(self.index.count("/simple/", "GET") - self.index.count("/simple/p"), 1)
+
     def test_private_page_etag_changes(self) -> None:
         """Each upload changes the page's ETag; the old one no longer gets 304."""
         self.upload(self.wheel)

@@ -88,7 +88,9 @@ class SimpleResource(Page):
         cache_control = f"max-age={self.proxy.config.client_max_age}, {cache_scope(self.proxy)}"
         return render_async(
             request,
-            lambda: self.proxy.project_list.serve(request, media_type, cache_control),
+            lambda: self.proxy.project_list.serve(
+                request, media_type, cache_control, self.proxy.private.names()
+            ),
         )
 
 
