@@ -257,10 +257,9 @@ class Config:
     :ivar merge_upstream: private projects whose upstream files stay listed.
     :ivar log_format: ``text`` or ``json`` (one JSON object per line).
     :ivar trusted_proxies: addresses whose ``X-Forwarded-*`` headers count.
-    :ivar upstream_proxy: an HTTP proxy URL (``http://host:port``) for
-        reaching upstreams.  Only plain-http upstreams can go through it:
-        https needs a ``CONNECT`` tunnel, which Twisted's ``ProxyAgent`` does
-        not make, so https upstreams with a proxy are refused at start-up.
+    :ivar upstream_proxy: an HTTP proxy URL (``http://[user:password@]host:port``)
+        for reaching upstreams: https ones through a ``CONNECT`` tunnel
+        (TLS still verified end to end), plain-http ones as proxied requests.
     """
 
     upstreams: tuple[tuple[UpstreamConfig, ...], ...]
@@ -301,13 +300,6 @@ class Config:
             )
         if self.upstream_proxy is not None:
             proxy_address(self.upstream_proxy)
-            https = [u.url for g in self.upstreams for u in g if u.url.startswith("https:")]
-            if https:
-                raise ConfigError(
-                    f"--upstream-proxy works for http upstreams only, not {', '.join(https)}: "
-                    "reaching https through a proxy needs a CONNECT tunnel, which is not "
-                    "supported; drop the proxy or use an http mirror inside the network"
-                )
         seen: set[str] = set()
         for group in self.upstreams:
             if not group:

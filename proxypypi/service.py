@@ -27,8 +27,10 @@ from twisted.web.client import (
     RedirectAgent,
     _HTTP11ClientFactory,
 )
-from twisted.web.iweb import IAgent
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
 from twisted.web.server import Request, Site
+from zope.interface import implementer
 
 from . import __version__, eviction
 from .auth import Authenticator
@@ -41,6 +43,7 @@ from .private import PrivateStore
 from .projectlist import ProjectList
 from .proxy import Proxy
 from .storage import Runner, Storage
+from .tunnel import TunnellingEndpointFactory, proxy_authorization
 from .upstream import Pool
 from .web.body import BodyPolicy, SpoolingRequest
 from .web.root import RootResource
@@ -367,18 +370,58 @@ def build_proxy(
     )
 
 
+@implementer(IAgent)
+@attrs.define
+class _ProxiedAgent:
+    """
+    Requests through an HTTP proxy, chosen per request by scheme: https in a
+    ``CONNECT`` tunnel (TLS end to end, verified by us), plain http as an
+    ordinary proxied request.  Per request rather than per upstream, because
+    a redirect may cross from one scheme to the other.
+
+    :ivar authorization: ``Proxy-Authorization`` for plain-http requests
+        (the tunnel sends its own, on ``CONNECT``, never to the upstream).
+    """
+
+    tunnelled: IAgent
+    plain: IAgent
+    authorization: bytes | None = None
+
+    def request(
+        self,
+        method: bytes,
+        uri: bytes,
+        headers: Headers | None = None,
+        bodyProducer: IBodyProducer | None = None,
+    ) -> Deferred[IResponse]:
+        if uri.startswith(b"https:"):
+            return self.tunnelled.request(method, uri, headers, bodyProducer)
+        if self.authorization is not None:
+            headers = headers.copy() if headers is not None else Headers()
+            headers.setRawHeaders(b"proxy-authorization", [self.authorization])
+        return self.plain.request(method, uri, headers, bodyProducer)
+
+
 def upstream_agents(
-    reactor: Any, connections: HTTPConnectionPool, proxy: str | None = None
+    reactor: Any,
+    connections: HTTPConnectionPool,
+    proxy: str | None = None,
+    tls_policy: IPolicyForHTTPS | None = None,
 ) -> Callable[[UpstreamConfig], IAgent]:
     """
     Real agents: pooled connections, TLS verified against the system's
     trust roots (with service_identity), redirects followed (at most 5; a
     loop is a failure of the upstream).
 
-    :param proxy: an HTTP proxy URL to send every (plain http) request
-        through; L{Config} has already refused https upstreams with a proxy.
+    :param proxy: an HTTP proxy URL to send every request through: https in
+        a ``CONNECT`` tunnel (L{proxypypi.tunnel}), plain http as proxied
+        requests; credentials in the URL go to the proxy as Basic
+        ``Proxy-Authorization``.
+    :param tls_policy: how upstream certificates are checked; the default
+        trusts the system's roots, tests pass their own.
     """
-    tls = BrowserLikePolicyForHTTPS()
+    tls = tls_policy if tls_policy is not None else BrowserLikePolicyForHTTPS()
+    authorization = None if proxy is None else proxy_authorization(proxy)
 
     def agent_for(upstream: UpstreamConfig) -> IAgent:
         agent: IAgent
@@ -387,7 +430,14 @@ def upstream_agents(
             endpoint = endpoints.HostnameEndpoint(
                 reactor, host, port, timeout=upstream.connect_timeout
             )
-            agent = ProxyAgent(endpoint, reactor, pool=connections)
+            tunnels = TunnellingEndpointFactory(
+                reactor, endpoint, tls, authorization, timeout=upstream.connect_timeout
+            )
+            agent = _ProxiedAgent(
+                Agent.usingEndpointFactory(reactor, tunnels, pool=connections),
+                ProxyAgent(endpoint, reactor, pool=connections),
+                authorization,
+            )
         else:
             agent = Agent(
                 reactor,
@@ -457,7 +507,7 @@ def log_configuration(config: Config) -> None:
         auth_read="required" if config.auth_read else "not required",
         trusted_proxies=list(config.trusted_proxies),
         trusted_proxies_text=", ".join(config.trusted_proxies) or "none",
-        upstream_proxy=config.upstream_proxy or "none",
+        upstream_proxy=display_url(config.upstream_proxy) if config.upstream_proxy else "none",
     )
     for endpoint in config.listen:
         log.info("  listen endpoint: {endpoint}", endpoint=endpoint)

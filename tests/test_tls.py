@@ -38,10 +38,10 @@ from proxypypi.simple.negotiate import JSON_V1
 from .conftest import Upstream
 
 
-def self_signed(directory: str) -> tuple[str, str, bytes]:
+def self_signed(directory: str, dns_names: tuple[str, ...] = ()) -> tuple[str, str, bytes]:
     """
-    A key and a certificate for 127.0.0.1, valid for a day either side of
-    now, written as PEM files.
+    A key and a certificate for 127.0.0.1 (and C{dns_names}), valid for a
+    day either side of now, written as PEM files.
 
     :returns: the key's path, the certificate's path, the certificate.
     """
@@ -57,7 +57,10 @@ def self_signed(directory: str) -> tuple[str, str, bytes]:
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                + [x509.DNSName(name) for name in dns_names]
+            ),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
