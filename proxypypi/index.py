@@ -19,12 +19,11 @@ import json
 import os
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import quote
 
 import attrs
 from packaging.utils import NormalizedName
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -134,14 +133,19 @@ class CachedPage:
         The stored form: the page as PEP 691 JSON with the upstream URLs,
         plus our own bookkeeping under a private key.
         """
-        data: dict[str, Any] = json.loads(render_project_json(self.page, lambda f: f.url))
-        data["_proxypypi"] = {
-            "source": self.source,
-            "fetched-at": self.fetched_at,
-            "etag": self.etag,
-            "last-modified": self.last_modified,
-        }
-        return json.dumps(data, separators=(",", ":")).encode()
+        body = render_project_json(self.page, lambda f: f.url)
+        bookkeeping = json.dumps(
+            {
+                "source": self.source,
+                "fetched-at": self.fetched_at,
+                "etag": self.etag,
+                "last-modified": self.last_modified,
+            },
+            separators=(",", ":"),
+        ).encode()
+        # The rendering is one JSON object: add our key before its last brace
+        # rather than parsing and serializing a large page once more.
+        return body[: body.rindex(b"}")] + b',"_proxypypi":' + bookkeeping + b"}"
 
     @classmethod
     def from_bytes(cls, name: NormalizedName, raw: bytes) -> CachedPage:
@@ -191,15 +195,33 @@ class PageCache:
     _refreshing: dict[str, list[Deferred[CachedPage]]] = attrs.field(factory=dict)
     _not_found: dict[str, float] = attrs.field(factory=dict)
 
-    def peek(self, name: NormalizedName) -> CachedPage | None:
+    def in_memory(self, name: NormalizedName) -> CachedPage | None:
         """
-        The page we hold for C{name}, fresh or not, without asking any
-        upstream.
+        The page of C{name} if it is in memory (no I/O at all).
         """
         cached = self._memory.get(name)
         if cached is not None:
             self._memory.move_to_end(name)
-            return cached
+        return cached
+
+    def peek(self, name: NormalizedName) -> CachedPage | None:
+        """
+        The page we hold for C{name}, fresh or not, without asking any
+        upstream; reads the disk on the calling thread when it is not in
+        memory (the service itself loads pages with L{get}, off the reactor).
+        """
+        cached = self.in_memory(name)
+        if cached is None:
+            cached = self._load(name)
+            if cached is not None:
+                self._remember(cached)
+        return cached
+
+    def _load(self, name: NormalizedName) -> CachedPage | None:
+        """
+        Read and parse the stored page of C{name}.  Blocking, and safe in a
+        thread: it touches no shared state.
+        """
         raw = self.storage.read_page(name)
         if raw is None:
             return None
@@ -216,7 +238,6 @@ class PageCache:
             cached = cached.only(
                 lambda f: self.storage.has_file(name, f.filename), self.clock.seconds()
             )
-        self._remember(cached)
         return cached
 
     def _remember(self, cached: CachedPage) -> None:
@@ -234,13 +255,17 @@ class PageCache:
         """
         The page of C{name} if one can be answered without waiting: fresh,
         or stale (a background refresh is then started).  This is the hot
-        path of every index request, so it does no I/O once the page is in
-        memory.
+        path of every index request, so it does no I/O at all: a page that
+        is not in memory is loaded from disk by L{get}, off the reactor.
         """
-        cached = self.peek(name)
-        if cached is not None and not self.is_fresh(cached):
-            self._refresh(name, cached).addErrback(lambda _: None)
+        cached = self.in_memory(name)
+        if cached is not None:
+            self._refresh_if_stale(name, cached)
         return cached
+
+    def _refresh_if_stale(self, name: NormalizedName, cached: CachedPage) -> None:
+        if not self.is_fresh(cached):
+            self._refresh(name, cached).addErrback(lambda _: None)
 
     def is_fresh(self, cached: CachedPage) -> bool:
         """
@@ -260,12 +285,24 @@ class PageCache:
         cached = self.ready(name)
         if cached is not None:
             return succeed(cached)
+        return Deferred.fromCoroutine(self._get_from_disk_or_upstream(name))
+
+    async def _get_from_disk_or_upstream(self, name: NormalizedName) -> CachedPage:
+        loaded: CachedPage | None = await self.storage.run(self._load, name)
+        if loaded is not None:
+            # Another request may have brought a newer page meanwhile.
+            cached = self.in_memory(name)
+            if cached is None:
+                cached = loaded
+                self._remember(cached)
+            self._refresh_if_stale(name, cached)
+            return cached
         missing_since = self._not_found.get(name)
         if self.offline or (
             missing_since is not None and self.clock.seconds() - missing_since < self.negative_ttl
         ):
-            return fail(ProjectNotFound(name))
-        return self._refresh(name, None)
+            raise ProjectNotFound(name)
+        return await self._refresh(name, None)
 
     def _refresh(self, name: NormalizedName, cached: CachedPage | None) -> Deferred[CachedPage]:
         d: Deferred[CachedPage] = Deferred()
@@ -415,7 +452,9 @@ class PageCache:
     async def _store(self, cached: CachedPage) -> CachedPage:
         self._remember(cached)
         try:
-            await self.storage.write_page(cached.page.name, cached.to_bytes())
+            # Rendering a large page takes a while: do it off the reactor too.
+            raw: bytes = await self.storage.run(cached.to_bytes)
+            await self.storage.write_page(cached.page.name, raw)
             self.storage.wrote()
         except OSError as e:
             self.storage.failed_write(e)

@@ -6,6 +6,7 @@ kept after the upstream drops them, serial regressions, negative caching.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from treq.testing import RequestTraversalAgent
 from twisted.internet.task import Clock
@@ -326,3 +327,36 @@ class ReviewRegressionTests(SynchronousTestCase):
         agent.flush()
         self.failureResultOf(d, ProjectNotFound)
         self.assertEqual(list(cache._not_found), ["missing-last"])
+
+
+class OffReactorTests(SynchronousTestCase):
+    def test_stored_pages_load_and_store_through_the_runner(self) -> None:
+        """
+        A page not in memory is read and parsed through the storage runner
+        (the disk threads), and so is rendering it for storage; ready() never
+        touches the disk.
+        """
+        clock = Clock()
+        index = FakeIndex(clock)
+        index.add(make_wheel("proto-alpha", "1.0"))
+        agent = RequestTraversalAgent(index.resource())
+        pool = Pool.from_config([[UpstreamConfig(UPSTREAM)]], lambda cfg: agent, clock)
+        ran: list[str] = []
+
+        def runner(f: Any, *args: Any) -> Any:
+            ran.append(getattr(f, "__name__", repr(f)))
+            return sync_run(f, *args)
+
+        storage = Storage(self.mktemp(), runner)
+        storage.prepare()
+        d = PageCache(pool, storage, clock).get("proto-alpha")  # type: ignore[arg-type]
+        agent.flush()
+        self.successResultOf(d)
+        self.assertIn("to_bytes", ran)
+        restarted = PageCache(pool, storage, clock)
+        self.assertIsNone(restarted.ready("proto-alpha"))  # type: ignore[arg-type]
+        ran.clear()
+        cached = self.successResultOf(restarted.get("proto-alpha"))  # type: ignore[arg-type]
+        self.assertEqual(ran, ["_load"])
+        self.assertIs(restarted.ready("proto-alpha"), cached)  # type: ignore[arg-type]
+        self.assertEqual(index.count("/simple/proto-alpha/"), 1)

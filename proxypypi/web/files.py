@@ -94,7 +94,7 @@ class FilesResource(Page):
         # Before looking at the disk: a file being served is never evicted.
         self.proxy.usage.serving(request, FileKey(project, filename))
         complete = CompleteFile.at(self.proxy.storage.file_path(project, filename))
-        cached = self.proxy.pages.peek(project) if complete is not None else None
+        cached = self.proxy.pages.in_memory(project) if complete is not None else None
         f = cached.page.file(dist) if cached is not None else None
         if complete is not None and f is not None and _intact(complete, f, metadata):
             note(request, cache="hit")
