@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 
 from .fetch import describe_failure
 from .simple.model import DistFile, ProjectPage
-from .simple.negotiate import JSON_V1
+from .simple.negotiate import HTML, JSON_V1
 from .simple.parse import PageParseError, parse_project_page
 from .simple.render import render_project_html, render_project_json
 from .storage import Storage, unlink_all
@@ -45,6 +45,11 @@ MEMORY_BYTES = 128 * 1024 * 1024
 #: Seconds a stale page is served without another refresh attempt after
 #: one failed (stale-if-error without hammering a dead upstream).
 STALE_RETRY_AFTER = 30.0
+
+#: Pages with at least this many files are rendered in the disk threads
+#: before they are first served (smaller ones render faster than the
+#: hand-over to a thread costs).
+PRERENDER_FILES = 500
 
 #: What one listed file costs in memory, parsed and rendered four ways.
 BYTES_PER_FILE = 2048
@@ -85,22 +90,33 @@ class CachedPage:
 
     def render(self, media_type: str) -> Rendered:
         """
-        The page as C{media_type}, rendered once and kept.
+        The page as C{media_type}, rendered once and kept (both HTML media
+        types share one rendering).
         """
-        r = self._renders.get(media_type)
+        kind = "json" if media_type == JSON_V1 else "html"
+        r = self._renders.get(kind)
         if r is None:
             name = self.page.name
 
             def url(f: DistFile) -> str:
                 return "../../files/{}/{}".format(name, quote(f.filename, safe="+!"))
 
-            if media_type == JSON_V1:
+            if kind == "json":
                 body = render_project_json(self.page, url, private_keys=True)
             else:
                 body = render_project_html(self.page, url)
             r = Rendered.of(body)
-            self._renders[media_type] = r
+            self._renders[kind] = r
         return r
+
+    def prerender(self) -> None:
+        """
+        Render both formats now.  Blocking, and meant for a thread: a page of
+        thousands of files takes a good part of a second to render and
+        compress, which must not stall the reactor on its first request.
+        """
+        self.render(JSON_V1)
+        self.render(HTML)
 
     def touched(
         self, now: float, etag: str | None = None, last_modified: str | None = None
@@ -450,6 +466,8 @@ class PageCache:
         return CachedPage(attrs.evolve(kept.page, files=files), kept.source, kept.fetched_at)
 
     async def _store(self, cached: CachedPage) -> CachedPage:
+        if len(cached.page.files) >= PRERENDER_FILES:
+            await self.storage.run(cached.prerender)
         self._remember(cached)
         try:
             # Rendering a large page takes a while: do it off the reactor too.

@@ -349,10 +349,15 @@ class OffReactorTests(SynchronousTestCase):
 
         storage = Storage(self.mktemp(), runner)
         storage.prepare()
+        import proxypypi.index as index_module
+
+        self.patch(index_module, "PRERENDER_FILES", 1)
         d = PageCache(pool, storage, clock).get("proto-alpha")  # type: ignore[arg-type]
         agent.flush()
-        self.successResultOf(d)
+        fetched = self.successResultOf(d)
         self.assertIn("to_bytes", ran)
+        self.assertIn("prerender", ran)
+        self.assertEqual(len(fetched._renders), 2)
         restarted = PageCache(pool, storage, clock)
         self.assertIsNone(restarted.ready("proto-alpha"))  # type: ignore[arg-type]
         ran.clear()
