@@ -206,9 +206,14 @@ class ProxySite(Site):
     def started(self, request: Request) -> None:
         transport: Any = request.channel.transport
         if getattr(transport, "SEND_LIMIT", SEND_LIMIT) < SEND_LIMIT:
-            # Twisted hands the socket at most 128 KiB per write; a large
-            # index page would take two trips through the reactor.
+            # Once per connection.  Twisted hands the socket at most 128 KiB
+            # per write; a large index page would take two trips through the
+            # reactor.  And every request asks the socket for its own
+            # address (a system call) though it never changes.
             transport.SEND_LIMIT = SEND_LIMIT
+            if hasattr(transport, "getHost"):
+                host = transport.getHost()
+                transport.getHost = lambda: host
         self.active += 1
         began = self.reactor.seconds()
         request.notifyFinish().addBoth(
