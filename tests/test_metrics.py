@@ -304,6 +304,19 @@ class MetricsTests(MeteredHarness):
         again = self.scrape()
         self.assertEqual(value(again, "proxypypi_requests_total", route="metrics", code="200"), 1)
 
+    def test_page_read_from_disk_is_a_hit(self) -> None:
+        """After a restart, a page read back from disk is a hit, not an upstream miss."""
+        self.get("/simple/proto-beta/")
+        # As after a restart: the page is on disk, nothing in memory.
+        self.proxy.pages._memory.clear()
+        self.proxy.pages._memory_bytes = 0
+        self.clock.advance(1)
+        self.get("/simple/proto-beta/")
+        s = self.scrape()
+        self.assertEqual(value(s, "proxypypi_cache_responses_total", kind="page", result="hit"), 1)
+        # Only the first request, before the restart, fetched the page.
+        self.assertEqual(value(s, "proxypypi_cache_responses_total", kind="page", result="miss"), 1)
+
     def test_downloads_in_flight(self) -> None:
         """A download under way is counted with the bytes it has so far."""
         self.get("/simple/proto-alpha/", accept=PIP_ACCEPT)

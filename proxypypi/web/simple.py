@@ -127,11 +127,11 @@ class ProjectResource(Page):
         if cached is not None:
             if private.is_private(name):
                 note(request, cache="private")
-            elif self.proxy.pages.is_fresh(cached):
-                note(request, cache="hit")
             else:
-                note(request, cache="stale", upstream=cached.source)
+                self._note_cached(request, cached)
             return self._send(request, cached, media_type)
+
+        asked_at = self.proxy.clock.seconds()
 
         async def answer() -> bytes | int:
             try:
@@ -142,11 +142,20 @@ class ProjectResource(Page):
                 return error(request, 502, f"no upstream answered for {name}: {e}")
             if private.is_private(name):
                 note(request, cache="private")
-            else:
+            elif cached.fetched_at >= asked_at:
                 note(request, cache="miss", upstream=cached.source)
+            else:
+                # Read from disk (not yet in memory): no upstream transfer.
+                self._note_cached(request, cached)
             return self._send(request, cached, media_type)
 
         return render_async(request, answer)
+
+    def _note_cached(self, request: IRequest, cached: CachedPage) -> None:
+        if self.proxy.pages.is_fresh(cached):
+            note(request, cache="hit")
+        else:
+            note(request, cache="stale", upstream=cached.source)
 
     def _send(self, request: IRequest, cached: CachedPage, media_type: str) -> bytes:
         """
