@@ -29,11 +29,8 @@ import http.client
 import multiprocessing
 import os
 import random
-import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,12 +42,12 @@ from typing import Any
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from harness import Processes, start_proxy  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from proxypypi.index import CachedPage  # noqa: E402
 from proxypypi.simple.model import DistFile, ProjectPage  # noqa: E402
 
-LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
 FILES_PER_PROJECT = 50
 
 
@@ -181,41 +178,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def start_service(
-    storage: str, upstream: str, extra: list[str], log_path: str
-) -> tuple[subprocess.Popen[bytes], int]:
-    argv = [
-        sys.executable,
-        "-c",
-        "from twisted.scripts.twistd import run; run()",
-        "-n",
-        "--pidfile=",
-        "proxypypi",
-        "--upstream",
-        upstream,
-        "--listen",
-        "tcp:0:interface=127.0.0.1",
-        "--storage",
-        storage,
-        *extra,
-    ]
-    env = {**os.environ, "PYTHONPATH": REPO, "PYTHONDONTWRITEBYTECODE": "1"}
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with open(log_path, "rb") as f:
-            found = LISTENING.search(f.read())
-        if found:
-            return proc, int(found.group(1))
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"the service did not start; see {log_path}")
-
-
 def wait_for(check: Callable[[], bool], timeout: float) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
@@ -234,7 +196,9 @@ def run_mode(
     args: argparse.Namespace,
     workdir: str,
 ) -> dict[str, Any]:
-    proc, port = start_service(storage, upstream, extra, os.path.join(workdir, f"{name}.log"))
+    procs = Processes()
+    proxy = start_proxy(procs, workdir, storage, upstream, fresh=False, extra=extra)
+    proc, port = proxy.proc, proxy.port
     result: dict[str, Any] = {"mode": name}
     try:
         key = ("proxypypi_storage_files", (("area", "files"),))
@@ -296,11 +260,7 @@ def run_mode(
         result["add_up"] = ok
         result["counted"] = (count("project_page"), count("file"), pages, files)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        procs.stop_all()
     return result
 
 

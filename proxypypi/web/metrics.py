@@ -59,22 +59,18 @@ class ProxyCollector:
         yield from self._storage(proxy, m)
 
     def _requests(self, m: Metrics) -> Iterator[Metric]:
-        requests = CounterMetricFamily(
+        yield _counter(
             "proxypypi_requests",
             "Requests answered, by route and status code.",
-            labels=["route", "code"],
+            ["route", "code"],
+            {(route, str(code)): n for (route, code), n in m.requests.items()},
         )
-        for (route, code), n in sorted(m.requests.items()):
-            requests.add_metric([route, str(code)], n)
-        yield requests
-        aborted = CounterMetricFamily(
+        yield _counter(
             "proxypypi_requests_aborted",
             "Requests whose client went away before the response ended, by route.",
-            labels=["route"],
+            ["route"],
+            {(route,): n for route, n in m.aborted.items()},
         )
-        for route, n in sorted(m.aborted.items()):
-            aborted.add_metric([route], n)
-        yield aborted
         durations = HistogramMetricFamily(
             "proxypypi_request_duration_seconds",
             "Time from request to the end of the response, by route.",
@@ -83,22 +79,18 @@ class ProxyCollector:
         for route, h in sorted(m.durations.items()):
             durations.add_metric([route], h.buckets(), h.total)
         yield durations
-        sent = CounterMetricFamily(
+        yield _counter(
             "proxypypi_sent_bytes",
             "Response body bytes sent to clients, by route.",
-            labels=["route"],
+            ["route"],
+            {(route,): n for route, n in m.sent.items()},
         )
-        for route, n in sorted(m.sent.items()):
-            sent.add_metric([route], n)
-        yield sent
-        uploads = CounterMetricFamily(
+        yield _counter(
             "proxypypi_uploads",
             "Upload requests (POST / or /legacy/), accepted (2xx) or rejected.",
-            labels=["result"],
+            ["result"],
+            {(result,): n for result, n in m.uploads.items()},
         )
-        for result, n in sorted(m.uploads.items()):
-            uploads.add_metric([result], n)
-        yield uploads
 
     def _cache(self, m: Metrics) -> Iterator[Metric]:
         responses = CounterMetricFamily(
@@ -294,3 +286,15 @@ class MetricsResource(Resource):
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"content-length", b"%d" % len(body))
         return body
+
+
+def _counter(
+    name: str, documentation: str, labels: list[str], values: dict[tuple[str, ...], float]
+) -> CounterMetricFamily:
+    """
+    A counter family with one sample per label tuple, in a stable order.
+    """
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for key, n in sorted(values.items()):
+        family.add_metric(list(key), n)
+    return family
