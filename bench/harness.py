@@ -491,6 +491,67 @@ def start_nginx(
     raise BenchError(f"nginx did not start; see {prefix}/error.log and {prefix}/stderr.log")
 
 
+@attrs.define
+class Floor:
+    """
+    A running C{bench/floor.py}: bare twisted.web answering from memory.
+    """
+
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def base(self) -> str:
+        """
+        ``http://127.0.0.1:PORT/``.
+        """
+        return f"http://127.0.0.1:{self.port}/"
+
+
+def start_floor(procs: Processes, root: str, timeout: float = 30.0) -> Floor:
+    """
+    Start C{bench/floor.py} serving the files of C{root}.
+
+    :raises BenchError: if it does not announce its port in time.
+    """
+    proc = procs.start(
+        [sys.executable, os.path.join(REPO, "bench", "floor.py"), "--root", root],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    found = _LISTENING.search(_read_line(proc, proc.stdout, timeout))
+    if found is None:
+        procs.stop(proc)
+        raise BenchError("bench/floor.py did not start")
+    return Floor(proc, int(found.group(1)))
+
+
+def twistd_web_idle_rss(procs: Processes, workdir: str, settle: float = 1.0) -> float | None:
+    """
+    The idle RSS of Twisted's own web server (``twistd -n web``, serving
+    an empty directory), in MiB: the memory floor of any twistd service
+    with a web server on this interpreter.
+    """
+    empty = os.path.join(workdir, "twistd-web-root")
+    os.makedirs(empty, exist_ok=True)
+    log_path = os.path.join(workdir, "twistd-web.log")
+    with open(log_path, "wb") as log:
+        argv = [*twistd_argv(), "-n", "--pidfile=", "web", "--listen", "tcp:0:interface=127.0.0.1"]
+        proc = procs.start([*argv, "--path", empty], cwd=workdir, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            with open(log_path, "rb") as f:
+                if b"Starting factory" in f.read():
+                    break
+            time.sleep(0.05)
+        time.sleep(settle)
+        return rss_mib(proc.pid) if proc.poll() is None else None
+    finally:
+        procs.stop(proc)
+
+
 def free_port() -> int:
     """
     A loopback port that was free a moment ago (for nginx, which cannot

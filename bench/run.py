@@ -13,10 +13,13 @@ Scenarios (issue 3, "Targets"):
 3. a cached 200 MB file, 1 and 8 (and 64) clients, vs nginx serving the
    same file from disk;
 4. requests/s on a cached 300-file project page, HTML and JSON (wrk), vs
-   nginx serving the same bytes;
+   nginx serving the same bytes, and vs the twisted.web floor
+   (``bench/floor.py``: bare twisted.web answering with the same bytes from
+   memory, no routing, logging or metrics);
 5. cold and warm ``pip download`` of a 37-file install set, through the
    proxy vs straight from the upstream;
-6. the proxy's RSS: idle, and peak during each scenario.
+6. the proxy's RSS: idle (next to Twisted's own ``twistd web`` serving an
+   empty directory), and peak during each scenario.
 
 Everything listens on 127.0.0.1; the fake upstream (``bench/upstream.py``),
 the proxy (``twistd proxypypi``) and nginx run as subprocesses and are
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gzip
 import hashlib
 import json
@@ -69,9 +73,11 @@ from harness import (
     ensure_tools,
     free_port,
     rss_mib,
+    start_floor,
     start_nginx,
     start_proxy,
     start_upstream,
+    twistd_web_idle_rss,
 )
 from spy import find_py_spy, sampling, top_frames
 
@@ -279,9 +285,17 @@ def scenario_cold(b: Bench) -> None:
     try:
         time.sleep(1.0)
         idle = rss_mib(proxy.pid)
+        floor = twistd_web_idle_rss(b.procs, b.work)
         if idle is not None:
             rep.add(
-                Row("idle RSS (fresh start)", mib(idle), target="< 50 MiB", met=verdict(idle < 50))
+                Row(
+                    "idle RSS (fresh start)",
+                    mib(idle),
+                    "—" if floor is None else f"{mib(floor)} twistd web",
+                    "—" if floor is None else f"{idle / floor:.2f}x",
+                    "< 50 MiB",
+                    verdict(idle < 50),
+                )
             )
         b.upstream.control(latency=latency, throttle=throttle, chunk=16384, reset=True)
         via_proxy = b.file_urls(proxy.simple, project)
@@ -465,53 +479,68 @@ def scenario_cached(b: Bench) -> None:
 
         project = b.upstream.manifest["page"]["project"]
         page_url = f"{proxy.simple}{project}/"
-        for fmt, accept, ext in (("HTML", HTML_TYPE, "html"), ("JSON", JSON_TYPE, "json")):
+        formats = (("HTML", HTML_TYPE, "html"), ("JSON", JSON_TYPE, "json"))
+        files = b.upstream.manifest["page"]["files"]
+        bodies: dict[str, bytes] = {}
+        for fmt, accept, ext in formats:
             page = fetch(page_url, accept=accept, keep=True, timeout=60)
             if page.status != 200 or page.body is None:
                 raise BenchError(f"{page_url} ({fmt}) answered {page.status}")
-            static = f"page-{project}.{ext}"
-            with open(os.path.join(root, static), "wb") as f:
+            bodies[fmt] = page.body
+            static = os.path.join(root, f"page-{project}.{ext}")
+            with open(static, "wb") as f:
                 f.write(page.body)
-            # nginx's gzip_static serves this copy to clients that accept gzip.
-            with open(os.path.join(root, static + ".gz"), "wb") as f:
+            # nginx's gzip_static (and the floor) serve this copy to
+            # clients that accept gzip.
+            with open(static + ".gz", "wb") as f:
                 f.write(gzip.compress(page.body, 6))
-            # As wrk sends it (no compression), then as pip and uv send it.
-            for encoding, label in ((None, ""), (PIP_ENCODING, ", gzip as pip asks")):
-                with RssMonitor(proxy.pid) as mon, b.profile(proxy, f"page-{ext}"):
-                    px = wrk(
-                        page_url,
+        floor = start_floor(b.procs, root)
+        try:
+            for fmt, accept, ext in formats:
+                static = f"page-{project}.{ext}"
+                # As wrk sends it (no compression), then as pip and uv send it.
+                for encoding, label in ((None, ""), (PIP_ENCODING, ", gzip as pip asks")):
+                    load = functools.partial(
+                        wrk,
                         accept=accept,
                         threads=a.wrk_threads,
                         connections=a.wrk_connections,
                         duration=a.wrk_duration,
                         encoding=encoding,
                     )
-                ng = wrk(
-                    nginx.base + static,
-                    accept=accept,
-                    threads=a.wrk_threads,
-                    connections=a.wrk_connections,
-                    duration=a.wrk_duration,
-                    encoding=encoding,
-                )
-                ok = px.requests_per_second >= 9000 and px.bad_responses == 0
-                rep.add(
-                    Row(
-                        f"4. cached {b.upstream.manifest['page']['files']}-file page, {fmt}{label}",
-                        f"{px.requests_per_second:,.0f} req/s",
-                        f"{ng.requests_per_second:,.0f} req/s nginx",
-                        f"{px.requests_per_second / ng.requests_per_second:.2f}x",
-                        "≥ 9,000 req/s",
-                        verdict(ok),
+                    with RssMonitor(proxy.pid) as mon, b.profile(proxy, f"page-{ext}"):
+                        px = load(page_url)
+                    fl = load(floor.base + static)
+                    ng = load(nginx.base + static)
+                    ok = px.requests_per_second >= 9000 and px.bad_responses == 0
+                    what = f"4. cached {files}-file page, {fmt}{label}"
+                    rep.add(
+                        Row(
+                            what,
+                            f"{px.requests_per_second:,.0f} req/s",
+                            f"{ng.requests_per_second:,.0f} req/s nginx",
+                            f"{px.requests_per_second / ng.requests_per_second:.2f}x",
+                            "≥ 9,000 req/s",
+                            verdict(ok),
+                        )
                     )
-                )
-                rep.note(
-                    f"page {fmt}{label} ({len(page.body):,} bytes uncompressed): proxy p50 "
-                    f"{px.latency_p50_ms} ms, p99 {px.latency_p99_ms} ms, non-2xx "
-                    f"{px.bad_responses}, socket errors {px.socket_errors}; nginx p50 "
-                    f"{ng.latency_p50_ms} ms"
-                )
-                rep.add(Row(f"6. peak RSS, page {fmt}{label} under wrk", mib(mon.peak_mib)))
+                    rep.add(
+                        Row(
+                            f"{what}: vs bare twisted.web",
+                            f"{px.requests_per_second:,.0f} req/s",
+                            f"{fl.requests_per_second:,.0f} req/s floor",
+                            f"{px.requests_per_second / fl.requests_per_second:.2f}x",
+                        )
+                    )
+                    rep.note(
+                        f"page {fmt}{label} ({len(bodies[fmt]):,} bytes uncompressed): proxy p50 "
+                        f"{px.latency_p50_ms} ms, p99 {px.latency_p99_ms} ms, non-2xx "
+                        f"{px.bad_responses}, socket errors {px.socket_errors}; floor p50 "
+                        f"{fl.latency_p50_ms} ms; nginx p50 {ng.latency_p50_ms} ms"
+                    )
+                    rep.add(Row(f"6. peak RSS, page {fmt}{label} under wrk", mib(mon.peak_mib)))
+        finally:
+            b.procs.stop(floor.proc)
         time.sleep(2.0)
         idle = rss_mib(proxy.pid)
         if idle is not None:

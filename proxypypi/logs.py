@@ -231,16 +231,28 @@ def note(request: Any, cache: str | None = None, upstream: str | None = None) ->
 def log_access(request: Any, duration: float, completed: bool) -> None:
     """
     Emit the structured access event of one finished (or aborted) request.
+
+    The event is the one C{access_log.info} would build, handed to the
+    logger's observer directly: C{Logger.emit} first checks its level
+    against every L{LogLevel} (a generator), which made up a third of this
+    call, once per request.
     """
-    access_log.info(
-        ACCESS_FORMAT,
-        method=request.method.decode("ascii", "replace"),
-        path=request.uri.decode("utf-8", "replace"),
-        status=request.code,
-        bytes=request.sentLength,
-        duration=duration,
-        cache=getattr(request, CACHE_NOTE, None),
-        upstream=getattr(request, UPSTREAM_NOTE, None),
-        completed=completed,
-        client=getattr(request.getClientAddress(), "host", None),
+    access_log.observer(
+        {
+            "log_logger": access_log,
+            "log_level": LogLevel.info,
+            "log_namespace": ACCESS_NAMESPACE,
+            "log_source": None,
+            "log_format": ACCESS_FORMAT,
+            "log_time": time.time(),
+            "method": request.method.decode("ascii", "replace"),
+            "path": request.uri.decode("utf-8", "replace"),
+            "status": request.code,
+            "bytes": request.sentLength,
+            "duration": duration,
+            "cache": getattr(request, CACHE_NOTE, None),
+            "upstream": getattr(request, UPSTREAM_NOTE, None),
+            "completed": completed,
+            "client": getattr(request.getClientAddress(), "host", None),
+        }
     )

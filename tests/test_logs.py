@@ -119,3 +119,7 @@ class AccessEventTests(SynchronousTestCase):
             (e["method"], e["path"], e["status"], e["bytes"], e["cache"], e["upstream"]),
             ("GET", "/files/x/x-1.0.tar.gz", 200, 1234, "hit", "https://mirror.example/simple/"),
         )
+        # Built without Logger.emit: the keys every observer relies on.
+        self.assertIs(e["log_level"], LogLevel.info)
+        self.assertEqual(e["log_namespace"], "proxypypi.access")
+        self.assertIsInstance(e["log_time"], float)
