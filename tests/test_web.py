@@ -123,6 +123,18 @@ class WebTests(SynchronousTestCase):
         response, _ = self.request("GET", "/simple")
         self.assertEqual((response.code, self.header(response, "location")), (301, "simple/"))
 
+    def test_redirect_keeps_query(self) -> None:
+        """A redirect carries the query string along."""
+        response, _ = self.request("GET", "/simple/Proto_Alpha/?format=json")
+        self.assertEqual(
+            (response.code, self.header(response, "location")),
+            (301, "../proto-alpha/?format=json"),
+        )
+        response, _ = self.request("GET", "/simple?x=1&y=2")
+        self.assertEqual(
+            (response.code, self.header(response, "location")), (301, "simple/?x=1&y=2")
+        )
+
     def test_not_found(self) -> None:
         """Unknown projects are 404; impossible names are 404 without asking upstream."""
         response, body = self.request("GET", "/simple/no-such-thing/")

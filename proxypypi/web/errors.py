@@ -26,12 +26,14 @@ def error(request: IRequest, code: int, message: str) -> bytes:
 def redirect(request: IRequest, location: str) -> bytes:
     """
     A permanent redirect to C{location} (relative, so it survives any
-    path prefix a reverse proxy adds).
+    path prefix a reverse proxy adds), keeping the request's query string.
     """
+    query = request.uri.partition(b"?")[2]
+    target = location.encode("utf-8") + (b"?" + query if query else b"")
     request.setResponseCode(301)
-    request.setHeader(b"location", location.encode("utf-8"))
+    request.setHeader(b"location", target)
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    return b"moved to " + location.encode("utf-8") + b"\n"
+    return b"moved to " + target + b"\n"
 
 
 class ErrorResource(Resource):

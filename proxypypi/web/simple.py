@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
@@ -37,9 +39,12 @@ def _not_acceptable(request: IRequest) -> bytes:
     )
 
 
+@functools.lru_cache(maxsize=64)
 def accepts_gzip(header: bytes | None) -> bool:
     """
     Whether an ``Accept-Encoding`` header admits gzip (``q=0`` refuses it).
+    Remembered: clients send a handful of distinct values, and this is
+    asked on every page request.
     """
     if not header:
         return False
