@@ -46,6 +46,13 @@ MAX_HEAD = 16 * 1024
 _CLOSED = Failure(ConnectionDone())
 
 
+#: What to do about the refusals that no retry can cure.
+_REFUSAL_HINTS = {
+    407: "; give its credentials in --upstream-proxy (http://user:password@host:port)",
+    403: "; the proxy forbids tunnels to this host and port: allow them in its configuration",
+}
+
+
 class TunnelError(FetchError):
     """
     The proxy did not open the tunnel: it refused (a non-2xx status), sent
@@ -175,9 +182,8 @@ class _TunnelProtocol(Protocol):
             self._fail(e)
             return
         if not 200 <= code < 300:
-            self._fail(
-                TunnelError(f"proxy refused CONNECT to {self.target}: {code} {reason}".rstrip())
-            )
+            refused = f"proxy refused CONNECT to {self.target}: {code} {reason}".rstrip()
+            self._fail(TunnelError(refused + _REFUSAL_HINTS.get(code, "")))
             return
         self._open(rest)
 

@@ -255,7 +255,8 @@ async def test_proxy_wants_credentials(tunnelled: Fixture) -> None:
     assert isinstance(e.value, FetchError)
     port = tunnelled.upstream.split(":")[2].split("/")[0]
     assert str(e.value) == (
-        f"proxy refused CONNECT to localhost:{port}: 407 Proxy Authentication Required"
+        f"proxy refused CONNECT to localhost:{port}: 407 Proxy Authentication Required; "
+        "give its credentials in --upstream-proxy (http://user:password@host:port)"
     )
     assert describe_failure(Failure(e.value)) == str(e.value)
     assert tunnelled.index.requests == []
