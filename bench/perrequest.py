@@ -1,0 +1,153 @@
+"""
+Python cost of one cached page request, in process: proxypypi's site next
+to bare twisted.web answering with the same bytes.
+
+wrk's figures on a small shared machine move by 15% between runs of the
+same code; this loop does not.  It starts the service (as ``twistd`` would,
+with the text log observer writing to ``/dev/null``) in front of a fake
+upstream in the same process, warms one 300-file page, then feeds complete
+HTTP requests to a connection of each site over an in-memory transport and
+reports the best of several rounds in microseconds per request.  Kernel
+and socket costs are left out on purpose: they are the same for both.
+
+    python bench/perrequest.py                    # JSON, uncompressed
+    python bench/perrequest.py --accept text/html --gzip
+
+Use it to A/B a change to the request path; ``bench/run.py`` remains the
+judge of throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+from twisted.internet import task
+from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogBeginner
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from upstream import PAGE_PROJECT, UPLOAD_TIME, PrehashedDist, page_set
+
+from proxypypi import logs
+from proxypypi.config import build_config
+from proxypypi.service import WebServer, make_service
+from proxypypi.testing import FakeIndex, serve
+
+
+class Bytes(Resource):
+    """
+    Every GET answered with one fixed body: the floor.
+    """
+
+    isLeaf = True
+
+    def __init__(self, body: bytes, headers: dict[bytes, bytes]) -> None:
+        super().__init__()
+        self.body = body
+        self.headers = headers
+
+    def render_GET(self, request: Request) -> bytes:
+        for name, value in self.headers.items():
+            request.setHeader(name, value)
+        return self.body
+
+
+def per_request_us(site: Any, raw: bytes, rounds: int, count: int) -> tuple[float, bytes]:
+    """
+    The best of C{rounds} of C{count} requests on one keep-alive
+    connection, in microseconds per request; and the first response.
+    """
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(raw)
+    first = transport.value()
+    transport.clear()
+    best = float("inf")
+    for _ in range(rounds):
+        gc.collect()
+        started = time.perf_counter()
+        for _ in range(count):
+            channel.dataReceived(raw)
+            transport.clear()
+        best = min(best, (time.perf_counter() - started) / count * 1e6)
+    return best, first
+
+
+def split_response(response: bytes) -> tuple[dict[bytes, bytes], bytes]:
+    """
+    The headers (lower-cased names) and body of a complete response.
+    """
+    head, _, body = response.partition(b"\r\n\r\n")
+    headers = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    return headers, body
+
+
+async def main(reactor: Any, argv: list[str]) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--accept", default="application/vnd.pypi.simple.v1+json")
+    p.add_argument("--gzip", action="store_true", help="ask for gzip, as pip and uv do")
+    p.add_argument("--files", type=int, default=300, help="files on the page [300]")
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--count", type=int, default=1000, help="requests per round")
+    args = p.parse_args(argv)
+
+    index = FakeIndex(reactor)
+    for dist in page_set(args.files):
+        index.add(PrehashedDist.of(dist), upload_time=UPLOAD_TIME)
+    upstream_port, base = await serve(reactor, index.resource())
+
+    logs.use_logfile(os.devnull)
+    globalLogBeginner.beginLoggingTo([logs.text_observer()], redirectStandardIO=False)
+    with tempfile.TemporaryDirectory() as storage:
+        config = build_config(
+            {"storage": storage}, upstreams=[base + "simple/"], listen=["tcp:0:interface=127.0.0.1"]
+        )
+        service = make_service(config, reactor)
+        service.startService()
+        try:
+            web = next(s for s in service if isinstance(s, WebServer))  # type: ignore[attr-defined]
+            raw = (
+                f"GET /simple/{PAGE_PROJECT}/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Accept: {args.accept}\r\n"
+                + ("Accept-Encoding: gzip, deflate\r\n" if args.gzip else "")
+                + "\r\n"
+            ).encode()
+            # The first request fetches the page (asynchronously); wait for
+            # it to be held in memory, so every timed request is a hit.
+            for _ in range(200):
+                _, response = per_request_us(web.site, raw, 0, 0)
+                if response.startswith(b"HTTP/1.1 200"):
+                    break
+                await task.deferLater(reactor, 0.05, lambda: None)
+            else:
+                raise SystemExit("the page never came from the fake upstream")
+            headers, body = split_response(response)
+            keep = (b"content-type", b"content-encoding", b"vary", b"cache-control", b"etag")
+            bare = Site(Bytes(body, {k: v for k, v in headers.items() if k in keep}))
+            bare.log = lambda request: None  # type: ignore[method-assign]
+            proxy_us, _ = per_request_us(web.site, raw, args.rounds, args.count)
+            floor_us, _ = per_request_us(bare, raw, args.rounds, args.count)
+        finally:
+            await service.stopService()
+            await upstream_port.stopListening()
+    print(f"page: {args.files} files, {len(body):,} bytes, {args.accept}, gzip={args.gzip}")
+    print(f"{'proxypypi':>20} {proxy_us:7.1f} us/request")
+    print(f"{'bare twisted.web':>20} {floor_us:7.1f} us/request")
+    print(f"{'proxypypi adds':>20} {proxy_us - floor_us:7.1f} us/request")
+
+
+if __name__ == "__main__":
+    task.react(lambda reactor: task.ensureDeferred(main(reactor, sys.argv[1:])))
