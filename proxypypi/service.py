@@ -6,8 +6,10 @@ Assemble the running service from a L{Config}.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
-from typing import Any
+from io import BytesIO
+from typing import IO, Any
 
 import attrs
 from twisted.application.internet import TimerService
@@ -202,6 +204,17 @@ class ProxySite(Site):
         super().__init__(resource, **kwargs)
         self.active = 0
         self._idle: list[Deferred[None]] = []
+
+    def getContentFile(self, length: int | None) -> IO[bytes]:
+        """
+        Where twisted.web buffers a request body that L{SpoolingRequest}
+        passes on: in memory when small and announced, else a temporary
+        file (twisted.web's own rule).  twisted.web looks this hook up on
+        every request and raises and catches an AttributeError without it.
+        """
+        if length is not None and length < 100_000:
+            return BytesIO()
+        return tempfile.TemporaryFile()
 
     def started(self, request: Request) -> None:
         transport: Any = request.channel.transport

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 import os
+from io import BytesIO
 from typing import Any
 
 import attrs
@@ -466,6 +467,29 @@ class UploadTests(ProxyHarness):
         self.settle()
         self.assertEqual(self.successResultOf(d).code, 200)
         self.assertEqual(len(self.page("proto-alpha")["files"]), 1)
+
+
+class BodyBufferTests(ProxyHarness):
+    """
+    Where the site buffers request bodies that are not uploads.
+    """
+
+    def test_content_file(self) -> None:
+        """Small announced bodies stay in memory; large or unannounced ones go to a file."""
+        self.assertIsInstance(self.site.getContentFile(0), BytesIO)
+        self.assertIsInstance(self.site.getContentFile(99_999), BytesIO)
+        for length in (100_000, None):
+            f = self.site.getContentFile(length)
+            self.addCleanup(f.close)
+            self.assertNotIsInstance(f, BytesIO)
+            f.write(b"body")
+            f.seek(0)
+            self.assertEqual(f.read(), b"body")
+
+    def test_small_body_reaches_resource(self) -> None:
+        """A small non-form body is buffered and answered like any request."""
+        response = self.raw(b"{}", path="/health", method="POST", content_type="application/json")
+        self.assertEqual(response.code, 405)
 
 
 class BadUploadTests(ProxyHarness):

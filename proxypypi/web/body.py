@@ -432,7 +432,8 @@ class SpoolingRequest(Request):
 
     def gotLength(self, length: int | None) -> None:
         policy = self.body_policy
-        if policy is None:
+        if policy is None or length == 0:
+            # No body (every GET): nothing to bound or spool.
             super().gotLength(length)
             return
         content_type = self.requestHeaders.getRawHeaders(b"content-type", [b""])[0]
