@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_fetch -*-
+# -*- test-case-name: tests.test_upstream,tests.test_downloads -*-
 """
 HTTP requests to upstreams: bounded in time and size, never buffered
 whole when the caller wants a stream.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_projectlist -*-
+# -*- test-case-name: tests.test_web -*-
 """
 ``/simple/``: the list of every project, streamed through and cached.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_service -*-
+# -*- test-case-name: tests.test_upload,tests.test_tls,tests.test_failover -*-
 """
 Assemble the running service from a L{Config}.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_storage -*-
+# -*- test-case-name: tests.test_downloads,tests.test_crash -*-
 """
 The on-disk layout, and writes that survive a crash.
 

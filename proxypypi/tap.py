@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.test_config,tests.test_logs -*-
 """
 ``twistd proxypypi``: command-line options and the service maker.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_files -*-
+# -*- test-case-name: tests.test_web -*-
 """
 ``/files/<project>/<filename>`` and ``<filename>.metadata``.
 

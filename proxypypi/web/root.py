@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_simple -*-
+# -*- test-case-name: tests.test_web -*-
 """
 The root of the resource tree.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_simple -*-
+# -*- test-case-name: tests.test_web -*-
 """
 ``/simple/`` and ``/simple/<name>/``: the index pages, negotiated.
 """
