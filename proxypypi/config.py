@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+import urllib.request
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -112,6 +113,32 @@ def proxy_address(url: str) -> tuple[str, int]:
     if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
         raise ConfigError(f"upstream proxy {url!r} must look like http://proxy.example:3128")
     return parts.hostname, port or 3128
+
+
+def environment_proxy(url: str) -> str | None:
+    """
+    The HTTP proxy the environment names for reaching C{url}, as pip, uv
+    and curl read it: ``https_proxy`` or ``http_proxy`` by the URL's
+    scheme, else ``all_proxy`` (each also in upper case), unless
+    ``no_proxy`` exempts the URL's host.  Used only when no
+    ``--upstream-proxy`` is given.
+
+    :raises ConfigError: when the proxy named is not an ``http://`` URL.
+    """
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    # proxy_bypass reads no_proxy (on Linux: the environment's rules, as curl).
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or "", proxies):
+        return None
+    try:
+        proxy_address(proxy)
+    except ConfigError as e:
+        raise ConfigError(
+            f"the environment's {parts.scheme}_proxy (or all_proxy) for {display_url(url)}: {e}; "
+            "set --upstream-proxy, or exempt the host in no_proxy"
+        ) from e
+    return proxy
 
 
 #: A ``--trusted-proxy`` value: a network (a single address is a network of
@@ -260,6 +287,7 @@ class Config:
     :ivar upstream_proxy: an HTTP proxy URL (``http://[user:password@]host:port``)
         for reaching upstreams: https ones through a ``CONNECT`` tunnel
         (TLS still verified end to end), plain-http ones as proxied requests.
+        ``None``: the one the environment names (L{environment_proxy}), if any.
     """
 
     upstreams: tuple[tuple[UpstreamConfig, ...], ...]

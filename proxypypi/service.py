@@ -36,7 +36,14 @@ from zope.interface import implementer
 
 from . import __version__, eviction
 from .auth import Authenticator
-from .config import Config, ConfigError, UpstreamConfig, display_url, proxy_address
+from .config import (
+    Config,
+    ConfigError,
+    UpstreamConfig,
+    display_url,
+    environment_proxy,
+    proxy_address,
+)
 from .downloads import Manager
 from .index import PageCache
 from .logs import log_access
@@ -425,6 +432,8 @@ def upstream_agents(
     connections: HTTPConnectionPool,
     proxy: str | None = None,
     tls_policy: IPolicyForHTTPS | None = None,
+    *,
+    proxy_from_environment: bool = False,
 ) -> Callable[[UpstreamConfig], IAgent]:
     """
     Real agents: pooled connections, TLS verified against the system's
@@ -437,25 +446,40 @@ def upstream_agents(
         ``Proxy-Authorization``.
     :param tls_policy: how upstream certificates are checked; the default
         trusts the system's roots, tests pass their own.
+    :param proxy_from_environment: without C{proxy}, reach each upstream
+        through the proxy the environment names for it, if any
+        (L{environment_proxy}).
+    :raises ConfigError: (from the returned factory) when the environment
+        names a proxy that cannot be used.
     """
     tls = tls_policy if tls_policy is not None else BrowserLikePolicyForHTTPS()
-    authorization = None if proxy is None else proxy_authorization(proxy)
+
+    def through(proxy: str, upstream: UpstreamConfig) -> IAgent:
+        authorization = proxy_authorization(proxy)
+        host, port = proxy_address(proxy)
+        endpoint = endpoints.HostnameEndpoint(reactor, host, port, timeout=upstream.connect_timeout)
+        tunnels = TunnellingEndpointFactory(
+            reactor, endpoint, tls, authorization, timeout=upstream.connect_timeout
+        )
+        return _ProxiedAgent(
+            Agent.usingEndpointFactory(reactor, tunnels, pool=connections),
+            ProxyAgent(endpoint, reactor, pool=connections),
+            authorization,
+        )
 
     def agent_for(upstream: UpstreamConfig) -> IAgent:
+        chosen = proxy
+        if chosen is None and proxy_from_environment:
+            chosen = environment_proxy(upstream.url)
+            if chosen is not None:
+                log.info(
+                    "reaching {upstream} through {proxy}, the proxy the environment names",
+                    upstream=display_url(upstream.url),
+                    proxy=display_url(chosen),
+                )
         agent: IAgent
-        if proxy is not None:
-            host, port = proxy_address(proxy)
-            endpoint = endpoints.HostnameEndpoint(
-                reactor, host, port, timeout=upstream.connect_timeout
-            )
-            tunnels = TunnellingEndpointFactory(
-                reactor, endpoint, tls, authorization, timeout=upstream.connect_timeout
-            )
-            agent = _ProxiedAgent(
-                Agent.usingEndpointFactory(reactor, tunnels, pool=connections),
-                ProxyAgent(endpoint, reactor, pool=connections),
-                authorization,
-            )
+        if chosen is not None:
+            agent = through(chosen, upstream)
         else:
             agent = Agent(
                 reactor,
@@ -525,7 +549,11 @@ def log_configuration(config: Config) -> None:
         auth_read="required" if config.auth_read else "not required",
         trusted_proxies=list(config.trusted_proxies),
         trusted_proxies_text=", ".join(config.trusted_proxies) or "none",
-        upstream_proxy=display_url(config.upstream_proxy) if config.upstream_proxy else "none",
+        upstream_proxy=(
+            display_url(config.upstream_proxy)
+            if config.upstream_proxy
+            else "as the environment names (https_proxy, http_proxy, no_proxy), if any"
+        ),
     )
     for endpoint in config.listen:
         log.info("  listen endpoint: {endpoint}", endpoint=endpoint)
@@ -557,7 +585,12 @@ def make_service(config: Config, reactor: Any) -> IService:
         config,
         reactor,
         storage,
-        upstream_agents(reactor, connections, config.upstream_proxy),
+        upstream_agents(
+            reactor,
+            connections,
+            config.upstream_proxy,
+            proxy_from_environment=config.upstream_proxy is None,
+        ),
         auth_run=passwords.run,
     )
     HealthProbes(proxy.pool).setServiceParent(top)

@@ -144,3 +144,8 @@ def _in_tmp_path(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
     never litters the working tree.
     """
     monkeypatch.chdir(str(tmp_path))
+    # The service (and pip, uv, twine in subprocesses) would follow a proxy
+    # set in the environment; every test talks to 127.0.0.1 directly.
+    for scheme in ("http", "https", "all", "no"):
+        for name in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY"):
+            monkeypatch.delenv(name, raising=False)

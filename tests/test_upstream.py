@@ -743,6 +743,74 @@ class UpstreamProxyTests(SynchronousTestCase):
         # (the memory reactor resolves every name to 127.0.0.1)
         self.assertEqual([c[1] for c in reactor.tcpClients], [8080])
 
+    def connects_to(self, url: str, proxy: str | None = None) -> list[int]:
+        """
+        The ports an agent from the service's factory connects to for C{url}
+        (the memory reactor resolves every name to 127.0.0.1).
+        """
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.web.client import HTTPConnectionPool
+
+        from proxypypi.service import upstream_agents
+
+        reactor = MemoryReactorClock()
+        agent_for = upstream_agents(
+            reactor, HTTPConnectionPool(reactor), proxy, proxy_from_environment=True
+        )
+        agent_for(UpstreamConfig(url)).request(b"GET", (url + "x/").encode())
+        reactor.advance(0)
+        return [c[1] for c in reactor.tcpClients]
+
+    def environment(self, **variables: str) -> None:
+        for name, value in variables.items():
+            self.patch(os, "environ", {**os.environ, name: value})
+
+    def test_environment_proxy(self) -> None:
+        """Without --upstream-proxy, the environment's proxy for the scheme is used."""
+        self.environment(HTTP_PROXY="http://proxy.example:8080")
+        self.assertEqual(self.connects_to("http://mirror.example/simple/"), [8080])
+
+    def test_environment_no_proxy(self) -> None:
+        """A host that no_proxy exempts is reached directly."""
+        self.environment(http_proxy="http://proxy.example:8080", no_proxy="localhost,.example")
+        self.assertEqual(self.connects_to("http://mirror.example/simple/"), [80])
+
+    def test_explicit_proxy_wins(self) -> None:
+        """--upstream-proxy overrides the environment, no_proxy included."""
+        self.environment(HTTP_PROXY="http://env.example:8080", NO_PROXY="mirror.example")
+        self.assertEqual(
+            self.connects_to("http://mirror.example/simple/", "http://proxy.example:3128"),
+            [3128],
+        )
+
+    def test_environment_proxy_by_scheme(self) -> None:
+        """https upstreams use https_proxy, else all_proxy; http_proxy is for http only."""
+        from proxypypi.config import environment_proxy
+
+        self.environment(http_proxy="http://plain.example:1")
+        self.assertIsNone(environment_proxy("https://mirror.example/simple/"))
+        self.environment(all_proxy="http://all.example:2")
+        self.assertEqual(
+            environment_proxy("https://mirror.example/simple/"), "http://all.example:2"
+        )
+        self.environment(HTTPS_PROXY="http://tls.example:3")
+        self.assertEqual(
+            environment_proxy("https://mirror.example/simple/"), "http://tls.example:3"
+        )
+        self.assertEqual(
+            environment_proxy("http://mirror.example/simple/"), "http://plain.example:1"
+        )
+
+    def test_environment_proxy_unusable(self) -> None:
+        """A proxy that is not http:// is refused at start, naming the variable and the fix."""
+        from proxypypi.config import environment_proxy
+
+        self.environment(https_proxy="socks5://proxy.example:1080")
+        with self.assertRaises(ConfigError) as e:
+            environment_proxy("https://mirror.example/simple/")
+        self.assertIn("https_proxy", str(e.exception))
+        self.assertIn("--upstream-proxy", str(e.exception))
+
     def test_https_with_proxy_accepted(self) -> None:
         """https upstreams may go through a proxy (a CONNECT tunnel); only http proxies do."""
         config = build_config(
