@@ -41,7 +41,11 @@ class FetchError(Exception):
     """
     An upstream request failed; C{str()} is a one-line reason for logs and
     error pages.
+
+    :ivar unreachable: retrying cannot help (see L{is_unreachable}).
     """
+
+    unreachable: bool = False
 
 
 class UpstreamTimeout(FetchError):
@@ -59,13 +63,16 @@ class BodyTooLarge(FetchError):
 def is_unreachable(failure: Failure | BaseException) -> bool:
     """
     Whether a failure says the upstream cannot be reached at all (refused
-    connection, unknown host name, TLS handshake or certificate failure):
+    connection, unknown host name, TLS handshake or certificate failure, a
+    proxy refusing the tunnel for want of credentials or by policy):
     such failures do not get better on the next request, so the member is
     taken out at once rather than after several tries.
     """
     exc = failure.value if isinstance(failure, Failure) else failure
     if isinstance(exc, ConnectionRefusedError | DNSLookupError | SSL.Error | VerificationError):
         return True
+    if isinstance(exc, FetchError):
+        return exc.unreachable
     if isinstance(exc, ResponseNeverReceived):
         return any(is_unreachable(r) for r in exc.reasons)
     return False

@@ -59,6 +59,10 @@ class TunnelError(FetchError):
     something that is not an HTTP answer, or closed the connection.
     """
 
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+
 
 def proxy_authorization(proxy_url: str) -> bytes | None:
     """
@@ -183,7 +187,8 @@ class _TunnelProtocol(Protocol):
             return
         if not 200 <= code < 300:
             refused = f"proxy refused CONNECT to {self.target}: {code} {reason}".rstrip()
-            self._fail(TunnelError(refused + _REFUSAL_HINTS.get(code, "")))
+            hint = _REFUSAL_HINTS.get(code)
+            self._fail(TunnelError(refused + (hint or ""), unreachable=hint is not None))
             return
         self._open(rest)
 

@@ -40,7 +40,7 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from proxypypi.config import UpstreamConfig
-from proxypypi.fetch import FetchError, UpstreamTimeout, describe_failure
+from proxypypi.fetch import FetchError, UpstreamTimeout, describe_failure, is_unreachable
 from proxypypi.service import _ProxiedAgent, upstream_agents
 from proxypypi.simple.negotiate import JSON_V1
 from proxypypi.testing import Dist, FakeIndex, make_wheel
@@ -259,6 +259,8 @@ async def test_proxy_wants_credentials(tunnelled: Fixture) -> None:
         "give its credentials in --upstream-proxy (http://user:password@host:port)"
     )
     assert describe_failure(Failure(e.value)) == str(e.value)
+    # No retry cures it: the member is taken out at once.
+    assert is_unreachable(e.value)
     assert tunnelled.index.requests == []
 
 
@@ -266,10 +268,12 @@ async def test_proxy_wants_credentials(tunnelled: Fixture) -> None:
 async def test_proxy_closes_mid_head(tunnelled: Fixture) -> None:
     """A proxy that hangs up half-way through its answer fails the request cleanly."""
     tunnelled.proxy.answer = b"HTTP/1.1 200 Conn"
-    with pytest.raises(TunnelError, match="closed the connection before opening the tunnel"):
+    with pytest.raises(TunnelError, match="closed the connection before opening the tunnel") as e:
         await _agent_get(
             tunnelled, f"http://127.0.0.1:{tunnelled.proxy_port}", tunnelled.upstream + "x/"
         )
+    # A proxy hanging up may be passing trouble: counted, not fatal at once.
+    assert not is_unreachable(e.value)
 
 
 @pytest_twisted.ensureDeferred
