@@ -136,11 +136,18 @@ def _hashers(hashes: Mapping[str, str]) -> dict[str, Any]:
 @attrs.define(eq=False)
 class CompleteFile:
     """
-    A file already committed to storage.
+    A file already committed to storage, as it was when looked at.
+
+    A private file may be replaced (``--allow-overwrite``) between the look
+    and the opening: L{open} refuses a file that is no longer the one
+    looked at, so a response never sends one file's bytes under another's
+    length.  Once open, the descriptor keeps the file's bytes whatever
+    replaces it.
     """
 
     path: str
     size: int
+    identity: tuple[int, int]
 
     @classmethod
     def at(cls, path: str) -> CompleteFile | None:
@@ -148,10 +155,19 @@ class CompleteFile:
             st = os.stat(path)
         except OSError:
             return None
-        return cls(path, st.st_size)
+        return cls(path, st.st_size, (st.st_dev, st.st_ino))
 
     def open(self) -> int:
-        return os.open(self.path, os.O_RDONLY)
+        """
+        :raises OSError: when the file cannot be opened, or was replaced
+            since it was looked at.
+        """
+        fd = os.open(self.path, os.O_RDONLY)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != self.identity or st.st_size != self.size:
+            os.close(fd)
+            raise OSError(errno.ESTALE, "the file was replaced while it was being opened")
+        return fd
 
     def available(self) -> int:
         return self.size

@@ -22,6 +22,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from proxypypi.downloads import (
+    CompleteFile,
     Download,
     FileKey,
     FileNotFoundUpstream,
@@ -250,6 +251,45 @@ class DownloadTests(SynchronousTestCase):
         self.assertIsInstance(listener.failed[0].value, OSError)
         self.assertIsNone(self.stored())
         self.assertEqual(os.listdir(self.storage.tmp_dir), [])
+
+
+class CompleteFileTests(SynchronousTestCase):
+    """
+    A stored file is served as it was looked at, or not at all.
+    """
+
+    def stored(self, data: bytes) -> tuple[str, CompleteFile]:
+        path = os.path.abspath(self.mktemp())
+        with open(path, "wb") as f:
+            f.write(data)
+        complete = CompleteFile.at(path)
+        assert complete is not None
+        return path, complete
+
+    def replace(self, path: str, data: bytes) -> None:
+        with open(path + ".new", "wb") as f:
+            f.write(data)
+        os.replace(path + ".new", path)
+
+    def test_replaced_before_open(self) -> None:
+        """A file replaced between the look and the opening is refused, whatever its size."""
+        for new in (b"a longer replacement", b"new"):
+            path, complete = self.stored(b"old")
+            self.replace(path, new)
+            with self.assertRaises(OSError):
+                complete.open()
+
+    def test_open_keeps_bytes(self) -> None:
+        """Once open, the file's bytes stay what they were, whatever replaces it."""
+        path, complete = self.stored(b"old")
+        fd = complete.open()
+        self.addCleanup(os.close, fd)
+        self.replace(path, b"replacement")
+        self.assertEqual((complete.size, os.read(fd, 100)), (3, b"old"))
+
+    def test_missing(self) -> None:
+        """No file, no source."""
+        self.assertIsNone(CompleteFile.at(os.path.abspath(self.mktemp())))
 
 
 class CancelTests(SynchronousTestCase):
