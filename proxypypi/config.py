@@ -269,6 +269,8 @@ class Config:
         Under pip's 15 s read timeout, so the switch happens before the
         installer gives up.
     :ivar max_page_bytes: the largest upstream page accepted.
+    :ivar page_memory: bytes of project pages (parsed and rendered) held in
+        memory; the least recently used beyond it are read from disk again.
     :ivar negative_ttl: seconds an upstream 404 for a project is remembered.
     :ivar offline: serve only what is stored; never contact an upstream.
     :ivar forget_removed: drop stored files from pages once the upstream
@@ -299,6 +301,7 @@ class Config:
         default=10.0, validator=_positive("download-idle-timeout")
     )
     max_page_bytes: int = 128 * 1024 * 1024
+    page_memory: int = attrs.field(default=128 * 1024 * 1024, validator=_positive("page-memory"))
     negative_ttl: float = 60.0
     offline: bool = False
     forget_removed: bool = False
@@ -389,6 +392,7 @@ _SCALARS: Mapping[str, tuple[str, Any]] = {
     "client-max-age": ("client_max_age", int),
     "download-idle-timeout": ("download_idle_timeout", float),
     "max-page-bytes": ("max_page_bytes", parse_size),
+    "page-memory": ("page_memory", parse_size),
     "negative-ttl": ("negative_ttl", float),
     "offline": ("offline", _flag),
     "forget-removed": ("forget_removed", _flag),

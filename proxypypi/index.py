@@ -36,10 +36,9 @@ from .simple.render import render_project_html, render_project_json
 from .storage import Storage, unlink_all
 from .upstream import PageResult, Pool, ProjectNotFound, Validators
 
-#: Pages kept in memory (with their renderings); the rest are on disk.
-#: Bytes of pages (parsed, and rendered as HTML and JSON, plain and gzip)
-#: kept in memory; the least recently used beyond it are read from disk
-#: again when asked for.  A 300-file page weighs about 0.6 MB.
+#: Default bytes of pages (parsed, and rendered as HTML and JSON, plain and
+#: gzip) kept in memory; the least recently used beyond it are read from
+#: disk again when asked for.  A 300-file page weighs about 0.6 MB.
 MEMORY_BYTES = 128 * 1024 * 1024
 
 #: Seconds a stale page is served without another refresh attempt after
@@ -204,6 +203,8 @@ class PageCache:
     negative_ttl: float = 60.0
     forget_removed: bool = False
     offline: bool = False
+    #: Bytes of pages held in memory (see L{MEMORY_BYTES}).
+    memory_budget: int = MEMORY_BYTES
     log = Logger()
 
     _memory: OrderedDict[str, CachedPage] = attrs.field(factory=OrderedDict)
@@ -263,7 +264,7 @@ class PageCache:
             self._memory_bytes -= _weight(previous)
         self._memory[name] = cached
         self._memory_bytes += _weight(cached)
-        while self._memory_bytes > MEMORY_BYTES and len(self._memory) > 1:
+        while self._memory_bytes > self.memory_budget and len(self._memory) > 1:
             _, evicted = self._memory.popitem(last=False)
             self._memory_bytes -= _weight(evicted)
 

@@ -47,6 +47,13 @@ class Options(usage.Options):
             "Keep at most this much of upstream files, e.g. 50G; least recently used "
             "files are evicted [unbounded].",
         ],
+        [
+            "page-memory",
+            None,
+            None,
+            "Project pages held in memory, e.g. 512M; the least recently used beyond it "
+            "are read from disk again when asked for [128M].",
+        ],
         ["auth-file", None, None, "htpasswd file (bcrypt) of users who may upload."],
         ["max-upload-size", None, None, "Largest upload accepted [1G]."],
         ["log-format", None, None, "Log format: text or json (one object per line) [text]."],

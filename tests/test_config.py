@@ -182,11 +182,12 @@ class SettingsTests(SynchronousTestCase):
                 "--negative-ttl", "5", "--max-cache-size", "50G", "--max-upload-size", "10M",
                 "--offline", "--forget-removed", "--allow-overwrite",
                 "--log-format", "json", "--merge-upstream", "shared",
-                "--trusted-proxy", "127.0.0.1",
+                "--trusted-proxy", "127.0.0.1", "--page-memory", "512M",
             ]
         )  # fmt: skip
         c = options["config_obj"]
         self.assertEqual(c.negative_ttl, 5.0)
+        self.assertEqual(c.page_memory, 512 * 1024**2)
         self.assertEqual(c.max_cache_size, 50 * 1024**3)
         self.assertEqual(c.max_upload_size, 10 * 1024**2)
         self.assertTrue(c.offline and c.forget_removed and c.allow_overwrite)
@@ -195,7 +196,11 @@ class SettingsTests(SynchronousTestCase):
 
     def test_bad_sizes_and_formats(self) -> None:
         """Unparsable sizes and unknown log formats are named."""
-        for args in (["--max-cache-size", "lots"], ["--log-format", "xml"]):
+        for args in (
+            ["--max-cache-size", "lots"],
+            ["--log-format", "xml"],
+            ["--page-memory", "0"],
+        ):
             with self.assertRaises(usage.UsageError) as e:
                 Options().parseOptions(["--upstream", "https://a.example/simple/", *args])
             self.assertTrue(args[0].lstrip("-") in str(e.exception) or "log" in str(e.exception))

@@ -223,9 +223,9 @@ class MemoryBudgetTests(SynchronousTestCase):
         pool = Pool.from_config([[UpstreamConfig(UPSTREAM)]], lambda cfg: agent, clock)
         storage = Storage(self.mktemp(), sync_run)
         storage.prepare()
-        cache = PageCache(pool, storage, clock)
         one_page = index_module._weight(index_module.CachedPage(ProjectPage("x"), "", 0.0))  # type: ignore[arg-type]
-        self.patch(index_module, "MEMORY_BYTES", 2 * one_page + index_module.BYTES_PER_FILE * 2)
+        budget = 2 * one_page + index_module.BYTES_PER_FILE * 2
+        cache = PageCache(pool, storage, clock, memory_budget=budget)
         for name in ("proto-a", "proto-b", "proto-c"):
             d = cache.get(name)  # type: ignore[arg-type]
             agent.flush()
