@@ -455,9 +455,9 @@ def upstream_agents(
     """
     tls = tls_policy if tls_policy is not None else BrowserLikePolicyForHTTPS()
 
-    def through(proxy: str, upstream: UpstreamConfig) -> IAgent:
-        authorization = proxy_authorization(proxy)
-        host, port = proxy_address(proxy)
+    def through(proxy_url: str, upstream: UpstreamConfig) -> IAgent:
+        authorization = proxy_authorization(proxy_url)
+        host, port = proxy_address(proxy_url)
         endpoint = endpoints.HostnameEndpoint(reactor, host, port, timeout=upstream.connect_timeout)
         tunnels = TunnellingEndpointFactory(
             reactor, endpoint, tls, authorization, timeout=upstream.connect_timeout
