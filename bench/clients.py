@@ -136,12 +136,12 @@ def fetch(
     timeout: float = 120.0,
 ) -> Fetch:
     """
-    GET C{url} (a loopback ``http://`` URL) once, timed.
+    GET ``url`` (a loopback ``http://`` URL) once, timed.
 
     :param digest: compute the body's sha256.
     :param keep: keep the body (for small responses only).
     :raises ClientError: on a broken or short response.
-    :raises TimeoutError: after C{timeout} seconds.
+    :raises TimeoutError: after ``timeout`` seconds.
     """
     return asyncio.run(asyncio.wait_for(_fetch(url, accept, digest, keep), timeout))
 
@@ -150,7 +150,7 @@ def fetch_many(
     url: str, clients: int, *, digest: bool = True, timeout: float = 300.0
 ) -> list[Fetch]:
     """
-    C{clients} concurrent GETs of C{url}, started together.
+    ``clients`` concurrent GETs of ``url``, started together.
 
     :raises ClientError: if any of them fails.
     """
@@ -165,8 +165,8 @@ def fetch_many(
 @attrs.frozen
 class DrainRun:
     """
-    C{clients} concurrent L{bench/drain.py <drain>} processes, each
-    fetching one URL C{repeat} times in a row.
+    ``clients`` concurrent `bench/drain.py <drain>` processes, each
+    fetching one URL ``repeat`` times in a row.
 
     :ivar starts: each client's first connect, ``time.monotonic()``.
     :ivar ends: each client's last byte, ``time.monotonic()``.
@@ -200,12 +200,12 @@ def drain_many(
     url: str, clients: int, *, repeat: int, expect_size: int, timeout: float = 300.0
 ) -> DrainRun:
     """
-    Run C{clients} throughput clients (``bench/drain.py``, one process
-    each, so the client side is not one GIL) against C{url}, started
+    Run ``clients`` throughput clients (``bench/drain.py``, one process
+    each, so the client side is not one GIL) against ``url``, started
     together at a common instant after all processes are up.
 
     :raises ClientError: if any client fails, or gets a status other than
-        200 or other than C{expect_size} bytes per GET.
+        200 or other than ``expect_size`` bytes per GET.
     """
     start_at = time.monotonic() + 0.5 + 0.04 * clients
     argv = [sys.executable, _DRAIN, url, "--repeat", str(repeat), "--start-at", str(start_at)]
@@ -264,8 +264,8 @@ def wrk(
     encoding: str | None = None,
 ) -> WrkRun:
     """
-    Run ``wrk`` against C{url} with an ``Accept`` header (keep-alive), and
-    an ``Accept-Encoding`` header when C{encoding} is given.
+    Run ``wrk`` against ``url`` with an ``Accept`` header (keep-alive), and
+    an ``Accept-Encoding`` header when ``encoding`` is given.
 
     :raises ClientError: when wrk fails or prints no rate.
     """
@@ -323,7 +323,7 @@ def pip_download(
     timeout: float = 600.0,
 ) -> float:
     """
-    Run a real ``pip download --no-cache-dir`` into C{dest}; return its
+    Run a real ``pip download --no-cache-dir`` into ``dest``; return its
     wall time in seconds.
 
     :raises ClientError: when pip fails.

@@ -31,7 +31,7 @@ from harness import Processes, Proxy, start_proxy, start_upstream
 
 def fetch(url: str, timeout: float = 20.0) -> bytes | None:
     """
-    GET C{url}; ``None`` when the request fails (the service was killed).
+    GET ``url``; ``None`` when the request fails (the service was killed).
     """
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:

@@ -1,5 +1,5 @@
 """
-A throughput client: GET one loopback URL C{--repeat} times in a row, each
+A throughput client: GET one loopback URL ``--repeat`` times in a row, each
 on a new connection, discarding the body with ``recv_into`` a 1 MiB buffer
 (cheaper per byte than curl's 16 KiB writes to ``/dev/null``), and print
 one JSON line: bytes received, the first and last byte's
@@ -7,7 +7,7 @@ one JSON line: bytes received, the first and last byte's
 codes.
 
 Several of these run side by side for the concurrent-client scenarios;
-C{--start-at} (a ``time.monotonic()`` value) lines their starts up.
+``--start-at`` (a ``time.monotonic()`` value) lines their starts up.
 """
 
 from __future__ import annotations

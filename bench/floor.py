@@ -27,7 +27,7 @@ TYPES = {b".json": b"application/vnd.pypi.simple.v1+json", b".html": b"text/html
 
 class Files(Resource):
     """
-    C{/<name>} from memory; 404 for anything else.
+    ``/<name>`` from memory; 404 for anything else.
     """
 
     isLeaf = True

@@ -3,7 +3,7 @@ Processes the benchmark starts and measures: the fake upstream, the proxy
 (a real ``twistd``), nginx, and a sampler of the proxy's memory.
 
 Every process is started in its own session (so its whole process group
-can be signalled), registered with a L{Processes} that terminates them all
+can be signalled), registered with a `Processes` that terminates them all
 on exit, and waited for with a time limit.  Everything listens on
 127.0.0.1 only.
 """
@@ -47,7 +47,7 @@ class BenchError(Exception):
 
 def ensure_tools(apt_packages: Mapping[str, str]) -> None:
     """
-    Install missing command-line tools with apt (C{{command: package}}),
+    Install missing command-line tools with apt (``{command: package}``),
     running ``apt-get update`` once first; needs root.
 
     :raises BenchError: when a tool is missing and cannot be installed.
@@ -68,7 +68,7 @@ def ensure_tools(apt_packages: Mapping[str, str]) -> None:
 
 def find_tool(command: str) -> str | None:
     """
-    The path of C{command}, also looking in the sbin directories that a
+    The path of ``command``, also looking in the sbin directories that a
     non-login shell may leave off ``PATH`` (Debian puts nginx there).
     """
     found = shutil.which(command)
@@ -118,7 +118,7 @@ def twistd_argv() -> list[str]:
 @attrs.define
 class Processes:
     """
-    Every process the benchmark started; L{stop_all} ends them (whole
+    Every process the benchmark started; `stop_all` ends them (whole
     process groups: TERM, then KILL).
     """
 
@@ -134,7 +134,7 @@ class Processes:
         stderr: IO[bytes] | int | None = None,
     ) -> subprocess.Popen[bytes]:
         """
-        Start C{argv} in a new session and remember it.
+        Start ``argv`` in a new session and remember it.
         """
         proc = subprocess.Popen(
             list(argv),
@@ -151,7 +151,7 @@ class Processes:
 
     def stop(self, proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
         """
-        Terminate C{proc}'s process group and reap it.
+        Terminate ``proc``'s process group and reap it.
         """
         if proc.poll() is None:
             _signal_group(proc.pid, signal.SIGTERM)
@@ -235,7 +235,7 @@ class Upstream:
         reset: bool = False,
     ) -> dict[str, Any]:
         """
-        Change the fake's knobs (C{throttle} 0 = unthrottled) and/or clear
+        Change the fake's knobs (``throttle`` 0 = unthrottled) and/or clear
         its request log.
         """
         query = []
@@ -273,7 +273,7 @@ def start_upstream(
     """
     Start ``bench/upstream.py`` and wait for its manifest line.
 
-    :raises BenchError: if it does not announce itself within C{timeout}.
+    :raises BenchError: if it does not announce itself within ``timeout``.
     """
     log = open(os.path.join(workdir, "upstream.log"), "wb")
     proc = procs.start(
@@ -355,11 +355,11 @@ def start_proxy(
     extra: Sequence[str] = (),
 ) -> Proxy:
     """
-    Start ``twistd -n proxypypi`` with the storage directory C{workdir/name}
-    (emptied first when C{fresh}) on an ephemeral loopback port; wait for
+    Start ``twistd -n proxypypi`` with the storage directory ``workdir/name``
+    (emptied first when ``fresh``) on an ephemeral loopback port; wait for
     its "listening on" line.
 
-    :raises BenchError: if it exits or does not listen within C{timeout}.
+    :raises BenchError: if it exits or does not listen within ``timeout``.
     """
     storage = os.path.join(workdir, name)
     if fresh and os.path.exists(storage):
@@ -437,7 +437,7 @@ http {{
 @attrs.define
 class Nginx:
     """
-    A running nginx serving C{root} on a loopback port.
+    A running nginx serving ``root`` on a loopback port.
     """
 
     proc: subprocess.Popen[bytes]
@@ -457,7 +457,7 @@ def start_nginx(
 ) -> Nginx:
     """
     Start Debian's nginx in the foreground with a generated configuration
-    (sendfile on, no access log) serving C{root} on ``127.0.0.1:port``.
+    (sendfile on, no access log) serving ``root`` on ``127.0.0.1:port``.
 
     :raises BenchError: if it does not accept connections in time.
     """
@@ -494,7 +494,7 @@ def start_nginx(
 @attrs.define
 class Floor:
     """
-    A running C{bench/floor.py}: bare twisted.web answering from memory.
+    A running ``bench/floor.py``: bare twisted.web answering from memory.
     """
 
     proc: subprocess.Popen[bytes]
@@ -510,7 +510,7 @@ class Floor:
 
 def start_floor(procs: Processes, root: str, timeout: float = 30.0) -> Floor:
     """
-    Start C{bench/floor.py} serving the files of C{root}.
+    Start ``bench/floor.py`` serving the files of ``root``.
 
     :raises BenchError: if it does not announce its port in time.
     """
@@ -582,7 +582,7 @@ def _status_kib(pid: int, field: str) -> int | None:
 
 def rss_mib(pid: int) -> float | None:
     """
-    The current resident set size of C{pid}, in MiB.
+    The current resident set size of ``pid``, in MiB.
     """
     kib = _status_kib(pid, "VmRSS")
     return None if kib is None else kib / 1024
@@ -594,8 +594,8 @@ class RssMonitor:
     Peak RSS of one process over a stretch of time: resets the kernel's
     high-water mark (``/proc/PID/clear_refs``, value 5) at the start and
     reads ``VmHWM`` at the end, and also samples ``VmRSS`` every
-    C{interval} seconds in a thread (the fallback when the reset is not
-    permitted).  Use as a context manager; read L{peak_mib} afterwards.
+    ``interval`` seconds in a thread (the fallback when the reset is not
+    permitted).  Use as a context manager; read `peak_mib` afterwards.
     """
 
     pid: int

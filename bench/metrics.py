@@ -70,7 +70,7 @@ class _Upstream(BaseHTTPRequestHandler):
 
 def build_storage(root: str, files: int, upstream: str, size: int) -> list[tuple[str, str]]:
     """
-    C{files} stored files and their pages under C{root}.
+    ``files`` stored files and their pages under ``root``.
 
     :returns: (project, filename) of every file.
     """
@@ -139,7 +139,7 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def time_requests(port: int, path: str, count: int) -> tuple[list[float], int]:
     """
-    Seconds per request for C{count} sequential GETs (after two warm-up
+    Seconds per request for ``count`` sequential GETs (after two warm-up
     requests), and the body size.
     """
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -158,7 +158,7 @@ def time_requests(port: int, path: str, count: int) -> tuple[list[float], int]:
 
 def _client(port: int, made: list[tuple[str, str]], until: float, seed: int, out: Any) -> None:
     """
-    One load client: a project page, then one of its files, until C{until}.
+    One load client: a project page, then one of its files, until ``until``.
     """
     rng = random.Random(seed)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)

@@ -63,7 +63,7 @@ class Bytes(Resource):
 
 def per_request_us(site: Any, raw: bytes, rounds: int, count: int) -> tuple[float, bytes]:
     """
-    The best of C{rounds} of C{count} requests on one keep-alive
+    The best of ``rounds`` of ``count`` requests on one keep-alive
     connection, in microseconds per request; and the first response.
     """
     channel = site.buildProtocol(None)

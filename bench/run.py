@@ -176,7 +176,7 @@ def mib(value: float) -> str:
 
 def streaming_rss(what: str, peak: float) -> Row:
     """
-    The row of the peak RSS while 64 clients stream C{what}, against the
+    The row of the peak RSS while 64 clients stream ``what``, against the
     issue's limit of 80 MiB.
     """
     return Row(
@@ -273,7 +273,7 @@ class Bench:
 
 def check_digest(results: Sequence[Fetch], want: str, what: str) -> None:
     """
-    :raises BenchError: if any body's sha256 differs from C{want}.
+    :raises BenchError: if any body's sha256 differs from ``want``.
     """
     bad = [r for r in results if r.status != 200 or r.sha256 != want]
     if bad:
@@ -557,7 +557,7 @@ def scenario_cached(b: Bench) -> None:
 
 def check_download(dest: str, files: Sequence[dict[str, Any]]) -> None:
     """
-    :raises BenchError: unless C{dest} holds exactly the install set.
+    :raises BenchError: unless ``dest`` holds exactly the install set.
     """
     want = {f["filename"]: f["sha256"] for f in files}
     got = {}

@@ -4,7 +4,7 @@ Optional sampling profiles of the proxy during a measurement
 installs into the current environment with pip when it is missing.
 
 Each profile is written in py-spy's "raw" (collapsed stack) format to
-``bench/results/profile-<name>.txt``; L{top_frames} summarises one as the
+``bench/results/profile-<name>.txt``; `top_frames` summarises one as the
 functions holding the most samples (self time), which the report lists.
 """
 
@@ -23,7 +23,7 @@ from collections.abc import Iterator
 def find_py_spy(install: bool) -> str | None:
     """
     The py-spy executable next to this interpreter or on ``PATH``; with
-    C{install}, ``pip install py-spy`` first when there is none.
+    ``install``, ``pip install py-spy`` first when there is none.
     """
     here = os.path.join(os.path.dirname(sys.executable), "py-spy")
     for candidate in (here, shutil.which("py-spy")):
@@ -43,8 +43,8 @@ def find_py_spy(install: bool) -> str | None:
 @contextlib.contextmanager
 def sampling(py_spy: str | None, pid: int, output: str | None) -> Iterator[None]:
     """
-    Sample C{pid} with py-spy (without pausing it) for the duration of the
-    block, writing the collapsed stacks to C{output}; does nothing when
+    Sample ``pid`` with py-spy (without pausing it) for the duration of the
+    block, writing the collapsed stacks to ``output``; does nothing when
     either is ``None``.
     """
     if py_spy is None or output is None:
@@ -70,7 +70,7 @@ def sampling(py_spy: str | None, pid: int, output: str | None) -> Iterator[None]
 
 def top_frames(path: str, count: int = 8) -> list[tuple[str, float]]:
     """
-    The C{count} functions with the most self samples in a raw py-spy
+    The ``count`` functions with the most self samples in a raw py-spy
     profile, with their share of all (non-idle) samples.
     """
     self_time: Counter[str] = Counter()

@@ -1,11 +1,11 @@
 """
-The benchmark's fake upstream: a L{proxypypi.testing.FakeIndex} in its own
+The benchmark's fake upstream: a `proxypypi.testing.FakeIndex` in its own
 process, on an ephemeral loopback port, with the real reactor.
 
 It builds every distribution the benchmark needs, writes a copy of the
-large file (for nginx, the disk reference) to C{--export-dir}, prints one
+large file (for nginx, the disk reference) to ``--export-dir``, prints one
 JSON line (the port and a manifest of what it serves) on stdout, and
-serves until it is terminated, its parent goes away, or C{--max-seconds}
+serves until it is terminated, its parent goes away, or ``--max-seconds``
 pass.
 
 Two extra resources beside the index, for the benchmark driver only:
@@ -51,7 +51,7 @@ UPLOAD_TIME = "2025-01-02T03:04:05.123456Z"
 @attrs.frozen
 class PrehashedDist(Dist):
     """
-    A L{Dist} whose sha256 is computed once: C{FakeIndex} asks for it on
+    A `Dist` whose sha256 is computed once: ``FakeIndex`` asks for it on
     every page render and file response, which for a 200 MB file would
     stall the fake for a noticeable fraction of a second each time.
     """
@@ -68,7 +68,7 @@ class PrehashedDist(Dist):
     @classmethod
     def of(cls, dist: Dist) -> PrehashedDist:
         """
-        Wrap C{dist}, hashing it once.
+        Wrap ``dist``, hashing it once.
         """
         return cls(dist.filename, dist.data, dist.metadata, hashlib.sha256(dist.data).hexdigest())
 
@@ -105,7 +105,7 @@ def install_set() -> list[Dist]:
 
 def page_set(count: int) -> list[Dist]:
     """
-    C{count} small wheels of one project, for the page benchmark.
+    ``count`` small wheels of one project, for the page benchmark.
     """
     return [make_wheel(PAGE_PROJECT, f"{i // 10}.{i % 10}.0") for i in range(count)]
 
@@ -198,7 +198,7 @@ class BenchRoot(Resource):
 
 def build(args: argparse.Namespace, index: FakeIndex) -> dict[str, Any]:
     """
-    Add every benchmark distribution to C{index}; return the manifest.
+    Add every benchmark distribution to ``index``; return the manifest.
     """
     manifest: dict[str, Any] = {}
 

@@ -88,9 +88,9 @@ def page_hashes(raw: bytes) -> dict[str, Expected]:
     hash.  Reads the JSON directly, so file URLs are irrelevant: upstream
     pages as the service stores them (PEP 691, ``hashes`` and
     ``core-metadata``) and private pages (``.page.json``: flat ``sha256``
-    and ``metadata-sha256``, see L{proxypypi.private}).
+    and ``metadata-sha256``, see `proxypypi.private`).
 
-    :raises ValueError: when C{raw} is not such a page.
+    :raises ValueError: when ``raw`` is not such a page.
     """
     doc = json.loads(raw)
     if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
@@ -158,7 +158,7 @@ _REMOVABLE = ("zero-byte", "foreign", "temporary")
 @attrs.define
 class Verifier:
     """
-    One ``verify`` run over the storage directory C{root}.
+    One ``verify`` run over the storage directory ``root``.
     """
 
     root: str
@@ -198,7 +198,7 @@ class Verifier:
 
     def _quarantine(self, project: str, path: str) -> str:
         """
-        Move C{path} to ``quarantine/<project>/`` (atomic rename), never
+        Move ``path`` to ``quarantine/<project>/`` (atomic rename), never
         overwriting an earlier quarantined file.
         """
         directory = os.path.join(self.root, "quarantine", project)
@@ -389,7 +389,7 @@ def _count(entries: Iterator[os.DirEntry[str]]) -> tuple[int, int]:
 
 def collect_stats(root: str) -> dict[str, Any]:
     """
-    Counts and sizes of everything in the storage directory C{root}.
+    Counts and sizes of everything in the storage directory ``root``.
     """
     if not os.path.isdir(root):
         raise AdminError(f"{root} is not a directory; give the service's --storage")
@@ -482,7 +482,7 @@ def pip_command(
     extra: Sequence[str] = (),
 ) -> list[str]:
     """
-    The pip invocation that downloads C{requirements} (and their
+    The pip invocation that downloads ``requirements`` (and their
     dependencies) through the proxy: this interpreter's pip, isolated from
     the user's pip configuration (so no other index is consulted), no pip
     cache (every file must come through the proxy), no self-version check.
@@ -514,7 +514,7 @@ def pip_command(
 @attrs.define
 class Progress:
     """
-    What pip said so far, shown on one self-rewriting line when C{err} is
+    What pip said so far, shown on one self-rewriting line when ``err`` is
     a terminal, as plain lines otherwise.
     """
 

@@ -10,7 +10,7 @@ or remove users without a restart.
 
 Three properties matter more than the mechanics:
 
-- **No hint.**  Every failure is the same L{UnauthorizedLogin}; an unknown
+- **No hint.**  Every failure is the same `UnauthorizedLogin`; an unknown
   user costs one bcrypt verification against a dummy hash of the usual cost,
   so the time taken does not tell unknown users from wrong passwords.
 - **No blocked reactor.**  bcrypt takes milliseconds to a quarter second by
@@ -97,7 +97,7 @@ class User:
 class UserRealm:
     """
     Turns an avatar id (the user name the checker vouched for) into a
-    L{User}.  There is nothing to log out of.
+    `User`.  There is nothing to log out of.
     """
 
     def requestAvatar(self, avatarId: bytes | tuple[()], mind: object, *interfaces: Any) -> Any:
@@ -277,7 +277,7 @@ class HtpasswdChecker:
         Vouch for the user name when the password matches.
 
         :returns: a Deferred firing with the user name, or failing with
-            L{UnauthorizedLogin} (always the same, whatever went wrong).
+            `UnauthorizedLogin` (always the same, whatever went wrong).
         """
         user = bytes(credentials.username)
         password = bytes(credentials.password)
@@ -340,7 +340,7 @@ def parse_basic(header: bytes | None) -> UsernamePassword | None:
 @attrs.define(eq=False)
 class Authenticator:
     """
-    HTTP Basic authentication of requests against a L{Portal}.
+    HTTP Basic authentication of requests against a `Portal`.
     """
 
     portal: Portal
@@ -352,10 +352,10 @@ class Authenticator:
         cls, path: str, run: Runner, clock: IReactorTime, *, load: bool = True
     ) -> Authenticator:
         """
-        The usual set-up: one L{HtpasswdChecker} behind a L{UserRealm}.
+        The usual set-up: one `HtpasswdChecker` behind a `UserRealm`.
 
         :param load: read the file now, so a missing file stops start-up.
-        :raises AuthFileError: when C{load} and the file cannot be read.
+        :raises AuthFileError: when ``load`` and the file cannot be read.
         """
         checker = HtpasswdChecker(path, run, clock)
         if load:
@@ -364,7 +364,7 @@ class Authenticator:
 
     def authenticate(self, request: IRequest) -> Deferred[User | None]:
         """
-        Who sent C{request}: the L{User} when its Basic credentials are
+        Who sent ``request``: the `User` when its Basic credentials are
         valid, ``None`` otherwise (missing, malformed or wrong alike).
         Fires synchronously for credentials checked recently.
         """
@@ -372,7 +372,7 @@ class Authenticator:
 
     def authenticate_header(self, header: bytes | None) -> Deferred[User | None]:
         """
-        L{authenticate}, from the ``Authorization`` header's value alone.
+        `authenticate`, from the ``Authorization`` header's value alone.
         """
         credentials = parse_basic(header)
         if credentials is None:

@@ -117,7 +117,7 @@ def proxy_address(url: str) -> tuple[str, int]:
 
 def environment_proxy(url: str) -> str | None:
     """
-    The HTTP proxy the environment names for reaching C{url}, as pip, uv
+    The HTTP proxy the environment names for reaching ``url``, as pip, uv
     and curl read it: ``https_proxy`` or ``http_proxy`` by the URL's
     scheme, else ``all_proxy`` (each also in upper case), unless
     ``no_proxy`` exempts the URL's host.  Used only when no
@@ -180,7 +180,7 @@ def parse_upstream_group(spec: str) -> tuple[UpstreamConfig, ...]:
 
 
 #: Keys of one ``[[upstream]]`` table (besides ``url`` and ``group``) and
-#: the L{UpstreamConfig} field each sets.
+#: the `UpstreamConfig` field each sets.
 _UPSTREAM_KEYS: Mapping[str, str] = {
     "weight": "weight",
     "connect-timeout": "connect_timeout",
@@ -289,7 +289,7 @@ class Config:
     :ivar upstream_proxy: an HTTP proxy URL (``http://[user:password@]host:port``)
         for reaching upstreams: https ones through a ``CONNECT`` tunnel
         (TLS still verified end to end), plain-http ones as proxied requests.
-        ``None``: the one the environment names (L{environment_proxy}), if any.
+        ``None``: the one the environment names (`environment_proxy`), if any.
     """
 
     upstreams: tuple[tuple[UpstreamConfig, ...], ...]
@@ -424,9 +424,9 @@ def build_config(
     settings: Mapping[str, object], upstreams: Iterable[str] = (), listen: Iterable[str] = ()
 ) -> Config:
     """
-    Build a L{Config} from option-style keys (``page-ttl``; underscores are
-    accepted too).  C{upstreams} and C{listen}, when not empty, replace the
-    ones in C{settings}: the command line overrides the file.
+    Build a `Config` from option-style keys (``page-ttl``; underscores are
+    accepted too).  ``upstreams`` and ``listen``, when not empty, replace the
+    ones in ``settings``: the command line overrides the file.
 
     :raises ConfigError: naming the first bad or unknown key.
     """

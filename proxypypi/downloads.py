@@ -2,9 +2,9 @@
 """
 Single-flight file downloads that clients can read while they land.
 
-However many clients ask for a file, one L{Download} fetches it: it appends
+However many clients ask for a file, one `Download` fetches it: it appends
 the upstream body to a partial file as it arrives, and every client tails
-that file with its own producer (L{proxypypi.producers.TailProducer}).  A
+that file with its own producer (`proxypypi.producers.TailProducer`).  A
 broken upstream connection is resumed with an HTTP ``Range`` request, from
 the next origin (another mirror of the same group) when there is one; the
 hash from the index page is checked before the last byte is released, and
@@ -14,10 +14,10 @@ A hash mismatch cannot be failed over: by then the clients hold every byte
 but the last, and some of those bytes are wrong.  So the clients'
 connections are aborted (an installer sees a truncated download and never a
 corrupt file), nothing is committed, the origins that supplied the bytes are
-reported as failed, and the L{Manager} remembers them, so the next request
+reported as failed, and the `Manager` remembers them, so the next request
 for the file starts a fresh download from the other origins first.
 
-Each origin may carry an L{OriginHealth} (the upstream member behind it):
+Each origin may carry an `OriginHealth` (the upstream member behind it):
 the download tells it of every request it starts and ends, and whether it
 worked.  This module never imports the upstream pool; the pool hands it
 origins that already know whom to report to.
@@ -69,7 +69,7 @@ class IntegrityError(FetchError):
 class OriginHealth(typing.Protocol):
     """
     Whom a download tells how an origin behaved (in practice the health of
-    the upstream member behind it, L{proxypypi.health.Health}).
+    the upstream member behind it, `proxypypi.health.Health`).
     """
 
     @property
@@ -83,10 +83,10 @@ class OriginHealth(typing.Protocol):
         """That request is over, whatever its outcome."""
 
     def report_success(self, latency: float | None = None) -> None:
-        """The origin served the file (C{latency}: seconds to headers)."""
+        """The origin served the file (``latency``: seconds to headers)."""
 
     def report_failure(self, reason: str, fatal: bool = False) -> None:
-        """The origin failed; C{fatal} when it cannot be reached at all."""
+        """The origin failed; ``fatal`` when it cannot be reached at all."""
 
 
 @attrs.frozen
@@ -139,7 +139,7 @@ class CompleteFile:
     A file already committed to storage, as it was when looked at.
 
     A private file may be replaced (``--allow-overwrite``) between the look
-    and the opening: L{open} refuses a file that is no longer the one
+    and the opening: `open` refuses a file that is no longer the one
     looked at, so a response never sends one file's bytes under another's
     length.  Once open, the descriptor keeps the file's bytes whatever
     replaces it.
@@ -382,9 +382,9 @@ class Download:
 
     def _next_origin(self, position: int, excluded: Mapping[int, object]) -> int | None:
         """
-        The origin for the next attempt: the next one after C{position}
+        The origin for the next attempt: the next one after ``position``
         (cyclically) that is in rotation, else the next one at all, never
-        one in C{excluded}.
+        one in ``excluded``.
         """
         count = len(self.origins)
         candidates = [(position + i) % count for i in range(count)]
@@ -401,7 +401,7 @@ class Download:
 
     async def _attempt_reporting(self, origin: Origin, timing: _Timing) -> None:
         """
-        L{_attempt}, counted as load on the origin while it runs.
+        `_attempt`, counted as load on the origin while it runs.
         """
         if self._cancelled:
             raise FetchError("download cancelled")
@@ -602,7 +602,7 @@ class Manager:
         size: int | None,
     ) -> Download:
         """
-        The download of C{key}: the one in flight, or a new one.
+        The download of ``key``: the one in flight, or a new one.
         """
         existing = self._active.get(key)
         if existing is not None:
@@ -638,7 +638,7 @@ class Manager:
 
     def running(self, key: FileKey) -> Download | None:
         """
-        The download of C{key} in flight, if any (a request that finds one
+        The download of ``key`` in flight, if any (a request that finds one
         joins it rather than starting another).
         """
         return self._active.get(key)

@@ -105,19 +105,19 @@ class Usage(Protocol):
 
     def serving(self, request: IRequest, key: FileKey) -> None:
         """
-        A response for C{key} starts; it counts as an access, and the file
+        A response for ``key`` starts; it counts as an access, and the file
         is in use until the request finishes.
         """
 
     def stored(self, key: FileKey, size: int) -> None:
         """
-        A download of C{key} was committed with C{size} bytes.
+        A download of ``key`` was committed with ``size`` bytes.
         """
 
 
 class NoEviction:
     """
-    The L{Usage} of an unbounded cache: nothing to record.
+    The `Usage` of an unbounded cache: nothing to record.
     """
 
     def serving(self, request: IRequest, key: FileKey) -> None:
@@ -145,7 +145,7 @@ def _line(key: FileKey, used: float) -> bytes:
 def scan_files(files_dir: str) -> dict[FileKey, tuple[int, float]]:
     """
     Size and mtime of every file the service may have stored under
-    C{files_dir}: normalized project directories, safe file names, no
+    ``files_dir``: normalized project directories, safe file names, no
     temporary files.  Anything else is not ours to evict (see
     ``proxypypi-admin verify``).  Blocking.
     """
@@ -157,7 +157,7 @@ def scan_files(files_dir: str) -> dict[FileKey, tuple[int, float]]:
 
 def read_journal(path: str) -> tuple[dict[FileKey, float], int]:
     """
-    The last recorded access of every file in the journal at C{path}, and
+    The last recorded access of every file in the journal at ``path``, and
     its number of lines.  A torn last line (a crash mid-write) is cut off
     the file, so appends start on a fresh line; unreadable lines are
     skipped.  Blocking.
@@ -197,11 +197,11 @@ def _scan(files_dir: str, journal: str) -> _Scan:
 class Evictor:
     """
     The size and access order of the upstream files in storage, and the
-    eviction of the least recently used ones past C{limit}.
+    eviction of the least recently used ones past ``limit``.
 
     :ivar limit: bytes of upstream files to keep.
     :ivar busy: the files being downloaded right now (never evicted).
-    :ivar low_water: a pass evicts down to this fraction of C{limit}.
+    :ivar low_water: a pass evicts down to this fraction of ``limit``.
     """
 
     storage: Storage
@@ -261,7 +261,7 @@ class Evictor:
 
     def in_use(self, key: FileKey) -> bool:
         """
-        Whether a response is reading C{key} or a download is writing it.
+        Whether a response is reading ``key`` or a download is writing it.
         """
         return self._readers[key] > 0 or key in set(self.busy())
 
@@ -290,7 +290,7 @@ class Evictor:
 
     def _touch(self, key: FileKey, size: int | None) -> None:
         """
-        Record an access (C{size} ``None``) or a commit of C{key}.
+        Record an access (``size`` ``None``) or a commit of ``key``.
         """
         now = self.clock.seconds()
         if not self._loaded:
@@ -386,7 +386,7 @@ class Evictor:
 
     def load(self) -> Deferred[None]:
         """
-        Scan C{DATA/files} and read the journal in the disk thread pool,
+        Scan ``DATA/files`` and read the journal in the disk thread pool,
         then start tracking.  Never fails; on an error it is logged, and
         the next background pass tries again.
         """
@@ -464,7 +464,7 @@ class Evictor:
     def evict(self) -> int:
         """
         Evict least recently used files not in use until the total is down
-        to C{low_water} of the limit (at most L{BATCH} per call; the rest
+        to ``low_water`` of the limit (at most `BATCH` per call; the rest
         continues in the next reactor turn).
 
         :returns: the bytes freed.
@@ -538,7 +538,7 @@ class Evictor:
         """
         One background pass: finish starting if the scan failed, compact
         the journal when it is mostly stale, evict if over the limit.
-        Never raises: a C{LoopingCall} stops for good on the first error
+        Never raises: a ``LoopingCall`` stops for good on the first error
         (``STYLE.md`` §2.d).
         """
         try:
@@ -561,7 +561,7 @@ class Evictor:
 
 class EvictionService(TimerService):
     """
-    Runs L{Evictor.tick} every C{interval} seconds (the first at start-up,
+    Runs `Evictor.tick` every ``interval`` seconds (the first at start-up,
     which starts the scan) and closes the journal on stop.
     """
 
@@ -578,7 +578,7 @@ class EvictionService(TimerService):
 
 def install(proxy: Proxy, limit: int, interval: float = INTERVAL) -> EvictionService:
     """
-    Bound C{proxy}'s cache to C{limit} bytes: hook an L{Evictor} into its
+    Bound ``proxy``'s cache to ``limit`` bytes: hook an `Evictor` into its
     resource tree and download manager; the returned service (to add to
     the service tree) drives it.
     """

@@ -39,10 +39,10 @@ _CLEAN_END = Failure(ResponseDone())
 
 class FetchError(Exception):
     """
-    An upstream request failed; C{str()} is a one-line reason for logs and
+    An upstream request failed; ``str()`` is a one-line reason for logs and
     error pages.
 
-    :ivar unreachable: retrying cannot help (see L{is_unreachable}).
+    :ivar unreachable: retrying cannot help (see `is_unreachable`).
     """
 
     unreachable: bool = False
@@ -103,12 +103,12 @@ def describe_failure(failure: Failure) -> str:
 @attrs.define(eq=False)
 class BodyReceiver(Protocol):
     """
-    Feed a response body chunk by chunk to C{on_data}, abandoning the
-    response when no byte arrives for C{idle_timeout} seconds (the server
+    Feed a response body chunk by chunk to ``on_data``, abandoning the
+    response when no byte arrives for ``idle_timeout`` seconds (the server
     side has no such timer while a response is being read).
 
     :ivar done: fires with ``None`` once the whole body arrived, or fails
-        with a L{FetchError}.  A body cut short is a failure; a body without
+        with a `FetchError`.  A body cut short is a failure; a body without
         a declared length that ends with the connection is accepted, and the
         caller checks its length or hash.
     """
@@ -145,7 +145,7 @@ class BodyReceiver(Protocol):
 
     def abort(self, error: Exception) -> None:
         """
-        Stop reading this body; C{done} fails with C{error}.
+        Stop reading this body; ``done`` fails with ``error``.
         """
         if self._error is None and not self.done.called:
             self._error = Failure(error)
@@ -187,7 +187,7 @@ def request(
     method: bytes = b"GET",
 ) -> Deferred[IResponse]:
     """
-    Send a request and wait at most C{timeout} seconds for the response
+    Send a request and wait at most ``timeout`` seconds for the response
     headers.
     """
     h = Headers({b"user-agent": [USER_AGENT]})
@@ -209,7 +209,7 @@ def read_body(
     response: IResponse, clock: IReactorTime, idle_timeout: float, limit: int
 ) -> Deferred[bytes]:
     """
-    Read a whole (small) body, at most C{limit} bytes.
+    Read a whole (small) body, at most ``limit`` bytes.
     """
     chunks: list[bytes] = []
     size = 0

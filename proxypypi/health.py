@@ -21,10 +21,10 @@ The machine is built with automat's ``TypeMachineBuilder``: the transition
 table is declared in one place and is total (every input has an answer in
 every state, most of them "ignore"), so a late probe result or a stale timer
 can never raise.  The decision *which* failure input to send (``failed`` or
-``taken_out``) is made by L{Health} from its counters, because automat
+``taken_out``) is made by `Health` from its counters, because automat
 transitions do not branch on data.
 
-Besides the state, L{Health} keeps what ``/health`` and the load balancer
+Besides the state, `Health` keeps what ``/health`` and the load balancer
 read: requests in flight, an error rate over a sliding window, and an
 exponentially weighted moving average of the latency to the first byte.
 """
@@ -50,7 +50,7 @@ from .fetch import describe_failure, is_unreachable
 DOWN_AFTER = 3
 
 #: Seconds before the first probe of a member that went down; doubled after
-#: every failed probe, up to L{PROBE_MAX_DELAY}.
+#: every failed probe, up to `PROBE_MAX_DELAY`.
 PROBE_FIRST_DELAY = 2.0
 PROBE_MAX_DELAY = 120.0
 
@@ -172,7 +172,7 @@ class Health:
     def error_rate(self) -> float:
         """
         The share of failed requests (and probes) over the last
-        L{ERROR_WINDOW} seconds; 0 when there were none.
+        `ERROR_WINDOW` seconds; 0 when there were none.
         """
         self._prune()
         if not self._outcomes:
@@ -194,7 +194,7 @@ class Health:
 
     def report_success(self, latency: float | None = None) -> None:
         """
-        A request worked; C{latency} is its time to the first byte.
+        A request worked; ``latency`` is its time to the first byte.
         """
         if latency is not None:
             latency = max(0.0, latency)
@@ -263,7 +263,7 @@ class Health:
     def stop_probing(self) -> None:
         """
         Cancel the pending probe timer and any probe in flight; schedule no
-        more until L{start_probing}.
+        more until `start_probing`.
         """
         self._probing_enabled = False
         self._cancel_timer()
@@ -318,7 +318,7 @@ class Health:
 
     def probe_delay(self, failed_probes: int) -> float:
         """
-        Seconds to wait before the next probe after C{failed_probes} failed
+        Seconds to wait before the next probe after ``failed_probes`` failed
         ones: exponential, capped, with jitter.
         """
         base = min(PROBE_MAX_DELAY, PROBE_FIRST_DELAY * 2.0 ** min(failed_probes, 32))

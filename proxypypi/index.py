@@ -89,7 +89,7 @@ class CachedPage:
 
     def render(self, media_type: str) -> Rendered:
         """
-        The page as C{media_type}, rendered once and kept (both HTML media
+        The page as ``media_type``, rendered once and kept (both HTML media
         types share one rendering).
         """
         kind = "json" if media_type == JSON_V1 else "html"
@@ -121,7 +121,7 @@ class CachedPage:
         self, now: float, etag: str | None = None, last_modified: str | None = None
     ) -> CachedPage:
         """
-        The same page, confirmed current at C{now} (with the validators of
+        The same page, confirmed current at ``now`` (with the validators of
         the confirming 304, when it sent new ones).
         """
         return CachedPage(
@@ -135,7 +135,7 @@ class CachedPage:
 
     def only(self, keep: Callable[[DistFile], bool], now: float) -> CachedPage:
         """
-        A copy listing only the files C{keep} accepts.
+        A copy listing only the files ``keep`` accepts.
         """
         page = attrs.evolve(self.page, files=tuple(f for f in self.page.files if keep(f)))
         return CachedPage(page, self.source, now, self.etag, self.last_modified)
@@ -203,7 +203,7 @@ class PageCache:
     negative_ttl: float = 60.0
     forget_removed: bool = False
     offline: bool = False
-    #: Bytes of pages held in memory (see L{MEMORY_BYTES}).
+    #: Bytes of pages held in memory (see `MEMORY_BYTES`).
     memory_budget: int = MEMORY_BYTES
     log = Logger()
 
@@ -214,7 +214,7 @@ class PageCache:
 
     def in_memory(self, name: NormalizedName) -> CachedPage | None:
         """
-        The page of C{name} if it is in memory (no I/O at all).
+        The page of ``name`` if it is in memory (no I/O at all).
         """
         cached = self._memory.get(name)
         if cached is not None:
@@ -223,9 +223,9 @@ class PageCache:
 
     def peek(self, name: NormalizedName) -> CachedPage | None:
         """
-        The page we hold for C{name}, fresh or not, without asking any
+        The page we hold for ``name``, fresh or not, without asking any
         upstream; reads the disk on the calling thread when it is not in
-        memory (the service itself loads pages with L{get}, off the reactor).
+        memory (the service itself loads pages with `get`, off the reactor).
         """
         cached = self.in_memory(name)
         if cached is None:
@@ -236,7 +236,7 @@ class PageCache:
 
     def _load(self, name: NormalizedName) -> CachedPage | None:
         """
-        Read and parse the stored page of C{name}.  Blocking, and safe in a
+        Read and parse the stored page of ``name``.  Blocking, and safe in a
         thread: it touches no shared state.
         """
         raw = self.storage.read_page(name)
@@ -270,10 +270,10 @@ class PageCache:
 
     def ready(self, name: NormalizedName) -> CachedPage | None:
         """
-        The page of C{name} if one can be answered without waiting: fresh,
+        The page of ``name`` if one can be answered without waiting: fresh,
         or stale (a background refresh is then started).  This is the hot
         path of every index request, so it does no I/O at all: a page that
-        is not in memory is loaded from disk by L{get}, off the reactor.
+        is not in memory is loaded from disk by `get`, off the reactor.
         """
         cached = self.in_memory(name)
         if cached is not None:
@@ -286,17 +286,17 @@ class PageCache:
 
     def is_fresh(self, cached: CachedPage) -> bool:
         """
-        Whether C{cached} is within its TTL (offline, every page is).
+        Whether ``cached`` is within its TTL (offline, every page is).
         """
         return self.offline or self.clock.seconds() - cached.fetched_at < self.ttl
 
     def get(self, name: NormalizedName) -> Deferred[CachedPage]:
         """
-        The page of C{name}: fresh from cache, stale from cache (refreshed
+        The page of ``name``: fresh from cache, stale from cache (refreshed
         in the background), or fetched now.
 
-        :returns: a Deferred failing with L{ProjectNotFound} or
-            L{proxypypi.upstream.UpstreamUnavailable} when there is nothing
+        :returns: a Deferred failing with `ProjectNotFound` or
+            `proxypypi.upstream.UpstreamUnavailable` when there is nothing
             to serve.
         """
         cached = self.ready(name)
@@ -375,7 +375,7 @@ class PageCache:
 
     def _missing(self, name: NormalizedName) -> None:
         """
-        Remember that no upstream has C{name}, and forget the names whose
+        Remember that no upstream has ``name``, and forget the names whose
         negative TTL is over (kept in time order, oldest first, so that is
         cheap), so ever new names cannot grow this without bound.
         """
@@ -426,8 +426,8 @@ class PageCache:
 
     async def _forget(self, name: NormalizedName) -> None:
         """
-        Drop the page of C{name} from disk, then from memory (in that
-        order: a L{peek} meanwhile must not read it back from disk).
+        Drop the page of ``name`` from disk, then from memory (in that
+        order: a `peek` meanwhile must not read it back from disk).
         """
         try:
             await self.storage.run(unlink_all, [self.storage.page_path(name)])
@@ -443,7 +443,7 @@ class PageCache:
 
     def _with_removed(self, old: ProjectPage, new: ProjectPage) -> ProjectPage:
         """
-        C{new}, plus the files of C{old} that we stored and the upstream
+        ``new``, plus the files of ``old`` that we stored and the upstream
         no longer lists.
         """
         listed = {f.filename for f in new.files}

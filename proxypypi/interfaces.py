@@ -11,7 +11,7 @@ from zope.interface import Interface
 
 class IFileSourceListener(Interface):
     """
-    Someone reading an L{IFileSource} who wants to hear when it changes.
+    Someone reading an `IFileSource` who wants to hear when it changes.
     """
 
     def data_available() -> None:
@@ -29,7 +29,7 @@ class IFileSourceListener(Interface):
 class IFileSource(Interface):
     """
     A distribution file on disk, either complete or still being written by
-    a download.  Each reader opens its own file descriptor with L{open} and
+    a download.  Each reader opens its own file descriptor with `open` and
     reads with ``os.pread``, so readers never disturb each other.
     """
 
@@ -66,11 +66,11 @@ class IFileSource(Interface):
 
     def add_listener(listener: IFileSourceListener) -> None:
         """
-        Call C{listener} on every change until it is removed or the source
+        Call ``listener`` on every change until it is removed or the source
         completes or fails.  A complete source never calls listeners.
         """
 
     def remove_listener(listener: IFileSourceListener) -> None:
         """
-        Stop calling C{listener}; unknown listeners are ignored.
+        Stop calling ``listener``; unknown listeners are ignored.
         """

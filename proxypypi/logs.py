@@ -92,7 +92,7 @@ class LineWriter:
     Log lines written in batches, as nginx buffers its access log: writing
     and flushing a file for every request would cost a busy index server a
     quarter of its time.  Warnings and errors are written at once; a crash
-    loses at most C{FLUSH_INTERVAL} seconds of routine lines.
+    loses at most ``FLUSH_INTERVAL`` seconds of routine lines.
     """
 
     out: IO[str]
@@ -164,7 +164,7 @@ _RANK = {LogLevel.debug: 0, LogLevel.info: 1, LogLevel.warn: 2, LogLevel.error: 
 @attrs.define(eq=False)
 class LineObserver:
     """
-    Renders each event as one line for a L{LineWriter}.
+    Renders each event as one line for a `LineWriter`.
     """
 
     writer: LineWriter
@@ -184,7 +184,7 @@ _target: dict[str, str | None] = {"logfile": None}
 
 def use_logfile(path: str | None) -> None:
     """
-    Make the observers write to C{path} (``-`` or ``None``: standard output).
+    Make the observers write to ``path`` (``-`` or ``None``: standard output).
     """
     _target["logfile"] = path
 
@@ -232,9 +232,9 @@ def log_access(request: Any, duration: float, completed: bool) -> None:
     """
     Emit the structured access event of one finished (or aborted) request.
 
-    The event is the one C{access_log.info} would build, handed to the
-    logger's observer directly: C{Logger.emit} first checks its level
-    against every L{LogLevel} (a generator), which made up a third of this
+    The event is the one ``access_log.info`` would build, handed to the
+    logger's observer directly: ``Logger.emit`` first checks its level
+    against every `LogLevel` (a generator), which made up a third of this
     call, once per request.
     """
     access_log.observer(

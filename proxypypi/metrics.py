@@ -1,14 +1,14 @@
 # -*- test-case-name: tests.test_metrics -*-
 """
-What the service counts, for ``/metrics`` (L{proxypypi.web.metrics}) and
-the status page (L{proxypypi.web.status}).
+What the service counts, for ``/metrics`` (`proxypypi.web.metrics`) and
+the status page (`proxypypi.web.status`).
 
 Two kinds of figures, both read when a scrape or the status page asks:
 
 - Counters that exist nowhere else are kept here as plain integers, updated
-  in one place each: L{Metrics.request_done} once per finished request
+  in one place each: `Metrics.request_done` once per finished request
   (route, status, duration, bytes sent, the cache note the resources left on
-  the request, uploads), and L{MeteredAgent} once per upstream request
+  the request, uploads), and `MeteredAgent` once per upstream request
   (requests, errors, time to headers, bytes received).  No locks and no
   label lookups on the hot path: a request costs a few dictionary updates.
 - Everything that is already state somewhere (upstream health, downloads
@@ -20,9 +20,9 @@ codes are the few the service answers with, and upstreams are the
 configured ones.  No project or file name is ever a label.
 
 The storage size comes from the eviction's running total when
-``--max-cache-size`` is set; otherwise from L{StorageSize}, a scan of
+``--max-cache-size`` is set; otherwise from `StorageSize`, a scan of
 ``DATA/files`` in the disk thread pool at start-up and every
-L{STORAGE_SCAN_INTERVAL} seconds, kept current in between by the commits
+`STORAGE_SCAN_INTERVAL` seconds, kept current in between by the commits
 of downloads.  A scrape never walks the disk.
 """
 
@@ -78,7 +78,7 @@ ROUTES = (
     "other",
 )
 
-#: What a resource may note about the cache (L{proxypypi.logs.note}):
+#: What a resource may note about the cache (`proxypypi.logs.note`):
 #: ``hit`` served from what is stored and fresh; ``stale`` a page served
 #: while it is refreshed; ``miss`` fetched from an upstream for this
 #: request; ``join`` attached to a download another request started;
@@ -128,7 +128,7 @@ _CLEAN_ENDS = (ResponseDone, PotentialDataLoss)
 
 def route_of(method: bytes, path: bytes) -> str:
     """
-    The route a request is counted under (one of L{ROUTES}), from its
+    The route a request is counted under (one of `ROUTES`), from its
     method and raw path: a handful of byte comparisons.
     """
     if path.startswith(b"/files/"):
@@ -247,7 +247,7 @@ class _CountingResponse(proxyForInterface(IResponse)):  # type: ignore[misc]
 @attrs.define(eq=False)
 class MeteredAgent:
     """
-    An upstream member's agent, counting into its L{UpstreamMeter}.  It
+    An upstream member's agent, counting into its `UpstreamMeter`.  It
     wraps the whole agent stack of the member (redirects included), so
     pages, files, the project list and probes are all counted, with no
     counting code in any of them.
@@ -307,7 +307,7 @@ class Metrics:
 
     def meter(self, url: str) -> UpstreamMeter:
         """
-        The meter of the upstream member at C{url} (created on first use:
+        The meter of the upstream member at ``url`` (created on first use:
         only configured members are ever metered).
         """
         meter = self.upstreams.get(url)
@@ -383,7 +383,7 @@ class Metrics:
 def _scan_size(files_dir: str) -> tuple[int, int]:
     """
     Count and total size of the files the service may have stored under
-    C{files_dir}, without keeping a record per file.  Blocking.
+    ``files_dir``, without keeping a record per file.  Blocking.
     """
     count = total = 0
     for _project, _name, st in stored_files(files_dir):
@@ -397,7 +397,7 @@ class StorageSize:
     """
     The size of ``DATA/files`` without eviction's running total: scanned
     off the reactor thread now and then, and kept current in between by
-    the commits of downloads (L{stored}).  A file replaced in place, or
+    the commits of downloads (`stored`).  A file replaced in place, or
     removed by another hand, is set right by the next scan.
 
     :ivar files: number of files, ``None`` before the first scan.
@@ -420,7 +420,7 @@ class StorageSize:
     def scan(self) -> Deferred[None]:
         """
         Measure ``DATA/files`` in the disk thread pool.  Never fails (a
-        C{TimerService} would stop for good); errors are logged.
+        ``TimerService`` would stop for good); errors are logged.
         """
         if self._scanning:
             return succeed(None)
@@ -444,9 +444,9 @@ class StorageSize:
 
 def measure_storage(proxy: Proxy, interval: float = STORAGE_SCAN_INTERVAL) -> TimerService:
     """
-    Keep track of the size of C{proxy}'s ``DATA/files`` while eviction is
+    Keep track of the size of ``proxy``'s ``DATA/files`` while eviction is
     off: the returned service (to add to the service tree) scans it every
-    C{interval} seconds, the first time at start-up.
+    ``interval`` seconds, the first time at start-up.
     """
     size = StorageSize(proxy.storage, proxy.clock)
     proxy.metrics.storage_size = size
@@ -485,7 +485,7 @@ class StorageFigures:
 
 def storage_figures(proxy: Proxy) -> StorageFigures:
     """
-    The storage figures of C{proxy}, from running totals and one
+    The storage figures of ``proxy``, from running totals and one
     ``statvfs``: cheap at any number of stored files.
     """
     files: int | None = None

@@ -51,7 +51,7 @@ def normalize(name: str) -> NormalizedName | None:
 
 def is_safe_filename(filename: str) -> bool:
     """
-    Whether C{filename} can name a file inside a project directory: one path
+    Whether ``filename`` can name a file inside a project directory: one path
     segment, no traversal, nothing hidden, no control characters.
     """
     if not filename or filename.startswith("."):
@@ -101,12 +101,12 @@ def _sdist_stem(filename: str) -> str | None:
 
 def version_of(filename: str, project: NormalizedName) -> str | None:
     """
-    The version a file of C{project} declares in its name, or ``None`` when
-    the name does not say (legacy formats) or is not C{project}'s.
+    The version a file of ``project`` declares in its name, or ``None`` when
+    the name does not say (legacy formats) or is not ``project``'s.
 
     Wheels name their project unambiguously.  Old sdists do not: in
     ``cffi-1.0.2-2.tar.gz`` any dash may end the name, so the first dash
-    after which the rest is C{project}'s version decides.
+    after which the rest is ``project``'s version decides.
     """
     try:
         dist = parse_dist_filename(filename)
@@ -128,7 +128,7 @@ def version_of(filename: str, project: NormalizedName) -> str | None:
 
 def belongs_to(filename: str, project: NormalizedName) -> bool:
     """
-    Whether a file listed on C{project}'s page may be that project's: its
+    Whether a file listed on ``project``'s page may be that project's: its
     name says so, or it is in a legacy format whose name says nothing.
     """
     if version_of(filename, project) is not None:

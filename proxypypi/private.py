@@ -385,7 +385,7 @@ class PrivateFile:
 class PrivateProject:
     """
     A private project's files, in upload order, and its page ready to
-    render (renderings are cached inside the L{CachedPage}).
+    render (renderings are cached inside the `CachedPage`).
     """
 
     name: NormalizedName
@@ -516,7 +516,7 @@ class PrivateStore:
 
     def claims(self, project: str, filename: str) -> bool:
         """
-        Whether a file URL of C{project} is ours to answer: every file of a
+        Whether a file URL of ``project`` is ours to answer: every file of a
         private project, or, for one merged with its upstream, the files
         uploaded here.
         """
@@ -527,7 +527,7 @@ class PrivateStore:
 
     def stored_file(self, project: str, filename: str) -> StoredFile | None:
         """
-        The uploaded file (or ``<file>.metadata``) at C{filename}, if any.
+        The uploaded file (or ``<file>.metadata``) at ``filename``, if any.
         """
         private = self.project(project)
         if private is None:
@@ -545,8 +545,8 @@ class PrivateStore:
 
     def ready(self, name: NormalizedName, pages: PageCache) -> CachedPage | None:
         """
-        The page to serve for C{name} if it can be had without waiting
-        (L{PageCache.ready} for projects that are not private).
+        The page to serve for ``name`` if it can be had without waiting
+        (`PageCache.ready` for projects that are not private).
         """
         private = self._projects.get(name)
         if private is None:
@@ -558,11 +558,11 @@ class PrivateStore:
 
     async def page_for(self, name: NormalizedName, pages: PageCache) -> CachedPage:
         """
-        The page to serve for C{name}: the private page of a private
+        The page to serve for ``name``: the private page of a private
         project (no upstream is asked), the private files followed by the
         upstream's for a merged one, the upstream page for any other.
 
-        :raises ProjectNotFound: and the rest of what L{PageCache.get}
+        :raises ProjectNotFound: and the rest of what `PageCache.get`
             raises, for projects that are not private.
         """
         private = self._projects.get(name)
@@ -711,7 +711,7 @@ class PrivateStore:
     async def delete(self, project: str, filename: str) -> PrivateFile:
         """
         Remove a file for good.  The project stays private, even without
-        files, until L{release}d.
+        files, until `release`d.
 
         :raises UploadRejected: 404 when there is no such private file.
         """

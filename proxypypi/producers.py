@@ -2,7 +2,7 @@
 """
 Streaming a file that may still be growing to one HTTP client.
 
-Every client gets its own L{TailProducer} with its own file descriptor and
+Every client gets its own `TailProducer` with its own file descriptor and
 offset, reading with ``os.pread``: the file on disk is the only buffer, so a
 slow client costs no memory and never slows the download, and readers never
 disturb one another (``STYLE.md`` §2.b.4).
@@ -43,12 +43,12 @@ DEFAULT_STALL_TIMEOUT = 300.0
 
 class StreamingRequest(Protocol):
     """
-    The parts of C{twisted.web.http.Request} a L{TailProducer} uses.
+    The parts of ``twisted.web.http.Request`` a `TailProducer` uses.
 
-    ``IRequest`` does not declare the consumer methods or C{notifyFinish},
-    so this names exactly what is needed; every C{http.Request} provides it.
+    ``IRequest`` does not declare the consumer methods or ``notifyFinish``,
+    so this names exactly what is needed; every ``http.Request`` provides it.
     The connection is reached through the request's ``transport`` attribute,
-    looked up with C{getattr} because not every request has one.
+    looked up with ``getattr`` because not every request has one.
     """
 
     def write(self, data: bytes) -> None: ...
@@ -63,7 +63,7 @@ class StreamingRequest(Protocol):
 
 
 class _State(enum.Enum):
-    #: Created; L{TailProducer.start} not called yet.
+    #: Created; `TailProducer.start` not called yet.
     NEW = "new"
     #: Registered with the request and sending.
     STREAMING = "streaming"
@@ -90,20 +90,20 @@ def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int)
 @attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)
 class TailProducer:
     """
-    Send the bytes ``[start, end)`` of an L{IFileSource} as the body of one
+    Send the bytes ``[start, end)`` of an `IFileSource` as the body of one
     response, following the file as it grows.
 
     The caller sets the status and headers (``Content-Length`` first, or the
-    response goes chunked) and calls L{start}.  From then on the producer
+    response goes chunked) and calls `start`.  From then on the producer
     writes whenever the client can take bytes and the source has them, waits
     as a listener when it has caught up with the download, and ends the
     response in exactly one of three ways:
 
-    - all bytes sent: unregister, then C{finish()} the request;
-    - the client went away (L{stopProducing}, or C{notifyFinish} failing):
-      just release resources, since C{finish()} would raise;
+    - all bytes sent: unregister, then ``finish()`` the request;
+    - the client went away (`stopProducing`, or ``notifyFinish`` failing):
+      just release resources, since ``finish()`` would raise;
     - the source failed, the client or the source stalled for longer than
-      C{stall_timeout}, or the file turned out shorter than promised: abort
+      ``stall_timeout``, or the file turned out shorter than promised: abort
       the connection, so the client sees a truncated body (and resumes with
       ``Range``) rather than a complete-looking one (``PROTOCOL.md`` §4
       trap 17).
@@ -212,7 +212,7 @@ class TailProducer:
         """
         The client's buffer is full: stop writing.
 
-        The transport calls this from inside C{request.write}, so it only
+        The transport calls this from inside ``request.write``, so it only
         sets a flag that the write loop checks after every write.
         """
         self._paused = True
@@ -235,7 +235,7 @@ class TailProducer:
     def data_available(self) -> None:
         """
         The download grew or completed: send more, unless the client is not
-        reading, in which case L{resumeProducing} will pick it up.
+        reading, in which case `resumeProducing` will pick it up.
         """
         if not self._paused:
             self._pump()
@@ -253,8 +253,8 @@ class TailProducer:
         """
         Write until paused, caught up with the source, or done.
 
-        Re-entrant calls (C{data_available} or C{resumeProducing} arriving
-        from inside C{request.write}) return at once: the running loop
+        Re-entrant calls (``data_available`` or ``resumeProducing`` arriving
+        from inside ``request.write``) return at once: the running loop
         re-reads every piece of state after each write, so it sees whatever
         they changed.
         """
@@ -313,7 +313,7 @@ class TailProducer:
     def _check_stall(self) -> None:
         """
         The stall timer fired: abort if nothing was written for
-        C{stall_timeout} seconds, else look again when that could first be
+        ``stall_timeout`` seconds, else look again when that could first be
         true.
         """
         self._stall_call = None

@@ -119,8 +119,8 @@ class ProjectList:
         private: Sequence[str] = (),
     ) -> bytes | int:
         """
-        Answer C{request} with the list as C{media_type}, with the private
-        project names C{private} listed too (PEP 503: every project).
+        Answer ``request`` with the list as ``media_type``, with the private
+        project names ``private`` listed too (PEP 503: every project).
         """
         age = None if self.offline else self._age()
         if not self.offline and age is None:

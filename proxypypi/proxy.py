@@ -34,11 +34,11 @@ class Proxy:
     project_list: ProjectList
     started_at: float = 0.0
     #: Told of file responses and commits; bounds the cache when
-    #: ``--max-cache-size`` is set (see L{proxypypi.eviction}).
+    #: ``--max-cache-size`` is set (see `proxypypi.eviction`).
     usage: Usage = attrs.field(factory=NoEviction)
-    #: Uploaded projects; they shadow every upstream (L{proxypypi.private}).
+    #: Uploaded projects; they shadow every upstream (`proxypypi.private`).
     private: PrivateStore = attrs.field(kw_only=True)
     #: Who may upload (and read, with ``--auth-read``); ``None``: nobody.
     auth: Authenticator | None = attrs.field(default=None, kw_only=True)
-    #: Counters for ``/metrics`` and the status page (L{proxypypi.metrics}).
+    #: Counters for ``/metrics`` and the status page (`proxypypi.metrics`).
     metrics: Metrics = attrs.field(factory=Metrics, kw_only=True)

@@ -123,7 +123,7 @@ class Unsatisfiable:
         return b"bytes */%d" % (self.size,)
 
 
-#: What L{parse_range} decided.
+#: What `parse_range` decided.
 RangeResult = FullResponse | SingleRange | Unsatisfiable
 
 # RFC 9110 §5.6.2 token, for the range unit.
@@ -145,8 +145,8 @@ def parse_range(header: str | None, size: int | None) -> RangeResult:
     :param header: The ``Range`` request header, or ``None`` when absent.
     :param size: The total size of the file, or ``None`` when not yet known
         (a download whose length was announced nowhere).
-    :returns: L{FullResponse} to answer ``200`` with everything,
-        L{SingleRange} to answer ``206``, or L{Unsatisfiable} to answer
+    :returns: `FullResponse` to answer ``200`` with everything,
+        `SingleRange` to answer ``206``, or `Unsatisfiable` to answer
         ``416``.
     """
     if header is None:
@@ -201,7 +201,7 @@ def _unknown() -> FullResponse:
 
 def format_etag(etag: str) -> str:
     """
-    The quoted strong entity tag for C{etag}, as sent in an ``ETag`` header.
+    The quoted strong entity tag for ``etag``, as sent in an ``ETag`` header.
 
     Accepts the opaque value either bare (``abc``) or already quoted
     (``"abc"``), so callers holding a sha256 hex digest need not quote it.
@@ -231,10 +231,10 @@ def if_range_matches(if_range: str | None, etag: str | None) -> bool:
     file, which is always correct.
 
     :param if_range: The ``If-Range`` request header, or ``None`` when absent.
-    :param etag: The file's entity tag, bare or quoted (see L{format_etag}),
+    :param etag: The file's entity tag, bare or quoted (see `format_etag`),
         or ``None`` when the file has none.
     :returns: ``True`` when there is no ``If-Range`` header or it strongly
-        matches C{etag}; ``False`` when the full file must be sent instead.
+        matches ``etag``; ``False`` when the full file must be sent instead.
     """
     if if_range is None:
         return True
@@ -262,7 +262,7 @@ def if_none_match_matches(if_none_match: str | None, etag: str | None) -> bool:
 
     :param if_none_match: The ``If-None-Match`` request header, or ``None``.
     :param etag: The file's entity tag, bare or quoted, or ``None``.
-    :returns: ``True`` when C{etag} is listed, or the header is ``*``.
+    :returns: ``True`` when ``etag`` is listed, or the header is ``*``.
     """
     if if_none_match is None or etag is None:
         return False

@@ -6,13 +6,13 @@ to a plain TCP socket.
 twisted.web has no sendfile (twisted/twisted#11395), so every byte of a
 cached file would otherwise be read into Python and written out again,
 which halves throughput on large files.  For a complete file on a plain
-(non-TLS) TCP connection, L{SendfileProducer} takes over the connection's
+(non-TLS) TCP connection, `SendfileProducer` takes over the connection's
 writability callback for the length of the body: the headers already
 queued in Twisted's buffer are flushed the normal way first, then each
 time the socket can take more, ``os.sendfile`` moves as much as the socket
 buffer accepts, without a copy through user space.  Anything else (TLS,
 in-memory transports in tests, a file still downloading) uses
-L{proxypypi.producers.TailProducer}.
+`proxypypi.producers.TailProducer`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ SEND_CHUNK = 16 * 1024 * 1024
 
 def can_sendfile(request: Any, source: IFileSource) -> bool:
     """
-    Whether C{request}'s body can be sent with ``os.sendfile``: the file is
+    Whether ``request``'s body can be sent with ``os.sendfile``: the file is
     complete and the connection is a plain TCP socket of the reactor.
     """
     transport = getattr(getattr(request, "channel", None), "transport", None)
@@ -50,7 +50,7 @@ def can_sendfile(request: Any, source: IFileSource) -> bool:
 @attrs.define(eq=False)
 class SendfileProducer:
     """
-    Send bytes C{[start, end)} of a complete file as a response body.
+    Send bytes ``[start, end)`` of a complete file as a response body.
 
     Registered with the request as a streaming producer so that the request
     machinery knows a body is in progress; Twisted never has to pause it,

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_upload,tests.test_tls,tests.test_failover -*-
 """
-Assemble the running service from a L{Config}.
+Assemble the running service from a `Config`.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ class _TrackedRequest(SpoolingRequest):
     """
     A request that tells its site when it starts and ends, so a stopping
     service can wait for running responses.  Its body is bounded, and
-    uploads stream to disk (L{SpoolingRequest}).
+    uploads stream to disk (`SpoolingRequest`).
     """
 
     def process(self) -> None:
@@ -202,7 +202,7 @@ class ProxySite(Site):
 
     requestFactory = _TrackedRequest
     displayTracebacks = False
-    #: Limits and spooling of request bodies (see L{proxypypi.web.body}).
+    #: Limits and spooling of request bodies (see `proxypypi.web.body`).
     body_policy: BodyPolicy | None = None
     #: Where finished requests are counted (``/metrics``, the status page).
     metrics: Metrics | None = None
@@ -214,7 +214,7 @@ class ProxySite(Site):
 
     def getContentFile(self, length: int | None) -> IO[bytes]:
         """
-        Where twisted.web buffers a request body that L{SpoolingRequest}
+        Where twisted.web buffers a request body that `SpoolingRequest`
         passes on: in memory when small and announced, else a temporary
         file (twisted.web's own rule).  twisted.web looks this hook up on
         every request and raises and catches an AttributeError without it.
@@ -242,7 +242,7 @@ class ProxySite(Site):
 
     def log(self, request: http.Request) -> None:
         """
-        Replaced by the structured access event (see L{_ended}), which also
+        Replaced by the structured access event (see `_ended`), which also
         covers responses cut short.
         """
 
@@ -259,7 +259,7 @@ class ProxySite(Site):
 
     def drained(self, grace: float, clock: Any) -> Deferred[None]:
         """
-        Fires once no response is running, or after C{grace} seconds.
+        Fires once no response is running, or after ``grace`` seconds.
         """
         d: Deferred[None] = Deferred()
         if not self.active:
@@ -442,14 +442,14 @@ def upstream_agents(
     loop is a failure of the upstream).
 
     :param proxy: an HTTP proxy URL to send every request through: https in
-        a ``CONNECT`` tunnel (L{proxypypi.tunnel}), plain http as proxied
+        a ``CONNECT`` tunnel (`proxypypi.tunnel`), plain http as proxied
         requests; credentials in the URL go to the proxy as Basic
         ``Proxy-Authorization``.
     :param tls_policy: how upstream certificates are checked; the default
         trusts the system's roots, tests pass their own.
-    :param proxy_from_environment: without C{proxy}, reach each upstream
+    :param proxy_from_environment: without ``proxy``, reach each upstream
         through the proxy the environment names for it, if any
-        (L{environment_proxy}).
+        (`environment_proxy`).
     :raises ConfigError: (from the returned factory) when the environment
         names a proxy that cannot be used.
     """

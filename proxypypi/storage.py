@@ -53,7 +53,7 @@ def fsync_dir(path: str) -> None:
 
 def stored_files(files_dir: str) -> Iterator[tuple[str, str, os.stat_result]]:
     """
-    Every file the service may have stored under C{files_dir}: in a
+    Every file the service may have stored under ``files_dir``: in a
     directory named by a normalized project name, with a safe name, not a
     partial download.  Yields (project, filename, stat).  Anything else is
     not ours (see ``proxypypi-admin verify``).  Blocking.
@@ -93,7 +93,7 @@ def unlink_all(paths: Iterable[str]) -> None:
 
 def write_all(fd: int, data: bytes) -> None:
     """
-    Write all of C{data} to C{fd} (``os.write`` may write less than asked).
+    Write all of ``data`` to ``fd`` (``os.write`` may write less than asked).
     """
     view = memoryview(data)
     while view:
@@ -102,7 +102,7 @@ def write_all(fd: int, data: bytes) -> None:
 
 def write_synced(path: str, data: bytes, exclusive: bool = False) -> None:
     """
-    Write C{data} to C{path} and fsync it; C{exclusive} refuses an existing
+    Write ``data`` to ``path`` and fsync it; ``exclusive`` refuses an existing
     file.  Blocking.
     """
     flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
@@ -116,8 +116,8 @@ def write_synced(path: str, data: bytes, exclusive: bool = False) -> None:
 
 def write_atomically(path: str, data: bytes) -> None:
     """
-    Replace C{path} with C{data} so that a crash leaves either the old
-    content or the new one.  Blocking: call it through a L{Runner}.
+    Replace ``path`` with ``data`` so that a crash leaves either the old
+    content or the new one.  Blocking: call it through a `Runner`.
     """
     directory = os.path.dirname(path)
     tmp = os.path.join(directory, f".{secrets.token_hex(8)}{PARTIAL_SUFFIX}")
@@ -239,8 +239,8 @@ class Storage:
 
     def file_path(self, project: str, filename: str) -> str:
         """
-        Where a complete file lives.  C{project} must be a normalized name
-        and C{filename} a safe file name (see L{proxypypi.names}).
+        Where a complete file lives.  ``project`` must be a normalized name
+        and ``filename`` a safe file name (see `proxypypi.names`).
         """
         return os.path.join(self.files_dir, project, filename)
 

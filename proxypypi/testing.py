@@ -4,18 +4,18 @@ Test doubles shared by the test suite and the benchmark.
 
 Two things live here:
 
-- Distribution builders (L{make_wheel}, L{make_sdist}) that produce small,
+- Distribution builders (`make_wheel`, `make_sdist`) that produce small,
   real, installable files with byte-for-byte deterministic contents, so
   hashes can be asserted and the same file can be rebuilt anywhere without
   touching a network or a build tool.
-- L{FakeIndex}, an in-memory upstream package index served by
+- `FakeIndex`, an in-memory upstream package index served by
   ``twisted.web``.  It speaks both serializations of the simple repository
   API and can be told to misbehave (latency, throttling, error statuses,
   dropped, stalled, truncated or corrupted bodies, hangs), because those
   are exactly the upstream behaviours the proxy must survive.
 
 All timing goes through an injected reactor so unit tests can drive the
-fake with a L{twisted.internet.task.Clock}; the global reactor is never
+fake with a `twisted.internet.task.Clock`; the global reactor is never
 imported.
 """
 
@@ -171,7 +171,7 @@ def make_wheel(
     Build a pure-python wheel that pip and uv can install.
 
     The wheel holds ``<name>/__init__.py`` (with ``__version__``), and, when
-    C{payload_size} is positive, ``<name>/_payload.bin``: that many
+    ``payload_size`` is positive, ``<name>/_payload.bin``: that many
     pseudo-random bytes seeded from the name and version, stored without
     compression, so the wheel really is about that big on the wire (for
     benchmarks and streaming tests) while staying reproducible.
@@ -322,9 +322,9 @@ class Fault:
     """
     A misbehaviour to inject into responses.
 
-    Body faults (C{drop_after}, C{stall_after}, C{corrupt}, C{truncate})
+    Body faults (``drop_after``, ``stall_after``, ``corrupt``, ``truncate``)
     apply to whatever body would have been sent, including the short body
-    of an injected C{status}.
+    of an injected ``status``.
 
     :ivar status: answer with this HTTP status and a short text body.
     :ivar times: how many more requests this fault applies to (decremented
@@ -354,7 +354,7 @@ class Fault:
 @attrs.frozen
 class RecordedRequest:
     """
-    What the fake index saw of one request; C{path} is percent-decoded.
+    What the fake index saw of one request; ``path`` is percent-decoded.
     """
 
     method: str
@@ -465,7 +465,7 @@ class FakeIndex:
     """
     An in-memory upstream index with failure injection.
 
-    Files are added as L{Dist} values and served under ``/files/``; project
+    Files are added as `Dist` values and served under ``/files/``; project
     pages under ``/simple/<normalized>/`` list them in the JSON (PEP 691,
     api-version 1.1) or HTML (PEP 503) form, chosen by ``Accept``.
 
@@ -479,12 +479,12 @@ class FakeIndex:
     :ivar absolute_urls: list files as ``http://<Host>/files/...`` rather
         than ``../../files/...``.
     :ivar latency: seconds before the response headers of every request.
-    :ivar throttle: body bytes per second, sent in C{chunk_size} chunks.
-    :ivar fault: the default L{Fault} for every request.
+    :ivar throttle: body bytes per second, sent in ``chunk_size`` chunks.
+    :ivar fault: the default `Fault` for every request.
     :ivar fault_for: per-path faults (keyed by decoded request path, such as
-        ``/files/x-1.0-py3-none-any.whl``); they win over C{fault}.
+        ``/files/x-1.0-py3-none-any.whl``); they win over ``fault``.
     :ivar requests: every request received, in order.
-    :ivar serial: the global change serial; each L{add} or L{remove}
+    :ivar serial: the global change serial; each `add` or `remove`
         increments it and stamps the project's ``last-serial`` with it.
     """
 
@@ -513,7 +513,7 @@ class FakeIndex:
         offer_metadata: bool = True,
     ) -> None:
         """
-        List C{dist} on its project's page (creating the project), or
+        List ``dist`` on its project's page (creating the project), or
         replace the listing of a file with the same name (to yank it, say).
 
         :param upload_time: PEP 700 ``upload-time``; omitted when ``None``.
@@ -537,7 +537,7 @@ class FakeIndex:
 
     def remove(self, project: str, filename: str | None = None) -> None:
         """
-        Stop listing and serving one file, or (C{filename} ``None``) the
+        Stop listing and serving one file, or (``filename`` ``None``) the
         whole project, which then answers 404.
 
         :raises KeyError: if there is no such project or file.
@@ -552,8 +552,8 @@ class FakeIndex:
 
     def count(self, path_prefix: str, method: str | None = None) -> int:
         """
-        How many recorded requests had a path starting with C{path_prefix}
-        (and the given C{method}, if any).
+        How many recorded requests had a path starting with ``path_prefix``
+        (and the given ``method``, if any).
         """
         return sum(
             1
@@ -753,7 +753,7 @@ class _Exchange:
     a body is being sent, so a slow client pauses the fake instead of
     filling memory.
 
-    :ivar ending: what to do once C{limit} bytes are out: ``"finish"``,
+    :ivar ending: what to do once ``limit`` bytes are out: ``"finish"``,
         ``"abort"`` (reset), ``"lose"`` (clean close, short body) or
         ``"stall"`` (nothing).
     """
@@ -774,7 +774,7 @@ class _Exchange:
 
     def later(self, delay: float, work: Callable[[], None]) -> None:
         """
-        Run C{work} after C{delay} seconds unless the client goes away.
+        Run ``work`` after ``delay`` seconds unless the client goes away.
         """
 
         def run() -> None:
@@ -916,7 +916,7 @@ class _IndexResource(Resource):
 
 async def serve(reactor: IReactorTCP, resource: IResource) -> tuple[IListeningPort, str]:
     """
-    Serve C{resource} on an ephemeral loopback port.
+    Serve ``resource`` on an ephemeral loopback port.
 
     :return: the listening port (stop it with ``stopListening``) and the
         base URL, ``http://127.0.0.1:<port>/``.

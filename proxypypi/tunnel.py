@@ -7,7 +7,7 @@ absolute form), which is no way to reach an https upstream: the proxy would
 see the request and the certificate would never be checked by us.  Here the
 proxy is asked to open a raw TCP tunnel to the upstream (``CONNECT
 host:port``), and TLS runs inside it, end to end, verified exactly as a
-direct connection is (the same L{IPolicyForHTTPS}).
+direct connection is (the same `IPolicyForHTTPS`).
 """
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ class _TunnelProtocol(Protocol):
 @attrs.define
 class TunnelEndpoint:
     """
-    A client endpoint to C{host}:C{port} through an HTTP proxy's ``CONNECT``.
+    A client endpoint to ``host``:``port`` through an HTTP proxy's ``CONNECT``.
 
     :ivar reactor: for the timeout of the proxy's answer.
     :ivar proxy_endpoint: how to reach the proxy (its own connect timeout).
@@ -231,7 +231,7 @@ class TunnelEndpoint:
         not resolve it: inside a proxied network we often cannot).
     :ivar port: the target port.
     :ivar authorization: a ``Proxy-Authorization`` value, if the proxy
-        wants one (L{proxy_authorization}).
+        wants one (`proxy_authorization`).
     :ivar timeout: seconds to wait for the proxy's answer once connected.
     """
 
@@ -246,9 +246,9 @@ class TunnelEndpoint:
         """
         Connect to the proxy and open the tunnel.
 
-        :returns: a Deferred firing with C{protocolFactory}'s protocol once
-            the tunnel is open, or failing with L{TunnelError} (refused,
-            closed), L{UpstreamTimeout} (no answer), or the failure to reach
+        :returns: a Deferred firing with ``protocolFactory``'s protocol once
+            the tunnel is open, or failing with `TunnelError` (refused,
+            closed), `UpstreamTimeout` (no answer), or the failure to reach
             the proxy.  Cancelling it drops the proxy connection.
         """
         connecting: Deferred[Any] | None = None

@@ -11,14 +11,14 @@ mirrors of the same index and share its load.
   served it: if that group fails, the stale page is served rather than a page
   from another group (the pages of two groups are never mixed).
 - Within a group a request goes to one member chosen by weight and load
-  (L{Pool.plan}); if it fails, the next member is asked at once, a bounded
+  (`Pool.plan`); if it fails, the next member is asked at once, a bounded
   number of times.
-- Each member's L{Health} decides whether it takes traffic: a member that is
+- Each member's `Health` decides whether it takes traffic: a member that is
   down gets none (only probes) unless its whole group is down and there is
   nowhere else to go.
 - Files are only ever fetched from URLs an upstream page listed, from the
   member that served the page or, failing it, the same path on the other
-  members of its group (L{Pool.origins}).
+  members of its group (`Pool.origins`).
 """
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ MAX_ATTEMPTS_PER_GROUP = 3
 #: body that trickles in just fast enough to dodge the idle timeout).
 PAGE_TIMEOUT = 60.0
 
-#: The load guard of L{Pool.plan}: the member the weights chose is passed
+#: The load guard of `Pool.plan`: the member the weights chose is passed
 #: over when its load per weight is more than this many times the least
-#: loaded member's, and it has at least L{LOAD_GUARD_MARGIN} more requests
+#: loaded member's, and it has at least `LOAD_GUARD_MARGIN` more requests
 #: in flight.
 LOAD_GUARD_FACTOR = 2.0
 LOAD_GUARD_MARGIN = 2
@@ -99,7 +99,7 @@ class Upstream:
     :ivar idle_timeout: seconds without a byte mid-body before a response
         from this member is abandoned.
     :ivar credit: the member's running credit in the smooth weighted
-        round robin of L{Pool.plan}.
+        round robin of `Pool.plan`.
     """
 
     config: UpstreamConfig
@@ -132,7 +132,7 @@ class Upstream:
     def is_down(self, now: float | None = None) -> bool:
         """
         Whether the member is out of rotation (down, or being probed).
-        C{now} is accepted for older callers and ignored: the health state
+        ``now`` is accepted for older callers and ignored: the health state
         machine keeps its own time.
         """
         return not self.health.usable
@@ -166,7 +166,7 @@ class Upstream:
 
     def origin(self, url: str) -> Origin:
         """
-        An origin fetching C{url} through this member, reporting to its
+        An origin fetching ``url`` through this member, reporting to its
         health.
         """
         return Origin(
@@ -240,8 +240,8 @@ def _root(base: str) -> tuple[str, str, str]:
 
 def rebase(url: str, source_base: str, target_base: str) -> str:
     """
-    The URL of the file at C{url} (listed by the member at C{source_base})
-    on the mirror at C{target_base}.
+    The URL of the file at ``url`` (listed by the member at ``source_base``)
+    on the mirror at ``target_base``.
 
     Mirrors keep the index's relative file paths, so a URL under the source
     member's root moves under the target's root.  A URL elsewhere (a
@@ -267,7 +267,7 @@ class Pool:
     :ivar idle_timeout: the default idle timeout of members that set none.
     :ivar page_timeout: seconds one page fetch from one member may take.
     :ivar parse_in: runs the parsing of pages larger than
-        L{PARSE_IN_THREAD_BYTES} off the reactor thread (a page of twenty
+        `PARSE_IN_THREAD_BYTES` off the reactor thread (a page of twenty
         thousand files takes most of a second to parse).
     """
 
@@ -290,8 +290,8 @@ class Pool:
         **kwargs: Any,
     ) -> Pool:
         """
-        Members for C{groups} (rank order), each with the agent
-        C{agent_for} gives it.
+        Members for ``groups`` (rank order), each with the agent
+        ``agent_for`` gives it.
         """
         members = [
             [
@@ -316,7 +316,7 @@ class Pool:
 
     def member_for(self, url: str) -> Upstream | None:
         """
-        The member whose base URL is C{url}.
+        The member whose base URL is ``url``.
         """
         for m in self.members():
             if m.url == url:
@@ -381,7 +381,7 @@ class Pool:
 
     def plan(self, group: Sequence[Upstream], last_resort: bool = True) -> list[Upstream]:
         """
-        The members of C{group} to try for one request, in order.
+        The members of ``group`` to try for one request, in order.
 
         The first is chosen by smooth weighted round robin over the members
         in rotation (nginx's algorithm: it follows the weights exactly, also
@@ -392,7 +392,7 @@ class Pool:
         request goes to the least loaded member instead.  The rest follow by
         load per weight, ties by position in the group.
 
-        When no member is in rotation and C{last_resort} is true, every
+        When no member is in rotation and ``last_resort`` is true, every
         member is tried anyway, the most promising first; otherwise the
         group is skipped (empty plan).
         """
@@ -436,9 +436,9 @@ class Pool:
 
     def origins(self, source: str, url: str) -> list[Origin]:
         """
-        Where to fetch C{url}, a file listed on a page that the member
-        C{source} served: that member first, then the other members of its
-        group at the same relative path (see L{rebase}).  Members out of
+        Where to fetch ``url``, a file listed on a page that the member
+        ``source`` served: that member first, then the other members of its
+        group at the same relative path (see `rebase`).  Members out of
         rotation come last, so they are only tried when the others fail.
         """
         member = self.member_for(source)
@@ -483,7 +483,7 @@ class Pool:
         """
         Fetch a project page from the first group that has it.
 
-        When C{validators} says which member served the copy we hold, that
+        When ``validators`` says which member served the copy we hold, that
         member's group is where the project lives: if that group fails, no
         lower-ranked group is asked (the caller serves its stale copy); a
         404 from it still passes on, as from any group.

@@ -33,7 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def page_json(project: str, entries: list[tuple[Dist, bool]]) -> bytes:
     """
-    A PEP 691 page listing C{entries} (each with or without its hash).
+    A PEP 691 page listing ``entries`` (each with or without its hash).
     """
     files = []
     for dist, with_hash in entries:
@@ -53,7 +53,7 @@ def page_json(project: str, entries: list[tuple[Dist, bool]]) -> bytes:
 
 def stored_page(project: str, entries: list[tuple[Dist, bool]]) -> bytes:
     """
-    The page as the service stores it: parsed, then L{CachedPage.to_bytes}.
+    The page as the service stores it: parsed, then `CachedPage.to_bytes`.
     """
     source = f"http://upstream.example/simple/{project}/"
     page, _ = parse_project_page(

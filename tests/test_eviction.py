@@ -36,7 +36,7 @@ from .test_downloads import sync_run
 
 class FakeRequest:
     """
-    Just enough of a request for L{Evictor.serving}: it ends when told.
+    Just enough of a request for `Evictor.serving`: it ends when told.
     """
 
     def __init__(self) -> None:

@@ -1,8 +1,8 @@
 """
-Tests for L{proxypypi.web.fileresponse}.
+Tests for `proxypypi.web.fileresponse`.
 
-Requests go through a real L{twisted.web.server.Site} over a
-L{StringTransport} (helpers in C{tests.test_producers}), so what is checked
+Requests go through a real `twisted.web.server.Site` over a
+`StringTransport` (helpers in ``tests.test_producers``), so what is checked
 is what a client would receive on the wire.
 """
 
@@ -26,12 +26,12 @@ ETAG = f'"{SHA}"'.encode()
 
 class FileResource(Resource):
     """
-    Answers GET and HEAD with C{respond_with_file}, as the real file
+    Answers GET and HEAD with ``respond_with_file``, as the real file
     resources do.
 
-    :ivar deferred: When true, answer later from L{answer}, the way
-        C{render_async} does after awaiting something: bytes are written and
-        the request finished by hand rather than by twisted.web's C{render}.
+    :ivar deferred: When true, answer later from `answer`, the way
+        ``render_async`` does after awaiting something: bytes are written and
+        the request finished by hand rather than by twisted.web's ``render``.
     """
 
     isLeaf = True
@@ -290,7 +290,7 @@ class RangeTests(FileResponseTestsMixin, SynchronousTestCase):
 
     def test_closed_range(self) -> None:
         """
-        C{bytes=a-b} gets a 206 with exactly those bytes.
+        ``bytes=a-b`` gets a 206 with exactly those bytes.
         """
         self.assert_partial(self.response({b"Range": b"bytes=2-5"}), 2, 5)
 
@@ -302,19 +302,19 @@ class RangeTests(FileResponseTestsMixin, SynchronousTestCase):
 
     def test_suffix_range(self) -> None:
         """
-        C{bytes=-N} gets the last N bytes.
+        ``bytes=-N`` gets the last N bytes.
         """
         self.assert_partial(self.response({b"Range": b"bytes=-100"}), SIZE - 100, SIZE - 1)
 
     def test_suffix_longer_than_file(self) -> None:
         """
-        Poetry's C{bytes=-10000} on a smaller file gets the whole file as a 206.
+        Poetry's ``bytes=-10000`` on a smaller file gets the whole file as a 206.
         """
         self.assert_partial(self.response({b"Range": b"bytes=-10000"}), 0, SIZE - 1)
 
     def test_open_range(self) -> None:
         """
-        C{bytes=N-} gets everything from N, as pip and uv resume.
+        ``bytes=N-`` gets everything from N, as pip and uv resume.
         """
         self.assert_partial(self.response({b"Range": b"bytes=1000-"}), 1000, SIZE - 1)
 
@@ -332,7 +332,7 @@ class RangeTests(FileResponseTestsMixin, SynchronousTestCase):
 
     def test_empty_suffix(self) -> None:
         """
-        C{bytes=-0} gets 416.
+        ``bytes=-0`` gets 416.
         """
         self.assertEqual(self.response({b"Range": b"bytes=-0"}).status, 416)
 
@@ -634,7 +634,7 @@ class FailureTests(FileResponseTestsMixin, SynchronousTestCase):
 
 class DeferredAnswerTests(FileResponseTestsMixin, SynchronousTestCase):
     """
-    Answering after the render call returned, as C{render_async} does:
+    Answering after the render call returned, as ``render_async`` does:
     returned bytes are written and the request finished by hand.
     """
 

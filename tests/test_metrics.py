@@ -1,7 +1,7 @@
 """
 ``/metrics`` against a known sequence of requests, in memory.
 
-The proxy runs behind its production site (L{ProxySite}, which counts every
+The proxy runs behind its production site (`ProxySite`, which counts every
 finished request), reached through treq's in-memory agent; the upstream is
 the fake index behind a site that sums the body bytes it sends; a Clock
 drives time; disk work runs synchronously.  Each figure scraped (with the
@@ -39,7 +39,7 @@ PIP_ACCEPT = "application/vnd.pypi.simple.v1+json"
 class SiteAgent(RequestTraversalAgent):
     """
     treq's in-memory agent, answering through the given site (the
-    production L{ProxySite}, say) rather than a plain one it would build.
+    production `ProxySite`, say) rather than a plain one it would build.
     """
 
     def __init__(self, site: Site) -> None:
@@ -78,7 +78,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 def total(samples: Samples, name: str, **labels: str) -> float:
     """
-    The sum of every sample of C{name} whose labels include C{labels}.
+    The sum of every sample of ``name`` whose labels include ``labels``.
     """
     want = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
@@ -86,8 +86,8 @@ def total(samples: Samples, name: str, **labels: str) -> float:
 
 class MeteredHarness(ProxyHarness):
     """
-    L{ProxyHarness} with reads through the production site and a counted
-    upstream; L{measure_storage} runs (its scan is synchronous here).
+    `ProxyHarness` with reads through the production site and a counted
+    upstream; `measure_storage` runs (its scan is synchronous here).
     """
 
     def setUp(self) -> None:

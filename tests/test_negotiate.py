@@ -1,5 +1,5 @@
 """
-Tests for L{proxypypi.simple.negotiate}.
+Tests for `proxypypi.simple.negotiate`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ POETRY_2_5_1 = "application/vnd.pypi.simple.v1+json, */*;q=0.1"
 
 class NegotiateTests(SynchronousTestCase):
     """
-    Tests for L{negotiate}.
+    Tests for `negotiate`.
     """
 
     def test_installers_get_json(self) -> None:
@@ -118,7 +118,7 @@ class NegotiateTests(SynchronousTestCase):
 
 class MediaTypeTests(SynchronousTestCase):
     """
-    Tests for L{parse_media_type} and L{format_of}.
+    Tests for `parse_media_type` and `format_of`.
     """
 
     def test_parse_media_type(self) -> None:

@@ -1,11 +1,11 @@
 """
-Tests for L{proxypypi.producers}.
+Tests for `proxypypi.producers`.
 
-Responses run through a real L{twisted.web.server.Site} over a
-L{StringTransport}, because a producer's contract is with the real
-C{Request}/C{HTTPChannel} pair (backpressure, finish, disconnects), which
-C{DummyRequest} does not model.  The helpers here are reused by
-C{tests.test_fileresponse}.
+Responses run through a real `twisted.web.server.Site` over a
+`StringTransport`, because a producer's contract is with the real
+``Request``/``HTTPChannel`` pair (backpressure, finish, disconnects), which
+``DummyRequest`` does not model.  The helpers here are reused by
+``tests.test_fileresponse``.
 """
 
 from __future__ import annotations
@@ -46,12 +46,12 @@ class DownloadFailed(Exception):
 @implementer(IFileSource)
 class FakeFileSource:
     """
-    An L{IFileSource} backed by a real file that the test appends to, as a
+    An `IFileSource` backed by a real file that the test appends to, as a
     download would.
 
-    :ivar held_back: How many of the written bytes L{available} withholds,
+    :ivar held_back: How many of the written bytes `available` withholds,
         as a real download withholds its unverified tail.
-    :ivar opened: Every descriptor handed out by L{open}.
+    :ivar opened: Every descriptor handed out by `open`.
     :ivar listeners: The current listeners.
     """
 
@@ -70,7 +70,7 @@ class FakeFileSource:
 
     def append(self, data: bytes) -> None:
         """
-        Write C{data} at the end of the file and tell the listeners.
+        Write ``data`` at the end of the file and tell the listeners.
         """
         assert not self.complete and self._failure is None
         with open(self.path, "ab") as f:
@@ -100,7 +100,7 @@ class FakeFileSource:
 
     def open_fds(self) -> set[int]:
         """
-        The descriptors handed out by L{open} that are still open.
+        The descriptors handed out by `open` that are still open.
         """
         return {fd for fd in self.opened if _is_open(fd)}
 
@@ -145,8 +145,8 @@ def _is_open(fd: int) -> bool:
 
 def make_source(testcase: SynchronousTestCase, expected_size: int | None = None) -> FakeFileSource:
     """
-    A new empty L{FakeFileSource} in a temporary directory removed after
-    C{testcase} (trial's C{mktemp} would litter the working directory when
+    A new empty `FakeFileSource` in a temporary directory removed after
+    ``testcase`` (trial's ``mktemp`` would litter the working directory when
     run under pytest).
     """
     directory = tempfile.mkdtemp(prefix="proxypypi-test-")
@@ -159,9 +159,9 @@ def make_source(testcase: SynchronousTestCase, expected_size: int | None = None)
 
 class PacedTransport(StringTransport):
     """
-    A L{StringTransport} that, like a real TCP transport, pauses its
-    producer from inside C{write} once C{limit} bytes are unsent, and
-    resumes it when the test calls L{drain}.
+    A `StringTransport` that, like a real TCP transport, pauses its
+    producer from inside ``write`` once ``limit`` bytes are unsent, and
+    resumes it when the test calls `drain`.
 
     :ivar on_write: Called after every write, to provoke re-entrancy.
     """
@@ -198,7 +198,7 @@ class PacedTransport(StringTransport):
 
     def channel(self) -> IPushProducer | None:
         """
-        The producer registered with this transport: the C{HTTPChannel}.
+        The producer registered with this transport: the ``HTTPChannel``.
         """
         producer: IPushProducer | None = getattr(self, "producer", None)
         return producer
@@ -269,7 +269,7 @@ def _dechunk(data: bytes) -> tuple[bytes, bool]:
 @attrs.define
 class Client:
     """
-    One client connection to a L{Site}, over a L{PacedTransport}.
+    One client connection to a `Site`, over a `PacedTransport`.
     """
 
     site: Site
@@ -297,7 +297,7 @@ class Client:
 
 def connect(site: Site, limit: int | None = None) -> Client:
     """
-    Open a client connection to C{site}.
+    Open a client connection to ``site``.
     """
     protocol = site.buildProtocol(None)
     assert protocol is not None
@@ -315,7 +315,7 @@ def get(
     limit: int | None = None,
 ) -> Client:
     """
-    Open a connection to C{site} and send one request.
+    Open a connection to ``site`` and send one request.
     """
     client = connect(site, limit)
     lines = [b"%s %s %s" % (method, path, version), b"Host: proxy.test"]
@@ -329,8 +329,8 @@ def get(
 
 class ProducerResource(Resource):
     """
-    Serves C{source} through a L{TailProducer} with the given parameters,
-    setting C{Content-Length} to C{length} when given.
+    Serves ``source`` through a `TailProducer` with the given parameters,
+    setting ``Content-Length`` to ``length`` when given.
     """
 
     isLeaf = True
@@ -374,7 +374,7 @@ class ProducerResource(Resource):
 
 def make_site(resource: Resource, clock: Clock) -> Site:
     """
-    A L{Site} for C{resource} whose timers run on C{clock}; its idle
+    A `Site` for ``resource`` whose timers run on ``clock``; its idle
     timeout is off, so the only delayed calls are the code under test's.
     """
     return Site(resource, reactor=clock, timeout=None)
@@ -464,14 +464,14 @@ class TailProducerCompleteFileTests(ProducerTestsMixin, SynchronousTestCase):
 
     def test_slice(self) -> None:
         """
-        C{start} and C{end} select the bytes in between.
+        ``start`` and ``end`` select the bytes in between.
         """
         self.resource.start, self.resource.end, self.resource.length = 10, 20, 10
         self.assertEqual(get(self.site).body(), DATA[10:20])
 
     def test_slice_to_end(self) -> None:
         """
-        C{end=None} sends from C{start} to the end of the complete file.
+        ``end=None`` sends from ``start`` to the end of the complete file.
         """
         self.resource.start, self.resource.length = 1000, 24
         self.assertEqual(get(self.site).body(), DATA[1000:])
@@ -502,7 +502,7 @@ class TailProducerCompleteFileTests(ProducerTestsMixin, SynchronousTestCase):
 
     def test_shorter_than_promised(self) -> None:
         """
-        A complete file shorter than C{end} aborts rather than finishing short.
+        A complete file shorter than ``end`` aborts rather than finishing short.
         """
         self.resource.end, self.resource.length = len(DATA) + 10, len(DATA) + 10
         client = get(self.site)
@@ -560,7 +560,7 @@ class TailProducerOpenFailureTests(SynchronousTestCase):
 
     def test_open_failure(self) -> None:
         """
-        C{start} raises the C{OSError} before registering or writing anything.
+        ``start`` raises the ``OSError`` before registering or writing anything.
         """
         clock = Clock()
         source = make_source(self)
@@ -635,7 +635,7 @@ class TailProducerGrowingFileTests(ProducerTestsMixin, SynchronousTestCase):
 
     def test_waits_for_completion_without_end(self) -> None:
         """
-        With C{end=None} the response ends only when the source is complete.
+        With ``end=None`` the response ends only when the source is complete.
         """
         self.resource.length = None
         client = get(self.site)
@@ -649,7 +649,7 @@ class TailProducerGrowingFileTests(ProducerTestsMixin, SynchronousTestCase):
 
     def test_finishes_at_end_before_completion(self) -> None:
         """
-        With an C{end}, the response finishes once it is reached, complete source or not.
+        With an ``end``, the response finishes once it is reached, complete source or not.
         """
         self.resource.end, self.resource.length = 10, 10
         client = get(self.site)
@@ -908,7 +908,7 @@ class TailProducerFailureTests(ProducerTestsMixin, SynchronousTestCase):
 
     def test_stop_producing(self) -> None:
         """
-        The transport's C{stopProducing} releases everything without finishing.
+        The transport's ``stopProducing`` releases everything without finishing.
         """
         client = get(self.site)
         self.source.append(DATA[:100])

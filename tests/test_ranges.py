@@ -1,5 +1,5 @@
 """
-Tests for L{proxypypi.ranges}.
+Tests for `proxypypi.ranges`.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class ParseRangeSingleTests(SynchronousTestCase):
 
     def test_closed_range(self) -> None:
         """
-        C{bytes=a-b} selects a to b inclusive.
+        ``bytes=a-b`` selects a to b inclusive.
         """
         result = parse_range("bytes=2-5", 10)
         self.assertEqual(result, SingleRange(start=2, end=5, size=10))
@@ -119,7 +119,7 @@ class ParseRangeSingleTests(SynchronousTestCase):
 
     def test_single_byte(self) -> None:
         """
-        C{bytes=a-a} selects one byte.
+        ``bytes=a-a`` selects one byte.
         """
         self.assertEqual(parse_range("bytes=0-0", 10), SingleRange(0, 0, 10))
 
@@ -137,7 +137,7 @@ class ParseRangeSingleTests(SynchronousTestCase):
 
     def test_whole_file_as_range(self) -> None:
         """
-        uv's C{bytes=0-<size-1>} is answered as a 206 for the whole file.
+        uv's ``bytes=0-<size-1>`` is answered as a 206 for the whole file.
         """
         result = parse_range("bytes=0-1205", 1206)
         self.assertEqual(result, SingleRange(0, 1205, 1206))
@@ -146,25 +146,25 @@ class ParseRangeSingleTests(SynchronousTestCase):
 
     def test_open_range(self) -> None:
         """
-        C{bytes=N-} selects N to the end, as pip and uv resume.
+        ``bytes=N-`` selects N to the end, as pip and uv resume.
         """
         self.assertEqual(parse_range("bytes=4-", 10), SingleRange(4, 9, 10))
 
     def test_open_range_from_zero(self) -> None:
         """
-        C{bytes=0-} selects the whole file.
+        ``bytes=0-`` selects the whole file.
         """
         self.assertEqual(parse_range("bytes=0-", 10), SingleRange(0, 9, 10))
 
     def test_suffix_range(self) -> None:
         """
-        C{bytes=-N} selects the last N bytes.
+        ``bytes=-N`` selects the last N bytes.
         """
         self.assertEqual(parse_range("bytes=-3", 10), SingleRange(7, 9, 10))
 
     def test_suffix_longer_than_file(self) -> None:
         """
-        Poetry's C{bytes=-10000} on a 1.2 kB wheel selects the whole file as a 206.
+        Poetry's ``bytes=-10000`` on a 1.2 kB wheel selects the whole file as a 206.
         """
         self.assertEqual(parse_range("bytes=-10000", 1200), SingleRange(0, 1199, 1200))
 
@@ -228,7 +228,7 @@ class ParseRangeUnsatisfiableTests(SynchronousTestCase):
 
     def test_empty_suffix(self) -> None:
         """
-        C{bytes=-0} selects nothing.
+        ``bytes=-0`` selects nothing.
         """
         self.assertEqual(parse_range("bytes=-0", 10), Unsatisfiable(10))
 
@@ -241,7 +241,7 @@ class ParseRangeUnsatisfiableTests(SynchronousTestCase):
 
 class FormatETagTests(SynchronousTestCase):
     """
-    Tests for L{format_etag}.
+    Tests for `format_etag`.
     """
 
     def test_bare(self) -> None:
@@ -267,7 +267,7 @@ class FormatETagTests(SynchronousTestCase):
 
 class IfRangeTests(SynchronousTestCase):
     """
-    Tests for L{if_range_matches}.
+    Tests for `if_range_matches`.
     """
 
     def test_absent(self) -> None:
@@ -324,7 +324,7 @@ class IfRangeTests(SynchronousTestCase):
 
 class IfNoneMatchTests(SynchronousTestCase):
     """
-    Tests for L{if_none_match_matches}.
+    Tests for `if_none_match_matches`.
     """
 
     def test_absent(self) -> None:
@@ -342,7 +342,7 @@ class IfNoneMatchTests(SynchronousTestCase):
 
     def test_star(self) -> None:
         """
-        C{*} matches any file that has an ETag.
+        ``*`` matches any file that has an ETag.
         """
         self.assertTrue(if_none_match_matches("*", "abc"))
 

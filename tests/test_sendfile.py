@@ -33,7 +33,7 @@ async def cached(upstream: Upstream, proxy: RunningProxy, size: int) -> tuple[st
 
 def open_on(path: str) -> int:
     """
-    How many of this process's descriptors are open on C{path}.
+    How many of this process's descriptors are open on ``path``.
     """
     count = 0
     for fd in os.listdir("/proc/self/fd"):

@@ -1,5 +1,5 @@
 """
-Tests for L{proxypypi.simple.parse}.
+Tests for `proxypypi.simple.parse`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ SDIST = "proto_beta-2.0.tar.gz"
 
 def json_page(files: Sequence[object], **top: object) -> bytes:
     """
-    A JSON project page for proto-beta with C{files} and extra top-level keys.
+    A JSON project page for proto-beta with ``files`` and extra top-level keys.
     """
     doc: dict[str, object] = {"meta": {"api-version": "1.1"}, "name": "proto-beta", "files": files}
     doc.update(top)
@@ -61,7 +61,7 @@ def filenames(page: ProjectPage) -> list[str]:
 
 class JSONPageTests(SynchronousTestCase):
     """
-    L{parse_project_page} on PEP 691 JSON.
+    `parse_project_page` on PEP 691 JSON.
     """
 
     def test_full_file_entry(self) -> None:
@@ -268,7 +268,7 @@ class JSONPageTests(SynchronousTestCase):
 
     def test_not_a_page(self) -> None:
         """
-        Bodies that are no JSON page of this project raise L{PageParseError}.
+        Bodies that are no JSON page of this project raise `PageParseError`.
         """
         bodies = [
             b"{not json",
@@ -308,7 +308,7 @@ class JSONPageTests(SynchronousTestCase):
 
 class HTMLPageTests(SynchronousTestCase):
     """
-    L{parse_project_page} on PEP 503 HTML.
+    `parse_project_page` on PEP 503 HTML.
     """
 
     def test_full_anchor(self) -> None:
@@ -478,7 +478,7 @@ class HTMLPageTests(SynchronousTestCase):
 
 class ProjectListTests(SynchronousTestCase):
     """
-    L{ProjectListParser} and L{parse_project_list_json}.
+    `ProjectListParser` and `parse_project_list_json`.
     """
 
     BODY = (
@@ -527,7 +527,7 @@ class ProjectListTests(SynchronousTestCase):
 
     def test_json_list_not_a_list(self) -> None:
         """
-        Bodies that are not a JSON project list raise L{PageParseError}.
+        Bodies that are not a JSON project list raise `PageParseError`.
         """
         for body in (b"[]", b"{}", b'{"projects": {}}', b"<html>"):
             self.assertRaises(PageParseError, parse_project_list_json, body)

@@ -1,5 +1,5 @@
 """
-Tests for L{proxypypi.simple.render}.
+Tests for `proxypypi.simple.render`.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def api_version(page: ProjectPage) -> object:
 
 class JSONRenderTests(SynchronousTestCase):
     """
-    L{render_project_json}.
+    `render_project_json`.
     """
 
     def test_full_page(self) -> None:
@@ -201,7 +201,7 @@ class JSONRenderTests(SynchronousTestCase):
 
 class HTMLRenderTests(SynchronousTestCase):
     """
-    L{render_project_html}.
+    `render_project_html`.
     """
 
     def test_document(self) -> None:

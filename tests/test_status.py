@@ -1,7 +1,7 @@
 """
 The status page (``GET /``), the address it advertises, and the start-up
 configuration block, against known sequences of requests (the in-memory
-harness of L{tests.test_metrics}).
+harness of `tests.test_metrics`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """
-Tests for L{proxypypi.testing}: the builders make real, installable
-distributions, and L{FakeIndex} behaves like an upstream index, including
+Tests for `proxypypi.testing`: the builders make real, installable
+distributions, and `FakeIndex` behaves like an upstream index, including
 when told to misbehave.
 """
 
@@ -47,13 +47,13 @@ WHEEL_PATH = "/files/proto_alpha-1.0-py3-none-any.whl"
 
 class BuilderTests(SynchronousTestCase):
     """
-    L{make_wheel} and L{make_sdist}.
+    `make_wheel` and `make_sdist`.
     """
 
     def test_wheel(self) -> None:
         """
         The wheel is named per the spec, its RECORD hashes every member
-        correctly, its METADATA is the L{Dist.metadata}, and rebuilding it
+        correctly, its METADATA is the `Dist.metadata`, and rebuilding it
         gives identical bytes; the payload is stored, not compressed.
         """
         dist = make_wheel(
@@ -200,7 +200,7 @@ class _Reader(Protocol):
 
 class FakeIndexTests(SynchronousTestCase):
     """
-    L{FakeIndex} over an in-memory HTTP connection.
+    `FakeIndex` over an in-memory HTTP connection.
     """
 
     def setUp(self) -> None:
@@ -278,7 +278,7 @@ class FakeIndexTests(SynchronousTestCase):
     def test_html_page(self) -> None:
         """
         Without JSON in Accept the page is PEP 503 HTML with escaped
-        attributes; C{absolute_urls} uses the Host header.
+        attributes; ``absolute_urls`` uses the Host header.
         """
         self.index.absolute_urls = True
         response, body = self.get("/simple/proto-alpha/", Accept="text/html, */*;q=0.1")
@@ -297,7 +297,7 @@ class FakeIndexTests(SynchronousTestCase):
     def test_format_knobs(self) -> None:
         """
         An HTML-only fake answers HTML even to JSON clients; without
-        C{include_size} the JSON page claims 1.0 and lists no size; q=0
+        ``include_size`` the JSON page claims 1.0 and lists no size; q=0
         refuses JSON.
         """
         _, body = self.get("/simple/proto-alpha/", Accept=f"{JSON_TYPE};q=0, text/html")
@@ -313,7 +313,7 @@ class FakeIndexTests(SynchronousTestCase):
 
     def test_project_list(self) -> None:
         """
-        C{/simple/} lists every project in either format.
+        ``/simple/`` lists every project in either format.
         """
         self.index.add(make_wheel("zeta", "1"))
         _, body = self.get("/simple/", Accept=JSON_TYPE)
@@ -400,7 +400,7 @@ class FakeIndexTests(SynchronousTestCase):
     def test_requests_recorded(self) -> None:
         """
         Every request is recorded with its decoded path and headers of
-        interest; C{count} filters by prefix and method.
+        interest; ``count`` filters by prefix and method.
         """
         self.get("/files/proto_alpha-1.0%2Bx.whl", Range="bytes=0-1", **{"User-Agent": "ua/1"})
         self.request(WHEEL_PATH, "HEAD")
@@ -414,7 +414,7 @@ class FakeIndexTests(SynchronousTestCase):
 
     def test_status_fault(self) -> None:
         """
-        A status fault answers that status for C{times} requests; a per-path
+        A status fault answers that status for ``times`` requests; a per-path
         fault wins over the default one, which then takes over.
         """
         self.index.fault = Fault(status=500)
@@ -426,7 +426,7 @@ class FakeIndexTests(SynchronousTestCase):
 
     def test_latency(self) -> None:
         """
-        Headers come only after C{latency} seconds of reactor time.
+        Headers come only after ``latency`` seconds of reactor time.
         """
         self.index.latency = 2.0
         d = self.stub.get(BASE + WHEEL_PATH)
@@ -453,7 +453,7 @@ class FakeIndexTests(SynchronousTestCase):
 
     def test_throttle(self) -> None:
         """
-        A throttled body arrives one chunk per C{chunk_size / throttle}
+        A throttled body arrives one chunk per ``chunk_size / throttle``
         seconds; hanging up cancels the rest.
         """
         self.index.throttle = 10_000
@@ -478,7 +478,7 @@ class FakeIndexTests(SynchronousTestCase):
 
     def test_drop_and_truncate(self) -> None:
         """
-        C{drop_after} aborts and C{truncate} closes cleanly, each after that
+        ``drop_after`` aborts and ``truncate`` closes cleanly, each after that
         many body bytes; the client sees a failed response either way.
         """
         for fault, aborted in [(Fault(drop_after=100), True), (Fault(truncate=100), False)]:
@@ -497,7 +497,7 @@ class FakeIndexTests(SynchronousTestCase):
 
     def test_stall(self) -> None:
         """
-        C{stall_after} sends that many bytes, then nothing, forever.
+        ``stall_after`` sends that many bytes, then nothing, forever.
         """
         self.index.fault = Fault(stall_after=100)
         reader = self.reader(self.request(WHEEL_PATH))
@@ -508,7 +508,7 @@ class FakeIndexTests(SynchronousTestCase):
 
     def test_corrupt(self) -> None:
         """
-        C{corrupt} changes exactly one byte and keeps the length.
+        ``corrupt`` changes exactly one byte and keeps the length.
         """
         self.index.fault = Fault(corrupt=True)
         _, body = self.get(WHEEL_PATH)
@@ -518,7 +518,7 @@ class FakeIndexTests(SynchronousTestCase):
 
     def test_hang(self) -> None:
         """
-        C{hang} never answers, whatever the clock says.
+        ``hang`` never answers, whatever the clock says.
         """
         self.index.fault = Fault(hang=True, times=1)
         d = self.stub.get(BASE + WHEEL_PATH)
@@ -530,7 +530,7 @@ class FakeIndexTests(SynchronousTestCase):
 
     def test_serve(self) -> None:
         """
-        L{serve} listens on loopback, on an ephemeral port.
+        `serve` listens on loopback, on an ephemeral port.
         """
         reactor = MemoryReactor()
         port, url = self.successResultOf(ensureDeferred(serve(reactor, self.index.resource())))

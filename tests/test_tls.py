@@ -40,7 +40,7 @@ from .conftest import Upstream
 
 def self_signed(directory: str, dns_names: tuple[str, ...] = ()) -> tuple[str, str, bytes]:
     """
-    A key and a certificate for 127.0.0.1 (and C{dns_names}), valid for a
+    A key and a certificate for 127.0.0.1 (and ``dns_names``), valid for a
     day either side of now, written as PEM files.
 
     :returns: the key's path, the certificate's path, the certificate.

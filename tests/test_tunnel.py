@@ -79,7 +79,7 @@ class _Relay(Protocol):
 
 class _ConnectProxy(Protocol):
     """
-    One client of L{ProxyServer}: reads the ``CONNECT`` head, then relays
+    One client of `ProxyServer`: reads the ``CONNECT`` head, then relays
     both ways to 127.0.0.1 at the requested port (whatever the host name:
     the proxy, not the service, resolves it).
     """

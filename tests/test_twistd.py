@@ -29,7 +29,7 @@ LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
 
 class Twistd(ProcessProtocol):
     """
-    A twistd child: fires C{port} once it logs its address, C{ended} with
+    A twistd child: fires ``port`` once it logs its address, ``ended`` with
     its exit code (minus the signal number when a signal ended it).
     """
 

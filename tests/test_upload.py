@@ -59,7 +59,7 @@ def twine_fields(
     dist: Dist, project_name: str | None = None, **overrides: str | None
 ) -> list[tuple[str, str]]:
     """
-    The form fields twine 7 sends with C{dist} (``PROTOCOL.md`` §1.9 P2);
+    The form fields twine 7 sends with ``dist`` (``PROTOCOL.md`` §1.9 P2);
     an override of ``None`` leaves a field out.
     """
     wheel = dist.filename.endswith(".whl")
@@ -118,7 +118,7 @@ class Response:
 
 def parse_response(raw: bytes) -> Response | None:
     """
-    The first response (after any ``100 Continue``) in C{raw}, or ``None``.
+    The first response (after any ``100 Continue``) in ``raw``, or ``None``.
     """
     while raw.startswith(b"HTTP/1.1 100"):
         raw = raw.split(b"\r\n\r\n", 1)[1]
@@ -147,7 +147,7 @@ def parse_response(raw: bytes) -> Response | None:
 
 def listing(root: str) -> dict[str, str]:
     """
-    Every file under C{root} with the sha256 of its content.
+    Every file under ``root`` with the sha256 of its content.
     """
     found = {}
     for dirpath, _dirs, names in os.walk(root):
@@ -218,7 +218,7 @@ class ProxyHarness(SynchronousTestCase):
     ) -> Response:
         """
         Send one request and return the response (the body is sent whole,
-        or in chunks of 16 KiB with C{chunked}).
+        or in chunks of 16 KiB with ``chunked``).
         """
         protocol, transport = self.connect()
         head = f"{method} {path} HTTP/1.1\r\nHost: proxy.example\r\n"

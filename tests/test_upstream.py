@@ -101,7 +101,7 @@ def url_of(name: str) -> str:
 
 class Members:
     """
-    A pool over named fake members: C{groups} lists each group's members
+    A pool over named fake members: ``groups`` lists each group's members
     as (name, weight).
     """
 
@@ -268,7 +268,7 @@ class HealthMachineTests(SynchronousTestCase):
 class SelectionTests(SynchronousTestCase):
     def split(self, weights: tuple[float, float], concurrency: int, total: int = 400) -> float:
         """
-        Send C{total} page requests to a group of two members, C{concurrency}
+        Send ``total`` page requests to a group of two members, ``concurrency``
         at a time; return the first member's share.
         """
         members = Members(Clock(), [[("a", weights[0]), ("b", weights[1])]])
@@ -745,7 +745,7 @@ class UpstreamProxyTests(SynchronousTestCase):
 
     def connects_to(self, url: str, proxy: str | None = None) -> list[int]:
         """
-        The ports an agent from the service's factory connects to for C{url}
+        The ports an agent from the service's factory connects to for ``url``
         (the memory reactor resolves every name to 127.0.0.1).
         """
         from twisted.internet.testing import MemoryReactorClock

@@ -2,8 +2,8 @@
 """
 The index data, independent of how it was serialized (HTML or JSON).
 
-A L{ProjectPage} is what one upstream said about one project, plus what we
-remember of it; a L{DistFile} is one file on that page.  Both are immutable
+A `ProjectPage` is what one upstream said about one project, plus what we
+remember of it; a `DistFile` is one file on that page.  Both are immutable
 values: a refreshed page is a new object.
 """
 
@@ -82,7 +82,7 @@ class ProjectPage:
     Everything an index says about one project.
 
     :ivar versions: the versions the upstream listed (PEP 700), which may
-        include versions without files; see L{all_versions}.
+        include versions without files; see `all_versions`.
     :ivar last_serial: the upstream's change serial (``X-PyPI-Last-Serial``
         or ``_last-serial``), used to refuse pages older than the one held.
     """
@@ -95,7 +95,7 @@ class ProjectPage:
 
     def file(self, filename: str) -> DistFile | None:
         """
-        The file listed under exactly C{filename}, if any.
+        The file listed under exactly ``filename``, if any.
         """
         for f in self.files:
             if f.filename == filename:

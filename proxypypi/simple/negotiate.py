@@ -17,7 +17,7 @@ import functools
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 #: PEP 691 HTML serialization, version 1.
 HTML_V1 = "application/vnd.pypi.simple.v1+html"
-#: The legacy PEP 503 media type, an alias of L{HTML_V1}.
+#: The legacy PEP 503 media type, an alias of `HTML_V1`.
 HTML = "text/html"
 
 #: The ``latest`` meta-versions, answered with the concrete v1 types.
@@ -41,9 +41,9 @@ class Format(enum.Enum):
 
 def format_of(media_type: str) -> Format:
     """
-    The serialization a media type returned by L{negotiate} stands for.
+    The serialization a media type returned by `negotiate` stands for.
 
-    :param media_type: one of L{JSON_V1}, L{HTML_V1} or L{HTML}.
+    :param media_type: one of `JSON_V1`, `HTML_V1` or `HTML`.
     """
     return Format.JSON if media_type == JSON_V1 else Format.HTML
 
@@ -86,7 +86,7 @@ def _parse_range(part: str) -> tuple[str, float] | None:
 
 def _specificity(media_range: str, offer: str) -> int:
     """
-    How specifically C{media_range} matches C{offer}: 3 for the exact
+    How specifically ``media_range`` matches ``offer``: 3 for the exact
     type, 2 for ``type/*``, 1 for ``*/*`` and 0 for no match.
     """
     if media_range == offer:
@@ -99,7 +99,7 @@ def _specificity(media_range: str, offer: str) -> int:
 
 def _quality(ranges: list[tuple[str, float]], offer: str) -> float:
     """
-    The q-value the client gave C{offer}: that of the most specific
+    The q-value the client gave ``offer``: that of the most specific
     matching range (RFC 9110 §12.5.1), so ``text/html;q=0, */*`` refuses
     HTML; the highest q among equally specific ranges.
     """

@@ -6,7 +6,7 @@ Upstreams are not trusted.  A page is read as far as it makes sense, and a
 link is dropped (with a warning for the caller to log) whenever keeping it
 could make the proxy fetch from a non-HTTP URL, store a file under a
 dangerous name or serve another project's file.  Only a body that is not an
-index page at all raises L{PageParseError}, so that an error page is never
+index page at all raises `PageParseError`, so that an error page is never
 mistaken for a project that lost all its files.
 """
 
@@ -27,7 +27,7 @@ from ..names import belongs_to, is_safe_filename, version_of
 from .model import CoreMetadata, DistFile, ProjectPage, ProjectStatus, Yanked
 from .negotiate import HTML, HTML_V1, JSON_V1, Format, parse_media_type
 
-#: Our private per-file JSON key for L{DistFile.removed_upstream}; clients
+#: Our private per-file JSON key for `DistFile.removed_upstream`; clients
 #: ignore keys starting with ``_`` (PEP 691).
 REMOVED_UPSTREAM_KEY = "_proxypypi-removed-upstream"
 
@@ -67,7 +67,7 @@ def _brief(value: object) -> str:
 
 def _ascii_int(text: str) -> int | None:
     """
-    C{text} as a non-negative integer, or ``None`` (also for numbers too
+    ``text`` as a non-negative integer, or ``None`` (also for numbers too
     long for ``int()``).
     """
     if not (text.isascii() and text.isdigit()):
@@ -158,7 +158,7 @@ class _Collector:
 
     def hashes(self, pairs: Iterable[tuple[object, object]], what: str) -> dict[str, str]:
         """
-        The usable hashes among C{pairs}: a known algorithm with a hex
+        The usable hashes among ``pairs``: a known algorithm with a hex
         digest of the right length, both lowercased.
         """
         clean: dict[str, str] = {}
@@ -192,8 +192,8 @@ class _Collector:
         self, versions: Iterable[str], last_serial: int | None, status: ProjectStatus | None
     ) -> ProjectPage:
         """
-        The finished page, with C{versions} completed by the files' own
-        versions (what L{ProjectPage.all_versions} computes) so that the page
+        The finished page, with ``versions`` completed by the files' own
+        versions (what `ProjectPage.all_versions` computes) so that the page
         round-trips through JSON unchanged.
         """
         all_versions = tuple(dict.fromkeys([*versions, *self.file_versions]))
@@ -206,7 +206,7 @@ class _Collector:
 
 def _load_json_object(body: bytes) -> dict[str, Any]:
     """
-    The top-level JSON object of C{body}.
+    The top-level JSON object of ``body``.
 
     :raises PageParseError: for anything but a JSON object.
     """
@@ -221,7 +221,7 @@ def _load_json_object(body: bytes) -> dict[str, Any]:
 
 def _field(doc: dict[str, Any], key: str, kind: type[_T], default: _T) -> _T:
     """
-    C{doc[key]}, or C{default} when absent.
+    ``doc[key]``, or ``default`` when absent.
 
     :raises PageParseError: when present with the wrong type.
     """
@@ -251,7 +251,7 @@ def _json_size(value: object) -> int | None:
 
 def _json_str(value: object) -> str | None:
     """
-    C{value} if it is a non-empty string (upstreams send ``null``).
+    ``value`` if it is a non-empty string (upstreams send ``null``).
     """
     return value if isinstance(value, str) and value else None
 
@@ -445,7 +445,7 @@ def _html_yanked(attrs: _Attrs) -> Yanked:
 def _html_core_metadata(c: _Collector, attrs: _Attrs, filename: str) -> CoreMetadata:
     """
     PEP 658 / 714: ``true`` or ``<hashname>=<hex>``, newest spelling first;
-    an unusable hash means no metadata (see L{_json_core_metadata}).
+    an unusable hash means no metadata (see `_json_core_metadata`).
     """
     for key in _HTML_METADATA_KEYS:
         if key in attrs:
@@ -514,8 +514,8 @@ def _html_base(page_url: str, base: str | None) -> str:
 
 def _feed(parser: HTMLParser, text: str, *, close: bool) -> None:
     """
-    Feed C{parser}, turning the standard library's last-resort assertions
-    into L{PageParseError}.
+    Feed ``parser``, turning the standard library's last-resort assertions
+    into `PageParseError`.
     """
     try:
         parser.feed(text)
@@ -554,7 +554,7 @@ def _parse_html(
 
 def _format_of(body: bytes, content_type: str) -> Format:
     """
-    Which serialization C{body} is in: the content type when it names one,
+    Which serialization ``body`` is in: the content type when it names one,
     otherwise a sniff (JSON starts with ``{``).
     """
     media_type = parse_media_type(content_type)[0]
@@ -585,7 +585,7 @@ def parse_project_page(
         body carries no serial.
     :returns: the page (whose ``versions`` already include every file's
         version) and human-readable warnings about what was dropped.
-    :raises PageParseError: when C{body} is not a project page (for HTML:
+    :raises PageParseError: when ``body`` is not a project page (for HTML:
         has no markup at all), a JSON page names another project, or an HTML
         page lists files of another project only.
     """
@@ -614,7 +614,7 @@ class ProjectListParser:
 
     def feed(self, chunk: bytes) -> list[str]:
         """
-        :returns: the project names (anchor texts) completed by C{chunk}.
+        :returns: the project names (anchor texts) completed by ``chunk``.
         :raises PageParseError: if the HTML parser gives up.
         """
         _feed(self._parser, self._decoder.decode(chunk), close=False)
@@ -638,7 +638,7 @@ def parse_project_list_json(body: bytes) -> list[str]:
     The names of a PEP 691 JSON project list (``projects[].name``), skipping
     malformed entries.
 
-    :raises PageParseError: when C{body} is not a JSON project list.
+    :raises PageParseError: when ``body`` is not a JSON project list.
     """
     doc = _load_json_object(body)
     _check_api_version(_field(doc, "meta", dict, {}).get("api-version"))

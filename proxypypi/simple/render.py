@@ -3,7 +3,7 @@
 The model into our own index pages (PEP 691 JSON and PEP 503 HTML).
 
 Only file URLs change on the way through the proxy (the caller decides them
-with C{file_url}); everything else an upstream said is passed on unchanged,
+with ``file_url``); everything else an upstream said is passed on unchanged,
 PEP 740 provenance URLs included.  The ``.metadata`` URL is never written:
 clients derive it as ``<file url>.metadata``.  Each page claims the lowest
 repository version whose features it carries, and never more.
@@ -116,7 +116,7 @@ def render_project_json(
 
     ``project-status`` and ``provenance`` are written even at api-version
     1.0 (clients ignore what they do not know) so that a page stored this
-    way loses nothing; they are only I{claimed} on top of 1.1.
+    way loses nothing; they are only *claimed* on top of 1.1.
 
     :param file_url: the URL to list for a file; written as is.
     :param private_keys: also write our ``_proxypypi-*`` keys (for pages

@@ -37,7 +37,7 @@ def _trusted(values: tuple[str, ...]) -> tuple[TrustedProxy, ...]:
 
 def is_trusted(peer: object, trusted: tuple[str, ...]) -> bool:
     """
-    Whether the connection's peer address is one of the C{trusted} proxies.
+    Whether the connection's peer address is one of the ``trusted`` proxies.
     """
     if not trusted:
         return False
@@ -92,7 +92,7 @@ def external_base(request: IRequest, trusted: tuple[str, ...]) -> str:
     The URL of this server's root as the client reached it, e.g.
     ``https://proxy.example/``: scheme from TLS (or ``X-Forwarded-Proto``),
     host from ``Host`` (or ``X-Forwarded-Host``), the forwarded headers
-    counting only when the peer is in C{trusted} (``--trusted-proxy``).
+    counting only when the peer is in ``trusted`` (``--trusted-proxy``).
     A default port is left out.
 
     :param trusted: the configured trusted proxies (``Config.trusted_proxies``).

@@ -5,14 +5,14 @@ Request bodies: bounded, and uploads streamed to disk as they arrive.
 twisted.web reads a whole request body before any resource sees the
 request, and by default it also parses a ``multipart/form-data`` body into
 ``request.args`` *in memory*.  For uploads of up to a gigabyte both are
-wrong, so L{SpoolingRequest} takes over the body as it is received:
+wrong, so `SpoolingRequest` takes over the body as it is received:
 
 - the size limit is enforced from the ``Content-Length`` header before a
   byte of the body is read, and again on every chunk (a chunked body has no
   length to check up front; ``Content-Length`` framing is enforced by
   ``HTTPChannel`` itself, so a forged length can only cut a body short,
   which the multipart parser then reports as truncated);
-- a multipart body is parsed incrementally (C{multipart.PushMultipartParser},
+- a multipart body is parsed incrementally (``multipart.PushMultipartParser``,
   a sans-I/O parser that treq already depends on): the one file part,
   ``content``, is written to a spool file in ``DATA/tmp/`` chunk by chunk,
   and the small text fields are kept in memory under a cap;
@@ -24,7 +24,7 @@ wrong, so L{SpoolingRequest} takes over the body as it is received:
   (``401``) still waits for the end of the body, like any other.
 
 Spool files are removed when the request ends, unless an upload took
-ownership of them (L{FormReceiver.take_content}); ``DATA/tmp/`` is emptied
+ownership of them (`FormReceiver.take_content`); ``DATA/tmp/`` is emptied
 at start-up after a crash.  Hashing and validation happen later, off the
 reactor thread.
 """
@@ -68,7 +68,7 @@ MAX_PARTS = 1000
 #: The form field holding the distribution file.
 CONTENT_FIELD = "content"
 
-#: L{SpoolingRequest.checked_user} until the credentials are checked.
+#: `SpoolingRequest.checked_user` until the credentials are checked.
 NOT_CHECKED = object()
 
 #: Chunk size when a form is parsed from an already buffered body.
@@ -161,8 +161,8 @@ class FormReceiver:
     Takes a ``multipart/form-data`` body chunk by chunk: text fields into
     memory, the ``content`` file into a spool file.
 
-    After L{finish}, either L{error} says why the body is unusable or
-    L{fields} and L{content} hold the form.
+    After `finish`, either `error` says why the body is unusable or
+    `fields` and `content` hold the form.
     """
 
     boundary: str
@@ -364,7 +364,7 @@ def receive_buffered(
     """
     Parse a body twisted.web already buffered (``request.content``), for a
     request that did not stream it (a site built without
-    L{SpoolingRequest}).  Blocking: run it in a thread.
+    `SpoolingRequest`).  Blocking: run it in a thread.
     """
     receiver = FormReceiver.for_content_type(content_type, spool_dir, max_file_size)
     content.seek(0)
@@ -401,7 +401,7 @@ def reason_phrase(message: str) -> bytes:
 class SpoolingRequest(Request):
     """
     A request whose body is bounded and, for uploads, streamed to a spool
-    file, following the L{BodyPolicy} of its site (``site.body_policy``).
+    file, following the `BodyPolicy` of its site (``site.body_policy``).
     Without a policy it behaves as twisted.web's own request, except that
     it never parses forms into memory.
 
@@ -410,7 +410,7 @@ class SpoolingRequest(Request):
     :ivar body_rejected: the body broke a limit; the request was answered
         and will not be processed.
     :ivar checked_user: what checking the credentials of an upload gave
-        (the user or ``None``), once known; L{NOT_CHECKED} before.
+        (the user or ``None``), once known; `NOT_CHECKED` before.
     """
 
     form: FormReceiver | None = None
@@ -512,12 +512,12 @@ class SpoolingRequest(Request):
 
 def form_of(request: Any, policy: BodyPolicy, run: Runner) -> Deferred[FormReceiver | None]:
     """
-    The upload form of C{request}: the one L{SpoolingRequest} received
+    The upload form of ``request``: the one `SpoolingRequest` received
     while the body arrived, or, for any other request, one parsed now (in
     a thread) from the body twisted.web buffered.
 
     :returns: a Deferred firing with the form; with ``None`` only for a
-        L{SpoolingRequest} whose multipart body was not kept (it came
+        `SpoolingRequest` whose multipart body was not kept (it came
         without credentials).
     """
     content_type = request.getHeader(b"content-type")

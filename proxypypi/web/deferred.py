@@ -20,7 +20,7 @@ log = Logger()
 
 def render_async(request: IRequest, work: Callable[[], Coroutine[Any, Any, bytes | int]]) -> int:
     """
-    Run C{work} and send what it returns: bytes to write and finish, or
+    Run ``work`` and send what it returns: bytes to write and finish, or
     ``NOT_DONE_YET`` when it took over the request (a producer).  An
     unexpected exception becomes a 500 with a one-line body, never a
     traceback for the client.

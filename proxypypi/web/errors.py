@@ -25,7 +25,7 @@ def error(request: IRequest, code: int, message: str) -> bytes:
 
 def redirect(request: IRequest, location: str) -> bytes:
     """
-    A permanent redirect to C{location} (relative, so it survives any
+    A permanent redirect to ``location`` (relative, so it survives any
     path prefix a reverse proxy adds), keeping the request's query string.
     """
     query = request.uri.partition(b"?")[2]

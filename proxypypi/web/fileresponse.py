@@ -2,10 +2,10 @@
 """
 Answer a ``GET`` or ``HEAD`` with a file, complete or still downloading:
 status, headers, conditional requests and byte ranges, then the body from a
-L{TailProducer}.
+`TailProducer`.
 
 One code path serves both complete and growing files, so both get the same
-``ETag``, ``If-Range`` and ``Range`` handling, which C{twisted.web.static}
+``ETag``, ``If-Range`` and ``Range`` handling, which ``twisted.web.static``
 lacks (``STYLE.md`` §2.b.5).
 """
 
@@ -56,7 +56,7 @@ def respond_with_file(
     cache_control: str = IMMUTABLE,
 ) -> bytes | int:
     """
-    Answer C{request} with C{source}; return the result straight from
+    Answer ``request`` with ``source``; return the result straight from
     ``render_GET`` / ``render_HEAD``.
 
     - ``If-None-Match`` naming the ETag: ``304``, no body.
@@ -67,10 +67,10 @@ def respond_with_file(
     - ``GET`` with one satisfiable ``Range`` (and a matching ``If-Range``, if
       any): ``206`` with ``Content-Range``; with a range starting at or past
       the end: ``416`` with ``Content-Range: bytes */size``.  Ranges are only
-      honoured when the total size is known (see L{proxypypi.ranges}).
+      honoured when the total size is known (see `proxypypi.ranges`).
     - Otherwise ``200`` with the whole file.
 
-    The body streams from a L{TailProducer}, following the download as it
+    The body streams from a `TailProducer`, following the download as it
     grows; ``Content-Length`` is always set when the size is known, so the
     body goes chunked only for a download of unknown length.  No
     ``Content-Encoding`` is ever added: clients check the hash of the bytes.
@@ -86,7 +86,7 @@ def respond_with_file(
     :param cache_control: The ``Cache-Control`` of the file's responses.
     :returns: ``NOT_DONE_YET`` when the response was taken over (a body is
         streaming, or it already finished), or the body to send.
-    :raises ValueError: when C{etag} is not a valid strong entity tag.
+    :raises ValueError: when ``etag`` is not a valid strong entity tag.
     """
     quoted_etag = None if etag is None else format_etag(etag)
     if source.failure() is not None:
@@ -145,7 +145,7 @@ def respond_with_file(
 
 def _span(selected: FullResponse | SingleRange, size: int | None) -> tuple[int, int | None]:
     """
-    The offsets C{[start, end)} to send; ``end`` is ``None`` for "until the
+    The offsets ``[start, end)`` to send; ``end`` is ``None`` for "until the
     download completes", only when the size is unknown.
     """
     if isinstance(selected, SingleRange):
@@ -157,7 +157,7 @@ def _not_modified(request: IRequest, cache_control: str) -> int:
     """
     Answer ``304`` and finish the request here.
 
-    Returning C{b""} from ``render_GET`` would make twisted.web add
+    Returning ``b""`` from ``render_GET`` would make twisted.web add
     ``Content-Length: 0``, which a ``304`` must not carry (RFC 9110 §8.6: it
     would have to equal the full response's length); finishing directly
     sends the headers as set.

@@ -49,7 +49,7 @@ def unauthorized(request: IRequest, auth: Authenticator | None) -> bytes:
 
 def writer(proxy: Proxy, request: IRequest) -> Deferred[User | bytes]:
     """
-    Who may change things with C{request}: the L{User}, or the error body
+    Who may change things with ``request``: the `User`, or the error body
     to send (``403`` when uploads are disabled, ``401`` otherwise).
     """
     auth = proxy.auth
@@ -76,8 +76,8 @@ def cache_scope(proxy: Proxy) -> str:
 
 class ReadGuard(Resource):
     """
-    Lets a request through to C{wrapped} only with valid credentials;
-    ``401`` otherwise.  Traversal below C{wrapped} continues once the
+    Lets a request through to ``wrapped`` only with valid credentials;
+    ``401`` otherwise.  Traversal below ``wrapped`` continues once the
     check is done (it is synchronous for credentials checked recently).
     """
 
@@ -105,7 +105,7 @@ class ReadGuard(Resource):
 
 def guard_reads(proxy: Proxy, resource: IResource) -> IResource:
     """
-    C{resource} itself, or behind a L{ReadGuard} with ``--auth-read``.
+    ``resource`` itself, or behind a `ReadGuard` with ``--auth-read``.
     """
     if not proxy.config.auth_read:
         return resource

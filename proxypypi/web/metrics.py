@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_metrics -*-
 """
-``/metrics``: every figure of L{proxypypi.metrics} in the Prometheus text
+``/metrics``: every figure of `proxypypi.metrics` in the Prometheus text
 format, read at scrape time by one collector in a registry of the
 service's own.
 """
@@ -239,7 +239,7 @@ class ProxyCollector:
 
 def registry_for(proxy: Proxy) -> CollectorRegistry:
     """
-    A registry of C{proxy}'s own: its L{ProxyCollector} and the process
+    A registry of ``proxy``'s own: its `ProxyCollector` and the process
     figures (memory, open file descriptors, CPU).  Never the global
     default registry, which would mix several services in one process.
     """

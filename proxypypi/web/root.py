@@ -68,7 +68,7 @@ class HealthResource(Page):
 
 class RootResource(Page):
     """
-    ``/``: the status page (L{proxypypi.web.status}); the rest of the tree
+    ``/``: the status page (`proxypypi.web.status`); the rest of the tree
     hangs below it.  ``/metrics``, like ``/health``, needs no credentials
     even with ``--auth-read``: monitoring reads it, and it names no
     project.

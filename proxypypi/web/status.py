@@ -81,7 +81,7 @@ def _percent(ratio: float | None) -> str:
 
 def data(value: float | int | None, text: str, id: str | None = None) -> str:
     """
-    A figure: C{text} for people, C{value} for machines.
+    A figure: ``text`` for people, ``value`` for machines.
     """
     ident = f' id="{e(id)}"' if id else ""
     shown = e(text)
@@ -96,7 +96,7 @@ def _count(value: int, id: str | None = None) -> str:
 
 def _counted(value: int, noun: str, id: str | None = None) -> str:
     """
-    ``1 file``, ``2 files``, the number marked up as L{_count}.
+    ``1 file``, ``2 files``, the number marked up as `_count`.
     """
     return f"{_count(value, id)} {e(noun if value == 1 else noun + 's')}"
 
@@ -107,7 +107,7 @@ def _bytes(value: int | None, id: str | None = None) -> str:
 
 def _table(head: Sequence[str], rows: Iterable[Sequence[str]], numeric: set[int]) -> str:
     """
-    A table of already escaped cells; columns in C{numeric} align right.
+    A table of already escaped cells; columns in ``numeric`` align right.
     """
 
     def cls(i: int) -> str:
@@ -330,7 +330,7 @@ def _usage(proxy: Proxy, base: str) -> str:
 
 def render_status(proxy: Proxy, request: IRequest) -> bytes:
     """
-    The status page for C{request} (its address, as the client sees it,
+    The status page for ``request`` (its address, as the client sees it,
     goes into the configuration snippets).
     """
     base = external_base(request, proxy.config.trusted_proxies)

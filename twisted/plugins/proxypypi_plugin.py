@@ -1,6 +1,6 @@
 """
 The twistd plugin: ``twistd proxypypi``.  Imports nothing heavy; twistd
-loads L{proxypypi.tap} only when this plugin is used.
+loads `proxypypi.tap` only when this plugin is used.
 """
 
 from twisted.application.service import ServiceMaker
