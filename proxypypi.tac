@@ -14,7 +14,7 @@ from twisted.internet import reactor
 
 from proxypypi.config import ConfigError, build_config, load_toml
 from proxypypi.service import make_service
-from proxypypi.storage import StorageError
+from proxypypi.cache.storage import StorageError
 
 path = os.environ.get("PROXYPYPI_CONFIG")
 if not path:

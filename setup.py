@@ -5,7 +5,7 @@ Packaging for proxypypi.
 not, or it would shadow Twisted's own), so ``find_packages`` never sees it.
 """
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="proxypypi",
@@ -15,9 +15,9 @@ setup(
     long_description_content_type="text/x-rst",
     license="MIT",
     python_requires=">=3.11",
-    packages=["proxypypi", "proxypypi.simple", "proxypypi.web", "twisted.plugins"],
+    packages=find_packages(include=["proxypypi", "proxypypi.*"]) + ["twisted.plugins"],
     package_data={"proxypypi": ["py.typed"]},
-    entry_points={"console_scripts": ["proxypypi-admin = proxypypi.admin:main"]},
+    entry_points={"console_scripts": ["proxypypi-admin = proxypypi.ops.admin:main"]},
     install_requires=[
         "Twisted[tls]>=24.7.0",
         "treq>=23.11.0",

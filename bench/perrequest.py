@@ -37,8 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from upstream import PAGE_PROJECT, UPLOAD_TIME, PrehashedDist, page_set
 
-from proxypypi import logs
 from proxypypi.config import build_config
+from proxypypi.ops import logs
 from proxypypi.service import WebServer, make_service
 from proxypypi.testing import FakeIndex, serve
 

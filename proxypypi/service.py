@@ -34,9 +34,13 @@ from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
-from . import __version__, eviction
-from .auth import Authenticator
-from .config import (
+from proxypypi import __version__
+from proxypypi.cache import eviction
+from proxypypi.cache.downloads import Manager
+from proxypypi.cache.pages import PageCache
+from proxypypi.cache.projectlist import ProjectList
+from proxypypi.cache.storage import Runner, Storage
+from proxypypi.config import (
     Config,
     ConfigError,
     UpstreamConfig,
@@ -44,19 +48,16 @@ from .config import (
     environment_proxy,
     proxy_address,
 )
-from .downloads import Manager
-from .index import PageCache
-from .logs import log_access
-from .metrics import Metrics, measure_storage
-from .private import PrivateStore
-from .projectlist import ProjectList
-from .proxy import Proxy
-from .storage import Runner, Storage
-from .tunnel import TunnellingEndpointFactory, proxy_authorization
-from .upstream import Pool
-from .web.body import BodyPolicy, SpoolingRequest
-from .web.root import RootResource
-from .web.upload import body_policy
+from proxypypi.ops.logs import log_access
+from proxypypi.ops.metrics import Metrics, measure_storage
+from proxypypi.private.auth import Authenticator
+from proxypypi.private.store import PrivateStore
+from proxypypi.proxy import Proxy
+from proxypypi.upstream.pool import Pool
+from proxypypi.upstream.tunnel import TunnellingEndpointFactory, proxy_authorization
+from proxypypi.web.body import BodyPolicy, SpoolingRequest
+from proxypypi.web.root import RootResource
+from proxypypi.web.upload import body_policy
 
 log = Logger()
 
@@ -352,7 +353,7 @@ def build_proxy(
     :param agent_for: the HTTP agent to reach one upstream with.
     :param auth_run: runs password checks (bcrypt) off the reactor thread;
         the storage's runner when not given.
-    :raises proxypypi.auth.AuthFileError: when the auth file is unreadable.
+    :raises proxypypi.private.auth.AuthFileError: when the auth file is unreadable.
     """
     metrics = Metrics()
     pool = Pool.from_config(
@@ -442,7 +443,7 @@ def upstream_agents(
     loop is a failure of the upstream).
 
     :param proxy: an HTTP proxy URL to send every request through: https in
-        a ``CONNECT`` tunnel (`proxypypi.tunnel`), plain http as proxied
+        a ``CONNECT`` tunnel (`proxypypi.upstream.tunnel`), plain http as proxied
         requests; credentials in the URL go to the proxy as Basic
         ``Proxy-Authorization``.
     :param tls_policy: how upstream certificates are checked; the default
@@ -567,7 +568,7 @@ def make_service(config: Config, reactor: Any) -> IService:
     The whole service: disk threads, upstream connections, and one web
     server per listen endpoint.
 
-    :raises proxypypi.storage.StorageError: when the storage is unusable.
+    :raises proxypypi.cache.storage.StorageError: when the storage is unusable.
     :raises ConfigError: when a listen endpoint cannot be used.
     """
     # First, before anything else logs: the configuration as understood.

@@ -10,11 +10,11 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from . import __version__
-from .auth import AuthFileError, check_auth_file
-from .config import DEFAULT_STORAGE, Config, ConfigError, build_config, load_toml
-from .logs import use_logfile
-from .storage import Storage, StorageError
+from proxypypi import __version__
+from proxypypi.cache.storage import Storage, StorageError
+from proxypypi.config import DEFAULT_STORAGE, Config, ConfigError, build_config, load_toml
+from proxypypi.ops.logs import use_logfile
+from proxypypi.private.auth import AuthFileError, check_auth_file
 
 
 class Options(usage.Options):
@@ -119,7 +119,7 @@ class Options(usage.Options):
             if self.parent is not None and not self.parent.get("logger"):
                 # twistd creates its log observer after parsing options.
                 use_logfile(self.parent.get("logfile"))
-                self.parent["logger"] = f"proxypypi.logs.{config.log_format}_observer"
+                self.parent["logger"] = f"proxypypi.ops.logs.{config.log_format}_observer"
             Storage(self["config_obj"].storage, _no_runner).prepare()
             if config.auth_file is not None:
                 check_auth_file(config.auth_file)
@@ -158,7 +158,7 @@ def makeService(options: usage.Options) -> IService:
     """
     from twisted.internet import reactor
 
-    from .service import make_service
+    from proxypypi.service import make_service
 
     try:
         return make_service(options["config_obj"], reactor)

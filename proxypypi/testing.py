@@ -52,7 +52,7 @@ from twisted.web import server
 from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
 
-from .names import METADATA_SUFFIX, parse_dist_filename
+from proxypypi.names import METADATA_SUFFIX, parse_dist_filename
 
 __all__ = [
     "Dist",

@@ -17,12 +17,12 @@ from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase
 
-from proxypypi.admin import Progress, main, pip_command
-from proxypypi.index import CachedPage
-from proxypypi.private import PAGE_FILE, PrivateFile, PrivateProject
+from proxypypi.cache.pages import CachedPage
+from proxypypi.cache.storage import Storage
+from proxypypi.ops.admin import Progress, main, pip_command
+from proxypypi.private.store import PAGE_FILE, PrivateFile, PrivateProject
 from proxypypi.simple.negotiate import JSON_V1
 from proxypypi.simple.parse import parse_project_page
-from proxypypi.storage import Storage
 from proxypypi.testing import Dist, make_sdist, make_wheel
 
 from .conftest import RunningProxy, Upstream
@@ -244,7 +244,7 @@ async def test_prefetch_through_running_service(
     requirements = os.path.join(str(tmp_path), "requirements.txt")
     with open(requirements, "w") as f:
         f.write("proto-alpha\n")
-    argv = ["-m", "proxypypi.admin", "prefetch", "-r", requirements, "proto-gamma"]
+    argv = ["-m", "proxypypi.ops.admin", "prefetch", "-r", requirements, "proto-gamma"]
     argv += ["--index-url", proxy.simple]
     env = {**clean_env, "PYTHONPATH": REPO}
     out, err, code = await getProcessOutputAndValue(sys.executable, argv, env=env, reactor=reactor)

@@ -20,8 +20,8 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from proxypypi import auth
-from proxypypi.auth import (
+from proxypypi.private import auth
+from proxypypi.private.auth import (
     Authenticator,
     AuthFileError,
     HtpasswdChecker,

@@ -21,7 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from proxypypi.downloads import (
+from proxypypi.cache.downloads import (
     CompleteFile,
     Download,
     FileKey,
@@ -30,10 +30,10 @@ from proxypypi.downloads import (
     Manager,
     Origin,
 )
-from proxypypi.fetch import FetchError
+from proxypypi.cache.storage import Storage
 from proxypypi.interfaces import IFileSourceListener
-from proxypypi.storage import Storage
 from proxypypi.testing import Dist, FakeIndex, Fault, make_wheel
+from proxypypi.upstream.fetch import FetchError
 
 
 def sync_run(f: Any, *args: Any) -> Deferred[Any]:

@@ -22,12 +22,12 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 
+from proxypypi.cache.downloads import FileKey
+from proxypypi.cache.eviction import INTERVAL, JOURNAL, EvictionService, Evictor, install
+from proxypypi.cache.storage import Storage
 from proxypypi.config import Config, UpstreamConfig
-from proxypypi.downloads import FileKey
-from proxypypi.eviction import INTERVAL, JOURNAL, EvictionService, Evictor, install
 from proxypypi.service import build_proxy, make_service
 from proxypypi.simple.negotiate import JSON_V1
-from proxypypi.storage import Storage
 from proxypypi.testing import FakeIndex, make_wheel
 from proxypypi.web.root import RootResource
 

@@ -12,13 +12,13 @@ from treq.testing import RequestTraversalAgent
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from proxypypi.cache.pages import PageCache
+from proxypypi.cache.storage import Storage
 from proxypypi.config import UpstreamConfig
-from proxypypi.index import PageCache
 from proxypypi.simple.model import ProjectPage
 from proxypypi.simple.negotiate import HTML, JSON_V1
-from proxypypi.storage import Storage
 from proxypypi.testing import FakeIndex, Fault, make_wheel
-from proxypypi.upstream import Pool, ProjectNotFound, UpstreamUnavailable
+from proxypypi.upstream.pool import Pool, ProjectNotFound, UpstreamUnavailable
 
 from .test_downloads import sync_run
 
@@ -100,7 +100,7 @@ class PageCacheTests(SynchronousTestCase):
 
     def test_failed_refresh_backs_off(self) -> None:
         """After a failed refresh the stale page is served without asking again for a while."""
-        from proxypypi.index import STALE_RETRY_AFTER
+        from proxypypi.cache.pages import STALE_RETRY_AFTER
 
         self.successResultOf(self.get())
         self.clock.advance(601)
@@ -213,7 +213,7 @@ class OfflineTests(SynchronousTestCase):
 class MemoryBudgetTests(SynchronousTestCase):
     def test_least_recently_used_pages_leave_memory(self) -> None:
         """Past the memory budget the least recently used page is dropped (and re-read later)."""
-        import proxypypi.index as index_module
+        import proxypypi.cache.pages as index_module
 
         clock = Clock()
         index = FakeIndex(clock)
@@ -349,7 +349,7 @@ class OffReactorTests(SynchronousTestCase):
 
         storage = Storage(self.mktemp(), runner)
         storage.prepare()
-        import proxypypi.index as index_module
+        import proxypypi.cache.pages as index_module
 
         self.patch(index_module, "PRERENDER_FILES", 1)
         d = PageCache(pool, storage, clock).get("proto-alpha")  # type: ignore[arg-type]

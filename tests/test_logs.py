@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from proxypypi.logs import (
+from proxypypi.ops.logs import (
     FLUSH_INTERVAL,
     LineObserver,
     LineWriter,
@@ -94,7 +94,7 @@ class JSONLinesTests(SynchronousTestCase):
             ["proxypypi", "--upstream", "https://a.example/simple/", "--log-format", "json",
              "--storage", self.mktemp()]
         )  # fmt: skip
-        self.assertEqual(parent["logger"], "proxypypi.logs.json_observer")
+        self.assertEqual(parent["logger"], "proxypypi.ops.logs.json_observer")
 
 
 class AccessEventTests(SynchronousTestCase):
@@ -112,7 +112,7 @@ class AccessEventTests(SynchronousTestCase):
         e = access[0]
         from twisted.logger import formatEvent
 
-        from proxypypi.logs import message
+        from proxypypi.ops.logs import message
 
         self.assertEqual(message(e), formatEvent(e))
         self.assertEqual(

@@ -24,9 +24,10 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from twisted.web.server import Site
 
-from proxypypi import __version__, eviction
+from proxypypi import __version__
+from proxypypi.cache import eviction
 from proxypypi.config import display_url
-from proxypypi.metrics import Histogram, measure_storage, route_of
+from proxypypi.ops.metrics import Histogram, measure_storage, route_of
 from proxypypi.testing import Dist, Fault, make_wheel
 
 from .test_upload import ProxyHarness, Response

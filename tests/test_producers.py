@@ -1,5 +1,5 @@
 """
-Tests for `proxypypi.producers`.
+Tests for `proxypypi.web.producers`.
 
 Responses run through a real `twisted.web.server.Site` over a
 `StringTransport`, because a producer's contract is with the real
@@ -32,7 +32,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from proxypypi.interfaces import IFileSource, IFileSourceListener
-from proxypypi.producers import TailProducer
+from proxypypi.web.producers import TailProducer
 
 # --- An IFileSource fake ---------------------------------------------------
 

@@ -1,12 +1,12 @@
 """
-Tests for `proxypypi.ranges`.
+Tests for `proxypypi.web.ranges`.
 """
 
 from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from proxypypi.ranges import (
+from proxypypi.web.ranges import (
     FullReason,
     FullResponse,
     SingleRange,

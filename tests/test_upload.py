@@ -28,11 +28,11 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from proxypypi import auth
+from proxypypi.cache.storage import Storage
 from proxypypi.config import Config, UpstreamConfig
+from proxypypi.private import auth
 from proxypypi.service import ProxySite, build_proxy
 from proxypypi.simple.negotiate import JSON_V1
-from proxypypi.storage import Storage
 from proxypypi.testing import Dist, FakeIndex, make_sdist, make_wheel
 from proxypypi.web.root import RootResource
 from proxypypi.web.upload import body_policy

@@ -25,14 +25,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from proxypypi.cache.downloads import FileKey, IntegrityError, Manager
+from proxypypi.cache.pages import PageCache
+from proxypypi.cache.storage import Storage
 from proxypypi.config import Config, ConfigError, UpstreamConfig, build_config, parse_upstreams
-from proxypypi.downloads import FileKey, IntegrityError, Manager
-from proxypypi.health import PROBE_FIRST_DELAY, PROBE_MAX_DELAY, Health, State
-from proxypypi.index import PageCache
 from proxypypi.service import build_proxy
-from proxypypi.storage import Storage
 from proxypypi.testing import FakeIndex, Fault, make_wheel
-from proxypypi.upstream import (
+from proxypypi.upstream.health import PROBE_FIRST_DELAY, PROBE_MAX_DELAY, Health, State
+from proxypypi.upstream.pool import (
     PageResult,
     Pool,
     ProjectNotFound,
@@ -829,7 +829,7 @@ class ClassificationTests(SynchronousTestCase):
         from twisted.python.failure import Failure
         from twisted.web.client import ResponseNeverReceived
 
-        from proxypypi.fetch import UpstreamTimeout, is_unreachable
+        from proxypypi.upstream.fetch import UpstreamTimeout, is_unreachable
 
         tls = ResponseNeverReceived([Failure(SSL.Error("certificate verify failed"))])
         for exc in (ConnectionRefusedError(), DNSLookupError("x"), tls):
@@ -864,7 +864,7 @@ class ClassificationTests(SynchronousTestCase):
 class ParseOffReactorTests(SynchronousTestCase):
     def test_large_pages_parsed_by_the_runner(self) -> None:
         """Pages past the size threshold are parsed through parse_in; small ones inline."""
-        import proxypypi.upstream as upstream_module
+        import proxypypi.upstream.pool as upstream_module
 
         clock = Clock()
         index = FakeIndex(clock)

@@ -16,10 +16,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from proxypypi.cache.storage import Storage
 from proxypypi.config import Config, UpstreamConfig
 from proxypypi.service import build_proxy
 from proxypypi.simple.negotiate import HTML, JSON_V1
-from proxypypi.storage import Storage
 from proxypypi.testing import FakeIndex, Fault, make_sdist, make_wheel
 from proxypypi.web.root import RootResource
 
@@ -330,7 +330,7 @@ class GzipTests(SynchronousTestCase):
         """The compressed rendering decompresses to the plain one, with its own ETag."""
         import gzip
 
-        from proxypypi.index import Rendered
+        from proxypypi.cache.pages import Rendered
 
         r = Rendered.of(b"x" * 10_000)
         self.assertEqual(gzip.decompress(r.gzipped), r.body)

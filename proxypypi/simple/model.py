@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import attrs
 from packaging.utils import NormalizedName
 
-from ..names import version_of
+from proxypypi.names import version_of
 
 #: ``False`` (not yanked), ``True`` (yanked, no reason) or the reason.
 Yanked = bool | str

@@ -23,9 +23,9 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 import attrs
 from packaging.utils import NormalizedName, canonicalize_name
 
-from ..names import belongs_to, is_safe_filename, version_of
-from .model import CoreMetadata, DistFile, ProjectPage, ProjectStatus, Yanked
-from .negotiate import HTML, HTML_V1, JSON_V1, Format, parse_media_type
+from proxypypi.names import belongs_to, is_safe_filename, version_of
+from proxypypi.simple.model import CoreMetadata, DistFile, ProjectPage, ProjectStatus, Yanked
+from proxypypi.simple.negotiate import HTML, HTML_V1, JSON_V1, Format, parse_media_type
 
 #: Our private per-file JSON key for `DistFile.removed_upstream`; clients
 #: ignore keys starting with ``_`` (PEP 691).

@@ -18,8 +18,8 @@ from urllib.parse import quote
 
 from packaging.utils import canonicalize_name
 
-from .model import CoreMetadata, DistFile, ProjectPage, ProjectStatus
-from .parse import REMOVED_UPSTREAM_KEY
+from proxypypi.simple.model import CoreMetadata, DistFile, ProjectPage, ProjectStatus
+from proxypypi.simple.parse import REMOVED_UPSTREAM_KEY
 
 #: Chooses the URL a client is sent to for a file.
 FileURL = Callable[[DistFile], str]

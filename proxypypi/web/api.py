@@ -19,14 +19,14 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from ..auth import User
-from ..names import normalize
-from ..private import PrivateFile, UploadRejected
-from ..proxy import Proxy
-from ..simple.model import Yanked
-from .deferred import render_async
-from .errors import Page
-from .guard import answer, writer
+from proxypypi.names import normalize
+from proxypypi.private.auth import User
+from proxypypi.private.store import PrivateFile, UploadRejected
+from proxypypi.proxy import Proxy
+from proxypypi.simple.model import Yanked
+from proxypypi.web.deferred import render_async
+from proxypypi.web.errors import Page
+from proxypypi.web.guard import answer, writer
 
 _USAGE = (
     "use /api/private/<project>[/<filename>[/yank|/unyank]] (GET, POST or DELETE, with credentials)"

@@ -49,7 +49,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from ..storage import PARTIAL_SUFFIX, Runner, write_all
+from proxypypi.cache.storage import PARTIAL_SUFFIX, Runner, write_all
 
 #: Bytes of form fields (everything but the file) kept in memory at most;
 #: twine sends the long description as a field.

@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET, Request
 
-from .errors import error
+from proxypypi.web.errors import error
 
 log = Logger()
 

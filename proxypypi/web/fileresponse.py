@@ -18,9 +18,10 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET
 
-from ..interfaces import IFileSource
-from ..producers import DEFAULT_STALL_TIMEOUT, StreamingRequest, TailProducer
-from ..ranges import (
+from proxypypi.interfaces import IFileSource
+from proxypypi.web.errors import error
+from proxypypi.web.producers import DEFAULT_STALL_TIMEOUT, StreamingRequest, TailProducer
+from proxypypi.web.ranges import (
     FullResponse,
     RangeResult,
     SingleRange,
@@ -30,8 +31,7 @@ from ..ranges import (
     if_range_matches,
     parse_range,
 )
-from ..sendfile import SendfileProducer, can_sendfile
-from .errors import error
+from proxypypi.web.sendfile import SendfileProducer, can_sendfile
 
 __all__ = ["IMMUTABLE", "respond_with_file"]
 
@@ -67,7 +67,7 @@ def respond_with_file(
     - ``GET`` with one satisfiable ``Range`` (and a matching ``If-Range``, if
       any): ``206`` with ``Content-Range``; with a range starting at or past
       the end: ``416`` with ``Content-Range: bytes */size``.  Ranges are only
-      honoured when the total size is known (see `proxypypi.ranges`).
+      honoured when the total size is known (see `proxypypi.web.ranges`).
     - Otherwise ``200`` with the whole file.
 
     The body streams from a `TailProducer`, following the download as it

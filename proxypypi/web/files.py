@@ -14,19 +14,19 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET
 
-from ..downloads import CompleteFile, FileKey, FileNotFoundUpstream, Origin
-from ..fetch import FetchError
-from ..index import CachedPage
-from ..interfaces import IFileSource
-from ..logs import note
-from ..names import METADATA_SUFFIX, is_safe_filename, normalize
-from ..proxy import Proxy
-from ..simple.model import DistFile
-from ..upstream import ProjectNotFound
-from .deferred import render_async, request_gone
-from .errors import Page, error
-from .fileresponse import respond_with_file
-from .privatefiles import respond_private_file, upstream_file_cache_control
+from proxypypi.cache.downloads import CompleteFile, FileKey, FileNotFoundUpstream, Origin
+from proxypypi.cache.pages import CachedPage
+from proxypypi.interfaces import IFileSource
+from proxypypi.names import METADATA_SUFFIX, is_safe_filename, normalize
+from proxypypi.ops.logs import note
+from proxypypi.proxy import Proxy
+from proxypypi.simple.model import DistFile
+from proxypypi.upstream.fetch import FetchError
+from proxypypi.upstream.pool import ProjectNotFound
+from proxypypi.web.deferred import render_async, request_gone
+from proxypypi.web.errors import Page, error
+from proxypypi.web.fileresponse import respond_with_file
+from proxypypi.web.privatefiles import respond_private_file, upstream_file_cache_control
 
 DIST_TYPE = "application/octet-stream"
 METADATA_TYPE = "text/plain; charset=utf-8"
@@ -88,7 +88,7 @@ class FilesResource(Page):
         dist, metadata = _split(filename)
         content_type = METADATA_TYPE if metadata else DIST_TYPE
         if self.proxy.private.claims(project, dist):
-            # Private files never come from an upstream (proxypypi.private).
+            # Private files never come from an upstream (proxypypi.private.store).
             note(request, cache="private")
             return respond_private_file(request, self.proxy, project, filename, content_type)
         # Before looking at the disk: a file being served is never evicted.

@@ -12,11 +12,11 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET
 
-from ..auth import Authenticator, User
-from ..proxy import Proxy
-from .body import NOT_CHECKED, reason_phrase
-from .deferred import render_async, request_gone
-from .errors import error
+from proxypypi.private.auth import Authenticator, User
+from proxypypi.proxy import Proxy
+from proxypypi.web.body import NOT_CHECKED, reason_phrase
+from proxypypi.web.deferred import render_async, request_gone
+from proxypypi.web.errors import error
 
 #: The one answer to missing, malformed and wrong credentials alike.
 UNAUTHORIZED = "valid credentials required (user name and password of this index)"

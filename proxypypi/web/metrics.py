@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_metrics -*-
 """
-``/metrics``: every figure of `proxypypi.metrics` in the Prometheus text
+``/metrics``: every figure of `proxypypi.ops.metrics` in the Prometheus text
 format, read at scrape time by one collector in a registry of the
 service's own.
 """
@@ -23,12 +23,12 @@ from prometheus_client.registry import CollectorRegistry
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
-from .. import __version__
-from ..config import display_url
-from ..health import State
-from ..metrics import RESULTS_BY_KIND, Metrics, UpstreamMeter, storage_figures
-from ..proxy import Proxy
-from .errors import error
+from proxypypi import __version__
+from proxypypi.config import display_url
+from proxypypi.ops.metrics import RESULTS_BY_KIND, Metrics, UpstreamMeter, storage_figures
+from proxypypi.proxy import Proxy
+from proxypypi.upstream.health import State
+from proxypypi.web.errors import error
 
 
 @attrs.define(eq=False)

@@ -11,15 +11,15 @@ import os
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from ..proxy import Proxy
-from .api import PrivateApiResource
-from .errors import ErrorResource, Page
-from .files import FilesResource
-from .guard import guard_reads
-from .metrics import MetricsResource, registry_for
-from .simple import SimpleResource
-from .status import render_status
-from .upload import UploadResource
+from proxypypi.proxy import Proxy
+from proxypypi.web.api import PrivateApiResource
+from proxypypi.web.errors import ErrorResource, Page
+from proxypypi.web.files import FilesResource
+from proxypypi.web.guard import guard_reads
+from proxypypi.web.metrics import MetricsResource, registry_for
+from proxypypi.web.simple import SimpleResource
+from proxypypi.web.status import render_status
+from proxypypi.web.upload import UploadResource
 
 
 class HealthResource(Page):

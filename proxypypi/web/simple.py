@@ -10,16 +10,16 @@ import functools
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from ..fetch import FetchError
-from ..index import CachedPage
-from ..logs import note
-from ..names import normalize
-from ..proxy import Proxy
-from ..simple.negotiate import negotiate
-from ..upstream import ProjectNotFound
-from .deferred import render_async
-from .errors import ErrorResource, Page, error, redirect
-from .privatefiles import cache_scope, page_cache_control
+from proxypypi.cache.pages import CachedPage
+from proxypypi.names import normalize
+from proxypypi.ops.logs import note
+from proxypypi.proxy import Proxy
+from proxypypi.simple.negotiate import negotiate
+from proxypypi.upstream.fetch import FetchError
+from proxypypi.upstream.pool import ProjectNotFound
+from proxypypi.web.deferred import render_async
+from proxypypi.web.errors import ErrorResource, Page, error, redirect
+from proxypypi.web.privatefiles import cache_scope, page_cache_control
 
 VARY = b"Accept, Accept-Encoding"
 
@@ -126,7 +126,7 @@ class ProjectResource(Page):
         if media_type is None:
             return _not_acceptable(request)
 
-        # Private projects shadow every upstream (proxypypi.private).
+        # Private projects shadow every upstream (proxypypi.private.store).
         private = self.proxy.private
         cached = private.ready(name, self.proxy.pages)
         if cached is not None:

@@ -17,11 +17,11 @@ from collections.abc import Iterable, Sequence
 
 from twisted.web.iweb import IRequest
 
-from .. import __version__
-from ..config import display_url
-from ..metrics import RESULTS_BY_KIND, SAVED_RESULTS, storage_figures
-from ..proxy import Proxy
-from .address import external_base
+from proxypypi import __version__
+from proxypypi.config import display_url
+from proxypypi.ops.metrics import RESULTS_BY_KIND, SAVED_RESULTS, storage_figures
+from proxypypi.proxy import Proxy
+from proxypypi.web.address import external_base
 
 #: Most rows shown for downloads in flight and for private projects.
 MAX_ROWS = 100

@@ -19,13 +19,13 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from ..auth import User
-from ..private import UploadRejected, validate_form
-from ..proxy import Proxy
-from .body import BodyPolicy, form_of
-from .deferred import render_async
-from .errors import ErrorResource, Page
-from .guard import answer, writer
+from proxypypi.private.auth import User
+from proxypypi.private.store import UploadRejected, validate_form
+from proxypypi.proxy import Proxy
+from proxypypi.web.body import BodyPolicy, form_of
+from proxypypi.web.deferred import render_async
+from proxypypi.web.errors import ErrorResource, Page
+from proxypypi.web.guard import answer, writer
 
 _log = Logger()
 

@@ -47,7 +47,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from zope.interface import Attribute, Interface, implementer
 
-from .storage import Runner
+from proxypypi.cache.storage import Runner
 
 #: The realm named in ``WWW-Authenticate``.
 REALM = "proxypypi"

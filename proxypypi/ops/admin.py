@@ -39,14 +39,14 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from .names import (
+from proxypypi.cache.storage import PARTIAL_SUFFIX
+from proxypypi.names import (
     METADATA_SUFFIX,
     InvalidDistFilename,
     is_safe_filename,
     normalize,
     parse_dist_filename,
 )
-from .storage import PARTIAL_SUFFIX
 
 __all__ = ["main"]
 
@@ -88,7 +88,7 @@ def page_hashes(raw: bytes) -> dict[str, Expected]:
     hash.  Reads the JSON directly, so file URLs are irrelevant: upstream
     pages as the service stores them (PEP 691, ``hashes`` and
     ``core-metadata``) and private pages (``.page.json``: flat ``sha256``
-    and ``metadata-sha256``, see `proxypypi.private`).
+    and ``metadata-sha256``, see `proxypypi.private.store`).
 
     :raises ValueError: when ``raw`` is not such a page.
     """

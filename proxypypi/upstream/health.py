@@ -44,7 +44,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .fetch import describe_failure, is_unreachable
+from proxypypi.upstream.fetch import describe_failure, is_unreachable
 
 #: Consecutive failures after which a member is taken out of rotation.
 DOWN_AFTER = 3
@@ -184,7 +184,7 @@ class Health:
         while self._outcomes and self._outcomes[0][0] < horizon:
             self._outcomes.popleft()
 
-    # What requests report (the shape proxypypi.downloads.OriginHealth names)
+    # What requests report (the shape proxypypi.cache.downloads.OriginHealth names)
 
     def request_started(self) -> None:
         self.outstanding += 1

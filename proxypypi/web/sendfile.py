@@ -12,7 +12,7 @@ queued in Twisted's buffer are flushed the normal way first, then each
 time the socket can take more, ``os.sendfile`` moves as much as the socket
 buffer accepts, without a copy through user space.  Anything else (TLS,
 in-memory transports in tests, a file still downloading) uses
-`proxypypi.producers.TailProducer`.
+`proxypypi.web.producers.TailProducer`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .interfaces import IFileSource
+from proxypypi.interfaces import IFileSource
 
 #: Bytes offered to the kernel per call; it sends what the socket takes.
 SEND_CHUNK = 16 * 1024 * 1024

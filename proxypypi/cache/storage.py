@@ -26,7 +26,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .names import is_safe_filename, normalize
+from proxypypi.names import is_safe_filename, normalize
 
 T = TypeVar("T")
 

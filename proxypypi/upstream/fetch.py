@@ -31,7 +31,7 @@ from twisted.web.client import (
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
-from . import __version__
+from proxypypi import __version__
 
 USER_AGENT = f"proxypypi/{__version__}".encode()
 _CLEAN_END = Failure(ResponseDone())

@@ -59,11 +59,11 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
-from .downloads import FileKey
-from .storage import Storage, stored_files, unlink_all, write_synced
+from proxypypi.cache.downloads import FileKey
+from proxypypi.cache.storage import Storage, stored_files, unlink_all, write_synced
 
 if TYPE_CHECKING:
-    from .proxy import Proxy
+    from proxypypi.proxy import Proxy
 
 __all__ = [
     "JOURNAL",

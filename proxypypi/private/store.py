@@ -43,10 +43,8 @@ from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from .index import CachedPage, PageCache
-from .names import METADATA_SUFFIX, InvalidDistFilename, normalize, parse_dist_filename
-from .simple.model import DistFile, ProjectPage, Yanked
-from .storage import (
+from proxypypi.cache.pages import CachedPage, PageCache
+from proxypypi.cache.storage import (
     PARTIAL_SUFFIX,
     Runner,
     fsync_dir,
@@ -54,8 +52,10 @@ from .storage import (
     write_atomically,
     write_synced,
 )
-from .upstream import ProjectNotFound
-from .web.body import SpooledFile
+from proxypypi.names import METADATA_SUFFIX, InvalidDistFilename, normalize, parse_dist_filename
+from proxypypi.simple.model import DistFile, ProjectPage, Yanked
+from proxypypi.upstream.pool import ProjectNotFound
+from proxypypi.web.body import SpooledFile
 
 #: The page file inside a project's directory; a leading dot keeps it out
 #: of reach of file URLs (``names.is_safe_filename`` refuses such names).

@@ -46,13 +46,13 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
-from .eviction import Evictor
-from .logs import CACHE_NOTE
-from .storage import Storage, stored_files
+from proxypypi.cache.eviction import Evictor
+from proxypypi.cache.storage import Storage, stored_files
+from proxypypi.ops.logs import CACHE_NOTE
 
 if TYPE_CHECKING:
-    from .downloads import FileKey
-    from .proxy import Proxy
+    from proxypypi.cache.downloads import FileKey
+    from proxypypi.proxy import Proxy
 
 __all__ = [
     "CACHE_RESULTS",
@@ -78,7 +78,7 @@ ROUTES = (
     "other",
 )
 
-#: What a resource may note about the cache (`proxypypi.logs.note`):
+#: What a resource may note about the cache (`proxypypi.ops.logs.note`):
 #: ``hit`` served from what is stored and fresh; ``stale`` a page served
 #: while it is refreshed; ``miss`` fetched from an upstream for this
 #: request; ``join`` attached to a download another request started;

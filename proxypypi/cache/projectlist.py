@@ -22,16 +22,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
-from .downloads import CompleteFile
-from .fetch import BodyReceiver, FetchError, describe_failure, header, request
-from .logs import note
-from .simple import render
-from .simple.negotiate import HTML, JSON_V1
-from .simple.parse import ProjectListParser, parse_project_list_json
-from .storage import Storage, write_all
-from .upstream import Pool, Upstream, UpstreamUnavailable
-from .web.errors import error
-from .web.fileresponse import respond_with_file
+from proxypypi.cache.downloads import CompleteFile
+from proxypypi.cache.storage import Storage, write_all
+from proxypypi.ops.logs import note
+from proxypypi.simple import render
+from proxypypi.simple.negotiate import HTML, JSON_V1
+from proxypypi.simple.parse import ProjectListParser, parse_project_list_json
+from proxypypi.upstream.fetch import BodyReceiver, FetchError, describe_failure, header, request
+from proxypypi.upstream.pool import Pool, Upstream, UpstreamUnavailable
+from proxypypi.web.errors import error
+from proxypypi.web.fileresponse import respond_with_file
 
 LIST_ACCEPT = f"{HTML}, {JSON_V1};q=0.1".encode()
 

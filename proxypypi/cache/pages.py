@@ -28,13 +28,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .fetch import describe_failure
-from .simple.model import DistFile, ProjectPage
-from .simple.negotiate import HTML, JSON_V1
-from .simple.parse import PageParseError, parse_project_page
-from .simple.render import render_project_html, render_project_json
-from .storage import Storage, unlink_all
-from .upstream import PageResult, Pool, ProjectNotFound, Validators
+from proxypypi.cache.storage import Storage, unlink_all
+from proxypypi.simple.model import DistFile, ProjectPage
+from proxypypi.simple.negotiate import HTML, JSON_V1
+from proxypypi.simple.parse import PageParseError, parse_project_page
+from proxypypi.simple.render import render_project_html, render_project_json
+from proxypypi.upstream.fetch import describe_failure
+from proxypypi.upstream.pool import PageResult, Pool, ProjectNotFound, Validators
 
 #: Default bytes of pages (parsed, and rendered as HTML and JSON, plain and
 #: gzip) kept in memory; the least recently used beyond it are read from
@@ -296,7 +296,7 @@ class PageCache:
         in the background), or fetched now.
 
         :returns: a Deferred failing with `ProjectNotFound` or
-            `proxypypi.upstream.UpstreamUnavailable` when there is nothing
+            `proxypypi.upstream.pool.UpstreamUnavailable` when there is nothing
             to serve.
         """
         cached = self.ready(name)

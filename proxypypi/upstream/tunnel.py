@@ -36,7 +36,7 @@ from twisted.web.error import SchemeNotSupported
 from twisted.web.iweb import IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
 
-from .fetch import FetchError, UpstreamTimeout
+from proxypypi.upstream.fetch import FetchError, UpstreamTimeout
 
 #: The largest proxy answer to ``CONNECT`` we read (status line and headers).
 #: A real one is a few hundred bytes; anything bigger is not a proxy

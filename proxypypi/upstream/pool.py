@@ -40,9 +40,12 @@ from twisted.python.failure import Failure
 from twisted.web.client import ContentDecoderAgent, GzipDecoder
 from twisted.web.iweb import IAgent, IResponse
 
-from .config import UpstreamConfig, display_url
-from .downloads import Origin
-from .fetch import (
+from proxypypi.cache.downloads import Origin
+from proxypypi.config import UpstreamConfig, display_url
+from proxypypi.simple.model import ProjectPage
+from proxypypi.simple.negotiate import HTML, HTML_V1, JSON_V1
+from proxypypi.simple.parse import PageParseError, parse_project_page
+from proxypypi.upstream.fetch import (
     FetchError,
     UpstreamTimeout,
     describe_failure,
@@ -52,10 +55,7 @@ from .fetch import (
     read_body,
     request,
 )
-from .health import Health, State
-from .simple.model import ProjectPage
-from .simple.negotiate import HTML, HTML_V1, JSON_V1
-from .simple.parse import PageParseError, parse_project_page
+from proxypypi.upstream.health import Health, State
 
 #: What we ask upstreams for: JSON first (cheaper to parse, carries more).
 PAGE_ACCEPT = f"{JSON_V1}, {HTML_V1};q=0.2, {HTML};q=0.01".encode()

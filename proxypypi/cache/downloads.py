@@ -4,7 +4,7 @@ Single-flight file downloads that clients can read while they land.
 
 However many clients ask for a file, one `Download` fetches it: it appends
 the upstream body to a partial file as it arrives, and every client tails
-that file with its own producer (`proxypypi.producers.TailProducer`).  A
+that file with its own producer (`proxypypi.web.producers.TailProducer`).  A
 broken upstream connection is resumed with an HTTP ``Range`` request, from
 the next origin (another mirror of the same group) when there is one; the
 hash from the index page is checked before the last byte is released, and
@@ -43,9 +43,16 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
-from .fetch import BodyReceiver, FetchError, describe_failure, header, is_unreachable, request
-from .interfaces import IFileSource, IFileSourceListener
-from .storage import Storage, write_all
+from proxypypi.cache.storage import Storage, write_all
+from proxypypi.interfaces import IFileSource, IFileSourceListener
+from proxypypi.upstream.fetch import (
+    BodyReceiver,
+    FetchError,
+    describe_failure,
+    header,
+    is_unreachable,
+    request,
+)
 
 #: How many times one download may (re)connect before giving up.
 MAX_ATTEMPTS = 6
@@ -69,7 +76,7 @@ class IntegrityError(FetchError):
 class OriginHealth(typing.Protocol):
     """
     Whom a download tells how an origin behaved (in practice the health of
-    the upstream member behind it, `proxypypi.health.Health`).
+    the upstream member behind it, `proxypypi.upstream.health.Health`).
     """
 
     @property

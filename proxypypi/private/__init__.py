@@ -1,0 +1,3 @@
+"""
+Private projects: uploaded files, their pages, and who may change them.
+"""
