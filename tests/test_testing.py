@@ -31,15 +31,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseFailed
 from twisted.web.server import Site
 
-from proxypypi.testing import (
-    HTML_TYPE,
-    JSON_TYPE,
-    FakeIndex,
-    Fault,
-    make_sdist,
-    make_wheel,
-    serve,
-)
+from proxypypi.testing import FakeIndex, Fault, make_sdist, make_wheel, serve
+from proxypypi.testing.index import HTML_TYPE, JSON_TYPE
 
 BASE = "http://mirror.example"
 WHEEL_PATH = "/files/proto_alpha-1.0-py3-none-any.whl"
