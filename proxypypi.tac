@@ -13,7 +13,7 @@ from twisted.application import service
 from twisted.internet import reactor
 
 from proxypypi.config import ConfigError, build_config, load_toml
-from proxypypi.service import make_service
+from proxypypi.service.compose import make_service
 from proxypypi.cache.storage import StorageError
 
 path = os.environ.get("PROXYPYPI_CONFIG")

@@ -158,7 +158,7 @@ def makeService(options: usage.Options) -> IService:
     """
     from twisted.internet import reactor
 
-    from proxypypi.service import make_service
+    from proxypypi.service.compose import make_service
 
     try:
         return make_service(options["config_obj"], reactor)

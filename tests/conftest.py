@@ -17,9 +17,10 @@ from twisted.internet.defer import DeferredList
 from twisted.internet.interfaces import IListeningPort
 
 from proxypypi.config import Config, UpstreamConfig
-from proxypypi.proxy import Proxy
-from proxypypi.service import WebServer, make_service
+from proxypypi.service.compose import make_service
+from proxypypi.service.lifecycle import WebServer
 from proxypypi.testing import Dist, FakeIndex, make_sdist, make_wheel, serve
+from proxypypi.web.proxy import Proxy
 from proxypypi.web.root import RootResource
 
 

@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from proxypypi.cache.pages import CachedPage
 from proxypypi.cache.storage import Storage
 from proxypypi.ops.admin import Progress, main, pip_command
-from proxypypi.private.store import PAGE_FILE, PrivateFile, PrivateProject
+from proxypypi.private.model import PAGE_FILE, PrivateFile, PrivateProject
 from proxypypi.simple.negotiate import JSON_V1
 from proxypypi.simple.parse import parse_project_page
 from proxypypi.testing import Dist, make_sdist, make_wheel

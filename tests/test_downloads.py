@@ -21,16 +21,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from proxypypi.cache.downloads import (
-    CompleteFile,
-    Download,
-    FileKey,
-    FileNotFoundUpstream,
-    IntegrityError,
-    Manager,
-    Origin,
-)
+from proxypypi.cache.complete import CompleteFile
+from proxypypi.cache.download import Download, FileNotFoundUpstream, IntegrityError
+from proxypypi.cache.downloads import Manager
+from proxypypi.cache.origin import FileKey, Origin
 from proxypypi.cache.storage import Storage
+from proxypypi.cache.usage import SizeAccounting
 from proxypypi.interfaces import IFileSourceListener
 from proxypypi.testing import Dist, FakeIndex, Fault, make_wheel
 from proxypypi.upstream.fetch import FetchError
@@ -64,7 +60,8 @@ class DownloadTests(SynchronousTestCase):
         self.root = self.mktemp()
         self.storage = Storage(self.root, sync_run)
         self.storage.prepare()
-        self.manager = Manager(self.storage, self.clock, idle_timeout=10)
+        usage = SizeAccounting(self.storage, self.clock)
+        self.manager = Manager(self.storage, self.clock, usage, idle_timeout=10)
         self.url = "http://upstream.example/files/" + self.dist.filename
 
     def start(self, hashes: dict[str, str] | None = None, size: int | None = None) -> Download:
@@ -302,7 +299,7 @@ class CancelTests(SynchronousTestCase):
         agent = RequestTraversalAgent(index.resource())
         storage = Storage(self.mktemp(), sync_run)
         storage.prepare()
-        manager = Manager(storage, clock, idle_timeout=10)
+        manager = Manager(storage, clock, SizeAccounting(storage, clock), idle_timeout=10)
         d = manager.get(
             FileKey("slow", dist.filename),
             [Origin("http://upstream.example/files/" + dist.filename, agent)],

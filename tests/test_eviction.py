@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any, cast
 
 from treq.testing import RequestTraversalAgent, StubTreq
@@ -20,36 +21,19 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.iweb import IRequest
 
-from proxypypi.cache.downloads import FileKey
-from proxypypi.cache.eviction import INTERVAL, JOURNAL, EvictionService, Evictor, install
+from proxypypi.cache.eviction import INTERVAL, Evictor
+from proxypypi.cache.journal import JOURNAL
+from proxypypi.cache.origin import FileKey
 from proxypypi.cache.storage import Storage
+from proxypypi.cache.usage import SizeAccounting, UsageService
 from proxypypi.config import Config, UpstreamConfig
-from proxypypi.service import build_proxy, make_service
+from proxypypi.service.compose import build_proxy, make_service
 from proxypypi.simple.negotiate import JSON_V1
 from proxypypi.testing import FakeIndex, make_wheel
 from proxypypi.web.root import RootResource
 
 from .test_downloads import sync_run
-
-
-class FakeRequest:
-    """
-    Just enough of a request for `Evictor.serving`: it ends when told.
-    """
-
-    def __init__(self) -> None:
-        self._waiting: list[Deferred[None]] = []
-
-    def notifyFinish(self) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self._waiting.append(d)
-        return d
-
-    def end(self) -> None:
-        for d in self._waiting:
-            d.callback(None)
 
 
 class HeldRunner:
@@ -79,7 +63,6 @@ class EvictorTests(SynchronousTestCase):
         self.root = self.mktemp()
         self.storage = Storage(self.root, sync_run)
         self.storage.prepare()
-        self.busy: list[FileKey] = []
         self.log = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def put(self, name: str, size: int = 1000, mtime: float | None = None) -> FileKey:
@@ -96,15 +79,16 @@ class EvictorTests(SynchronousTestCase):
         return self.storage.has_file(key.project, key.filename)
 
     def evictor(self, limit: int, **kwargs: Any) -> Evictor:
-        e = Evictor(self.storage, self.clock, limit, busy=lambda: self.busy, **kwargs)
+        e = Evictor(self.storage, self.clock, limit, **kwargs)
         e.load()
         self.addCleanup(e.close)
         return e
 
-    def serve(self, evictor: Evictor, key: FileKey) -> FakeRequest:
-        request = FakeRequest()
-        evictor.serving(cast(IRequest, request), key)
-        return request
+    def serve(self, evictor: Evictor, key: FileKey) -> Callable[[], None]:
+        """
+        A response starts reading ``key``; call the result when it ends.
+        """
+        return evictor.reading(key)
 
     def four(self) -> list[FileKey]:
         """
@@ -138,7 +122,7 @@ class EvictorTests(SynchronousTestCase):
         e = self.evictor(limit=5000)
         self.assertEqual((e.total, e.tracked()), (4000, [a, b, c, d]))
         self.clock.advance(1)
-        self.serve(e, a).end()
+        self.serve(e, a)()
         new = self.put("e", size=2000)
         e.stored(new, 2000)
         self.assertEqual(e.total, 6000)
@@ -156,9 +140,9 @@ class EvictorTests(SynchronousTestCase):
         a, b, c, d = self.four()
         e = self.evictor(limit=10_000)
         self.clock.advance(1)
-        self.serve(e, b).end()
+        self.serve(e, b)()
         self.clock.advance(1)
-        self.serve(e, a).end()
+        self.serve(e, a)()
         e.close()
         with open(os.path.join(self.root, JOURNAL), "ab") as f:
             f.write(b'not json\n[1003.0, "demo", "demo-c.t')
@@ -175,7 +159,7 @@ class EvictorTests(SynchronousTestCase):
         a, b, c, d = self.four()
         e = self.evictor(limit=10_000)
         reading = self.serve(e, a)
-        self.busy.append(b)
+        writing = e.writing(b)
         self.assertTrue(e.in_use(a) and e.in_use(b) and not e.in_use(c))
         e.limit = 2500
         e.tick()
@@ -184,8 +168,8 @@ class EvictorTests(SynchronousTestCase):
         e.limit = 1500
         e.tick()
         self.assertEqual(e.total, 2000)
-        reading.end()
-        self.busy.clear()
+        reading()
+        writing()
         e.tick()
         # Serving counted as an access: a is now more recent than b.
         self.assertEqual(e.total, 1000)
@@ -199,7 +183,7 @@ class EvictorTests(SynchronousTestCase):
         e = Evictor(self.storage, self.clock, 10_000)
         self.addCleanup(e.close)
         e.load()
-        self.serve(e, a).end()
+        self.serve(e, a)()
         new = self.put("e", size=3000)
         e.stored(new, 3000)
         self.assertFalse(e.loaded)
@@ -213,13 +197,13 @@ class EvictorTests(SynchronousTestCase):
         e = self.evictor(limit=10_000, compact_slack=5)
         for _ in range(20):
             self.clock.advance(1)
-            self.serve(e, a).end()
+            self.serve(e, a)()
         self.assertTrue(e.needs_compaction())
         runner = HeldRunner()
         self.storage.run = runner
         e.tick()
         self.clock.advance(1)
-        self.serve(e, c).end()
+        self.serve(e, c)()
         runner.run_all()
         with open(os.path.join(self.root, JOURNAL), "rb") as f:
             lines = [json.loads(line) for line in f]
@@ -272,17 +256,18 @@ class EvictorTests(SynchronousTestCase):
             return sync_run(f, *args)
 
         self.storage.run = run
-        service = EvictionService(Flaky(self.storage, self.clock, 10_000))
+        evictor = Flaky(self.storage, self.clock, 10_000)
+        service = UsageService(evictor, self.clock)
         service.startService()
         self.addCleanup(service.stopService)
-        self.assertFalse(service.evictor.loaded)
+        self.assertFalse(evictor.loaded)
         self.clock.advance(INTERVAL)
-        self.assertTrue(service.evictor.loaded)
-        service.evictor.limit = 2500
+        self.assertTrue(evictor.loaded)
+        evictor.limit = 2500
         self.clock.advance(INTERVAL)
-        self.assertEqual((len(calls), service.evictor.total), (1, 4000))
+        self.assertEqual((len(calls), evictor.total), (1, 4000))
         self.clock.advance(INTERVAL)
-        self.assertEqual((len(calls), service.evictor.total), (2, 2000))
+        self.assertEqual((len(calls), evictor.total), (2, 2000))
         self.assertTrue(service.running)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError, RuntimeError)), 2)
 
@@ -305,7 +290,7 @@ class EvictionWebTests(SynchronousTestCase):
         storage = Storage(config.storage, sync_run)
         storage.prepare()
         self.proxy = build_proxy(config, self.clock, storage, lambda cfg: self.upstream)
-        self.service = install(self.proxy, limit)
+        self.service = UsageService(self.proxy.usage, self.clock)
         self.service.startService()
         self.addCleanup(self.service.stopService)
         self.client = StubTreq(RootResource(self.proxy))
@@ -339,13 +324,13 @@ class EvictionWebTests(SynchronousTestCase):
 
 class WiringTests(SynchronousTestCase):
     def test_only_with_a_limit(self) -> None:
-        """The eviction service is part of the service tree only when a limit is set."""
-        for limit, expected in ((None, 0), (1024, 1)):
+        """The cache is bounded by an evictor only when a limit is set; else its size is counted."""
+        for limit, expected in ((None, SizeAccounting), (1024, Evictor)):
             config = Config(
                 upstreams=((UpstreamConfig("http://127.0.0.1:9/simple/"),),),
                 storage=self.mktemp(),
                 max_cache_size=limit,
             )
             service = make_service(config, reactor)
-            found = [s for s in cast(Any, service) if isinstance(s, EvictionService)]
-            self.assertEqual(len(found), expected)
+            (found,) = [s for s in cast(Any, service) if isinstance(s, UsageService)]
+            self.assertIsInstance(found.tracker, expected)

@@ -19,7 +19,8 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory
 
 from proxypypi.config import Config, UpstreamConfig
-from proxypypi.service import WebServer, make_service
+from proxypypi.service.compose import make_service
+from proxypypi.service.lifecycle import WebServer
 from proxypypi.testing import FakeIndex, Fault, serve
 
 from .conftest import install_set

@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
+from proxypypi.ops.facts import RequestFacts
 from proxypypi.ops.logs import (
     FLUSH_INTERVAL,
     LineObserver,
@@ -22,7 +23,6 @@ from proxypypi.ops.logs import (
     event_as_json,
     event_as_text,
     log_access,
-    note,
 )
 from proxypypi.tap import Options
 
@@ -105,8 +105,9 @@ class AccessEventTests(SynchronousTestCase):
         request.uri = b"/files/x/x-1.0.tar.gz"
         request.code = 200
         request.sentLength = 1234  # type: ignore[attr-defined]
-        note(request, cache="hit", upstream="https://mirror.example/simple/")
-        log_access(request, 0.5, True)
+        facts = RequestFacts()
+        facts.note("hit", "https://mirror.example/simple/")
+        log_access(request, facts, 0.5, True)
         access = [e for e in events if e.get("log_namespace") == "proxypypi.access"]
         self.assertEqual(len(access), 1)
         e = access[0]

@@ -25,9 +25,9 @@ from twisted.web.iweb import IResponse
 from twisted.web.server import Site
 
 from proxypypi import __version__
-from proxypypi.cache import eviction
+from proxypypi.cache.usage import UsageService
 from proxypypi.config import display_url
-from proxypypi.ops.metrics import Histogram, measure_storage, route_of
+from proxypypi.ops.metrics import Histogram, route_of
 from proxypypi.testing import Dist, Fault, make_wheel
 
 from .test_upload import ProxyHarness, Response
@@ -88,7 +88,8 @@ def total(samples: Samples, name: str, **labels: str) -> float:
 class MeteredHarness(ProxyHarness):
     """
     `ProxyHarness` with reads through the production site and a counted
-    upstream; `measure_storage` runs (its scan is synchronous here).
+    upstream; the usage tracker's service runs (its scan is synchronous
+    here).
     """
 
     def setUp(self) -> None:
@@ -102,12 +103,10 @@ class MeteredHarness(ProxyHarness):
         self.upstream_site = CountingSite(self.index.resource(), reactor=MemoryReactorClock())
         self.upstream = SiteAgent(self.upstream_site)
         super().make_proxy(**settings)
-        self.site.metrics = self.proxy.metrics
         self.agent = SiteAgent(self.site)
-        if self.config.max_cache_size is None:
-            size = measure_storage(self.proxy)
-            size.startService()
-            self.addCleanup(size.stopService)
+        usage = UsageService(self.proxy.usage, self.clock)
+        usage.startService()
+        self.addCleanup(usage.stopService)
 
     def settle(self) -> None:
         for _ in range(20):
@@ -440,9 +439,6 @@ class EvictionMetricsTests(MeteredHarness):
         self.big = [make_wheel(f"proto-big{i}", "1.0", payload_size=20_000) for i in range(2)]
         for dist in self.big:
             self.index.add(dist)
-        service = eviction.install(self.proxy, 30_000)
-        service.startService()
-        self.addCleanup(service.stopService)
 
     def test_evictions_and_limit(self) -> None:
         """Files evicted to stay under the limit are counted; the size is the running total."""

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from proxypypi import __version__
 from proxypypi.config import Config, ConfigError, UpstreamConfig
-from proxypypi.service import log_configuration
+from proxypypi.service.describe import log_configuration
 from proxypypi.testing import Fault
 from proxypypi.web.address import is_trusted
 from proxypypi.web.status import human_bytes, human_duration

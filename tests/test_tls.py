@@ -32,8 +32,10 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionP
 from twisted.web.resource import Resource
 
 from proxypypi.config import Config, ConfigError, UpstreamConfig
-from proxypypi.service import ProxySite, WebServer, listen_endpoint, make_service
+from proxypypi.service.compose import listen_endpoint, make_service
+from proxypypi.service.lifecycle import WebServer
 from proxypypi.simple.negotiate import JSON_V1
+from proxypypi.web.site import ProxySite
 
 from .conftest import Upstream
 

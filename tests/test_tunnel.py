@@ -40,9 +40,9 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from proxypypi.config import UpstreamConfig
-from proxypypi.service import _ProxiedAgent, upstream_agents
 from proxypypi.simple.negotiate import JSON_V1
 from proxypypi.testing import Dist, FakeIndex, make_wheel
+from proxypypi.upstream.agents import _ProxiedAgent, upstream_agents
 from proxypypi.upstream.fetch import FetchError, UpstreamTimeout, describe_failure, is_unreachable
 from proxypypi.upstream.tunnel import (
     MAX_HEAD,

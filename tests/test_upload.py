@@ -31,11 +31,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from proxypypi.cache.storage import Storage
 from proxypypi.config import Config, UpstreamConfig
 from proxypypi.private import auth
-from proxypypi.service import ProxySite, build_proxy
+from proxypypi.service.compose import build_proxy, build_site
 from proxypypi.simple.negotiate import JSON_V1
 from proxypypi.testing import Dist, FakeIndex, make_sdist, make_wheel
 from proxypypi.web.root import RootResource
-from proxypypi.web.upload import body_policy
 
 from .test_downloads import sync_run
 
@@ -190,9 +189,8 @@ class ProxyHarness(SynchronousTestCase):
         storage = Storage(self.config.storage, sync_run)
         storage.prepare()
         self.proxy = build_proxy(self.config, self.clock, storage, lambda cfg: self.upstream)
-        self.root = RootResource(self.proxy)
-        self.site = ProxySite(self.root, reactor=self.clock)
-        self.site.body_policy = body_policy(self.proxy)
+        self.site = build_site(self.proxy)
+        self.root = self.site.resource
         self.client = StubTreq(self.root)
         self.data = self.config.storage
 

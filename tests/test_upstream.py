@@ -25,11 +25,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from proxypypi.cache.downloads import FileKey, IntegrityError, Manager
+from proxypypi.cache.download import IntegrityError
+from proxypypi.cache.downloads import Manager
+from proxypypi.cache.origin import FileKey
 from proxypypi.cache.pages import PageCache
 from proxypypi.cache.storage import Storage
+from proxypypi.cache.usage import SizeAccounting
 from proxypypi.config import Config, ConfigError, UpstreamConfig, build_config, parse_upstreams
-from proxypypi.service import build_proxy
+from proxypypi.service.compose import build_proxy
 from proxypypi.testing import FakeIndex, Fault, make_wheel
 from proxypypi.upstream.health import PROBE_FIRST_DELAY, PROBE_MAX_DELAY, Health, State
 from proxypypi.upstream.pool import (
@@ -459,7 +462,8 @@ class FileFailoverTests(SynchronousTestCase):
             index.throttle = 200_000
         self.storage = Storage(self.mktemp(), sync_run)
         self.storage.prepare()
-        self.manager = Manager(self.storage, self.clock, idle_timeout=10)
+        usage = SizeAccounting(self.storage, self.clock)
+        self.manager = Manager(self.storage, self.clock, usage, idle_timeout=10)
         self.url = "http://a.example/files/" + self.dist.filename
 
     def start(self) -> Any:
@@ -730,7 +734,7 @@ class UpstreamProxyTests(SynchronousTestCase):
         from twisted.internet.testing import MemoryReactorClock
         from twisted.web.client import HTTPConnectionPool
 
-        from proxypypi.service import upstream_agents
+        from proxypypi.upstream.agents import upstream_agents
 
         reactor = MemoryReactorClock()
         agent_for = upstream_agents(
@@ -751,7 +755,7 @@ class UpstreamProxyTests(SynchronousTestCase):
         from twisted.internet.testing import MemoryReactorClock
         from twisted.web.client import HTTPConnectionPool
 
-        from proxypypi.service import upstream_agents
+        from proxypypi.upstream.agents import upstream_agents
 
         reactor = MemoryReactorClock()
         agent_for = upstream_agents(
@@ -842,7 +846,7 @@ class ClassificationTests(SynchronousTestCase):
         The service checks every member once at start, probes the ones out
         of rotation while it runs, and cancels the probes when it stops.
         """
-        from proxypypi.service import HealthProbes
+        from proxypypi.service.lifecycle import HealthProbes
 
         clock = Clock()
         members = Members(clock, [[("a", 1), ("b", 1)]])

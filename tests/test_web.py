@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from proxypypi.cache.storage import Storage
 from proxypypi.config import Config, UpstreamConfig
-from proxypypi.service import build_proxy
+from proxypypi.service.compose import build_proxy
 from proxypypi.simple.negotiate import HTML, JSON_V1
 from proxypypi.testing import FakeIndex, Fault, make_sdist, make_wheel
 from proxypypi.web.root import RootResource

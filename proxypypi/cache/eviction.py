@@ -9,26 +9,9 @@ touched, so an evicted file stays listed and is fetched again on demand.
 A file that a response is reading, or that a download is writing, is never
 evicted.
 
-Access order is kept in an append-only journal, ``DATA/access.journal``:
-one JSON line ``[time, project, filename]`` per access or commit, rewritten
-atomically (compacted) once it is mostly stale lines.  Why a journal and not
-the files' own times:
-
-- ``atime`` is not updated on ``noatime`` mounts and only once a day on
-  ``relatime`` (the Linux default), and *is* updated by anything that reads
-  the files (a backup, ``proxypypi-admin verify``), which would scramble the
-  order;
-- touching ``mtime`` with ``os.utime`` on every access avoids that, but makes
-  every incremental backup (``rsync``, which compares mtime and size) copy
-  every file served since the last one, and gives ``mtime`` a meaning no
-  other tool expects.
-
-The journal costs one small unsynced ``write`` per access on the reactor
-thread (microseconds, like the download chunks of ``STYLE.md`` §2.e).  A
-crash loses at most the last few accesses, which only blurs the order a
-little; a torn last line is cut off when the journal is read back.  Files
-the journal does not know (stored before the limit was set) count as used
-at their ``mtime``, which is when they were stored.
+Access order is kept in the access journal (`proxypypi.cache.journal`);
+files the journal does not know (stored before the limit was set) count as
+used at their ``mtime``, which is when they were stored.
 
 Eviction itself is crash-safe: a victim is renamed into ``DATA/tmp/``
 (atomic, and on the reactor thread, in the same turn as the check that
@@ -43,39 +26,22 @@ then a running total is updated on every commit and eviction.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import secrets
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from collections.abc import Callable
 
 import attrs
-from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
-from twisted.web.server import Request
+from zope.interface import implementer
 
-from proxypypi.cache.downloads import FileKey
-from proxypypi.cache.storage import Storage, stored_files, unlink_all, write_synced
-
-if TYPE_CHECKING:
-    from proxypypi.proxy import Proxy
-
-__all__ = [
-    "JOURNAL",
-    "EvictionService",
-    "Evictor",
-    "NoEviction",
-    "Usage",
-    "install",
-]
-
-#: The access journal, directly under the storage directory.
-JOURNAL = "access.journal"
+from proxypypi.cache.journal import JOURNAL, AccessJournal, read_journal
+from proxypypi.cache.origin import FileKey
+from proxypypi.cache.storage import Storage, stored_files, unlink_all
+from proxypypi.cache.usage import IUsageTracker, UsageFigures
 
 #: Seconds between background passes (eviction, journal compaction, and a
 #: retry of the start-up scan if it failed).  Commits that push the total
@@ -98,35 +64,6 @@ MAX_EARLY = 100_000
 COMPACT_SLACK = 10_000
 
 
-class Usage(Protocol):
-    """
-    What the resource tree and the download manager report about files.
-    """
-
-    def serving(self, request: IRequest, key: FileKey) -> None:
-        """
-        A response for ``key`` starts; it counts as an access, and the file
-        is in use until the request finishes.
-        """
-
-    def stored(self, key: FileKey, size: int) -> None:
-        """
-        A download of ``key`` was committed with ``size`` bytes.
-        """
-
-
-class NoEviction:
-    """
-    The `Usage` of an unbounded cache: nothing to record.
-    """
-
-    def serving(self, request: IRequest, key: FileKey) -> None:
-        pass
-
-    def stored(self, key: FileKey, size: int) -> None:
-        pass
-
-
 @attrs.define
 class _Entry:
     size: int
@@ -136,10 +73,6 @@ class _Entry:
 #: What the start-up scan found: every file's size and mtime, the journal's
 #: last access per file, and how many lines the journal had.
 _Scan = tuple[dict[FileKey, tuple[int, float]], dict[FileKey, float], int]
-
-
-def _line(key: FileKey, used: float) -> bytes:
-    return (json.dumps([used, key.project, key.filename]) + "\n").encode()
 
 
 def scan_files(files_dir: str) -> dict[FileKey, tuple[int, float]]:
@@ -155,44 +88,13 @@ def scan_files(files_dir: str) -> dict[FileKey, tuple[int, float]]:
     }
 
 
-def read_journal(path: str) -> tuple[dict[FileKey, float], int]:
-    """
-    The last recorded access of every file in the journal at ``path``, and
-    its number of lines.  A torn last line (a crash mid-write) is cut off
-    the file, so appends start on a fresh line; unreadable lines are
-    skipped.  Blocking.
-    """
-    used: dict[FileKey, float] = {}
-    lines = 0
-    end = 0
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        return used, lines
-    with f:
-        # Line by line: the journal can hold a few lines per stored file.
-        for raw in f:
-            if not raw.endswith(b"\n"):
-                os.truncate(path, end)
-                break
-            end += len(raw)
-            lines += 1
-            try:
-                when, project, filename = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(when, int | float) and isinstance(project, str):
-                if isinstance(filename, str):
-                    used[FileKey(project, filename)] = float(when)
-    return used, lines
-
-
 def _scan(files_dir: str, journal: str) -> _Scan:
     sizes = scan_files(files_dir)
     used, lines = read_journal(journal)
     return sizes, used, lines
 
 
+@implementer(IUsageTracker)
 @attrs.define(eq=False)
 class Evictor:
     """
@@ -200,33 +102,34 @@ class Evictor:
     eviction of the least recently used ones past ``limit``.
 
     :ivar limit: bytes of upstream files to keep.
-    :ivar busy: the files being downloaded right now (never evicted).
+    :ivar interval: seconds between background passes (`tick`).
     :ivar low_water: a pass evicts down to this fraction of ``limit``.
     """
 
     storage: Storage
     clock: IReactorTime
     limit: int
-    busy: Callable[[], Iterable[FileKey]] = lambda: ()
+    interval: float = INTERVAL
     low_water: float = LOW_WATER
     compact_slack: int = COMPACT_SLACK
     log = Logger()
 
     _entries: OrderedDict[FileKey, _Entry] = attrs.field(factory=OrderedDict, init=False)
     _total: int = attrs.field(default=0, init=False)
-    _readers: Counter[FileKey] = attrs.field(factory=Counter, init=False)
+    #: Responses reading, and downloads writing, each file now.
+    _users: Counter[FileKey] = attrs.field(factory=Counter, init=False)
     _loaded: bool = attrs.field(default=False, init=False)
     _loading: bool = attrs.field(default=False, init=False)
     _early: list[tuple[FileKey, int | None, float]] = attrs.field(factory=list, init=False)
-    _fd: int | None = attrs.field(default=None, init=False)
-    _lines: int = attrs.field(default=0, init=False)
-    _compacting: list[bytes] | None = attrs.field(default=None, init=False)
+    _journal: AccessJournal = attrs.field(init=False)
     _scheduled: IDelayedCall | None = attrs.field(default=None, init=False)
-    _write_failed: bool = attrs.field(default=False, init=False)
     _closed: bool = attrs.field(default=False, init=False)
     #: Files and bytes evicted since start (``/metrics``, the status page).
     evicted_files: int = attrs.field(default=0, init=False)
     evicted_bytes: int = attrs.field(default=0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._journal = AccessJournal(self.journal_path, self.storage.run)
 
     @property
     def journal_path(self) -> str:
@@ -263,17 +166,41 @@ class Evictor:
         """
         Whether a response is reading ``key`` or a download is writing it.
         """
-        return self._readers[key] > 0 or key in set(self.busy())
+        return self._users[key] > 0
 
-    # Usage
+    # IUsageTracker
 
-    def serving(self, request: IRequest, key: FileKey) -> None:
-        self._readers[key] += 1
-        cast(Request, request).notifyFinish().addBoth(lambda _: self._release(key))
+    def reading(self, key: FileKey) -> Callable[[], None]:
+        release = self._use(key)
         try:
             self._touch(key, None)
         except Exception:
             self.log.failure("cannot record an access to {filename}", filename=key.filename)
+        return release
+
+    def writing(self, key: FileKey) -> Callable[[], None]:
+        return self._use(key)
+
+    def _use(self, key: FileKey) -> Callable[[], None]:
+        self._users[key] += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._users[key] -= 1
+                if self._users[key] <= 0:
+                    del self._users[key]
+
+        return release
+
+    def figures(self) -> UsageFigures:
+        if not self._loaded:
+            return UsageFigures(None, None, self.evicted_files, self.evicted_bytes)
+        return UsageFigures(
+            len(self._entries), self._total, self.evicted_files, self.evicted_bytes
+        )
 
     def stored(self, key: FileKey, size: int) -> None:
         try:
@@ -282,11 +209,6 @@ class Evictor:
                 self._scheduled = self.clock.callLater(0, self._scheduled_pass)
         except Exception:
             self.log.failure("cannot record the commit of {filename}", filename=key.filename)
-
-    def _release(self, key: FileKey) -> None:
-        self._readers[key] -= 1
-        if self._readers[key] <= 0:
-            del self._readers[key]
 
     def _touch(self, key: FileKey, size: int | None) -> None:
         """
@@ -299,9 +221,8 @@ class Evictor:
             if len(self._early) < MAX_EARLY:
                 self._early.append((key, size, now))
             return
-        if not self._apply(key, size, now):
-            return
-        self._append(_line(key, now))
+        if self._apply(key, size, now):
+            self._journal.append(key, now)
 
     def _apply(self, key: FileKey, size: int | None, now: float) -> bool:
         entry = self._entries.get(key)
@@ -320,67 +241,15 @@ class Evictor:
 
     # The journal
 
-    def _append(self, line: bytes) -> None:
-        if self._compacting is not None:
-            self._compacting.append(line)
-        if self._fd is None:
-            return
-        try:
-            os.write(self._fd, line)
-        except OSError as e:
-            if not self._write_failed:
-                self._write_failed = True
-                self.log.warn(
-                    "cannot write the access journal {path} ({error}); the order of "
-                    "accesses since is kept in memory only",
-                    path=self.journal_path,
-                    error=os.strerror(e.errno or 0),
-                )
-            return
-        self._write_failed = False
-        self._lines += 1
-
     def needs_compaction(self) -> bool:
-        return self._lines > 2 * len(self._entries) + self.compact_slack
+        return self._journal.lines > 2 * len(self._entries) + self.compact_slack
 
     def compact(self) -> Deferred[None]:
         """
-        Rewrite the journal with one line per tracked file: the snapshot is
-        written and synced to a temporary file in the disk thread pool,
-        then renamed over the journal here, on the reactor thread, where
-        the accesses recorded in the meantime are appended again, so none
-        is lost.  A crash at any point leaves the old journal or the new.
-        Never fails; errors are logged.
+        Rewrite the journal with one line per tracked file (see
+        `AccessJournal.compact`).  Never fails; errors are logged.
         """
-        if self._compacting is not None or self._fd is None:
-            return succeed(None)
-        snapshot = b"".join(_line(k, e.used) for k, e in self._entries.items())
-        self._compacting = []
-        tmp = self.journal_path + ".tmp"
-        d: Deferred[None] = self.storage.run(write_synced, tmp, snapshot)
-
-        def swap(_: object) -> None:
-            pending = self._compacting or []
-            self._compacting = None
-            if self._fd is None:
-                # Closed meanwhile (service stopping).
-                return
-            os.replace(tmp, self.journal_path)
-            fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND)
-            os.close(self._fd)
-            self._fd = fd
-            self._lines = snapshot.count(b"\n")
-            for line in pending:
-                self._append(line)
-            self.log.info("compacted the access journal to {count} lines", count=self._lines)
-
-        def failed(f: Failure) -> None:
-            self._compacting = None
-            self.log.failure("cannot compact the access journal {path}", f, path=tmp)
-
-        d.addCallback(swap)
-        d.addErrback(failed)
-        return d
+        return self._journal.compact([(key, e.used) for key, e in self._entries.items()])
 
     # Start-up
 
@@ -422,13 +291,12 @@ class Evictor:
         for when, key, size in ordered:
             self._entries[key] = _Entry(size, when)
             self._total += size
-        self._fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._lines = lines
+        self._journal.open(lines)
         self._loaded = True
         early, self._early = self._early, []
         for key, stored_size, when in early:
             if self._apply(key, stored_size, when):
-                self._append(_line(key, when))
+                self._journal.append(key, when)
         self.log.info(
             "cache holds {total} bytes in {count} upstream files; limit {limit} bytes",
             total=self._total,
@@ -448,9 +316,7 @@ class Evictor:
         if self._scheduled is not None and self._scheduled.active():
             self._scheduled.cancel()
         self._scheduled = None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._journal.close()
 
     # Eviction
 
@@ -472,13 +338,12 @@ class Evictor:
         if not self._loaded or self._total <= self.limit:
             return 0
         target = int(self.limit * self.low_water)
-        busy = set(self.busy())
         victims: list[FileKey] = []
         excess = self._total - target
         for key, entry in self._entries.items():
             if excess <= 0 or len(victims) >= BATCH:
                 break
-            if key in busy or self._readers[key] > 0:
+            if self._users[key] > 0:
                 continue
             victims.append(key)
             excess -= entry.size
@@ -557,37 +422,3 @@ class Evictor:
                 )
         except Exception:
             self.log.failure("eviction pass failed; trying again in the next one")
-
-
-class EvictionService(TimerService):
-    """
-    Runs `Evictor.tick` every ``interval`` seconds (the first at start-up,
-    which starts the scan) and closes the journal on stop.
-    """
-
-    def __init__(self, evictor: Evictor, interval: float = INTERVAL) -> None:
-        super().__init__(interval, evictor.tick)
-        self.evictor = evictor
-        self.clock = evictor.clock
-
-    def stopService(self) -> Deferred[Any] | None:
-        stopped: Deferred[Any] | None = super().stopService()
-        self.evictor.close()
-        return stopped
-
-
-def install(proxy: Proxy, limit: int, interval: float = INTERVAL) -> EvictionService:
-    """
-    Bound ``proxy``'s cache to ``limit`` bytes: hook an `Evictor` into its
-    resource tree and download manager; the returned service (to add to
-    the service tree) drives it.
-    """
-    evictor = Evictor(
-        proxy.storage,
-        proxy.clock,
-        limit,
-        busy=lambda: (d.key for d in proxy.downloads.in_flight()),
-    )
-    proxy.usage = evictor
-    proxy.downloads.on_stored = evictor.stored
-    return EvictionService(evictor, interval)

@@ -20,18 +20,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
 
-from proxypypi.cache.downloads import CompleteFile
 from proxypypi.cache.storage import Storage, write_all
-from proxypypi.ops.logs import note
 from proxypypi.simple import render
 from proxypypi.simple.negotiate import HTML, JSON_V1
 from proxypypi.simple.parse import ProjectListParser, parse_project_list_json
 from proxypypi.upstream.fetch import BodyReceiver, FetchError, describe_failure, header, request
 from proxypypi.upstream.pool import Pool, Upstream, UpstreamUnavailable
-from proxypypi.web.errors import error
-from proxypypi.web.fileresponse import respond_with_file
 
 LIST_ACCEPT = f"{HTML}, {JSON_V1};q=0.1".encode()
 
@@ -111,46 +106,30 @@ class ProjectList:
         except OSError:
             return None
 
-    async def serve(
-        self,
-        request: IRequest,
-        media_type: str,
-        cache_control: str,
-        private: Sequence[str] = (),
-    ) -> bytes | int:
+    async def current(self, media_type: str, private: Sequence[str] = ()) -> tuple[str, str]:
         """
-        Answer ``request`` with the list as ``media_type``, with the private
-        project names ``private`` listed too (PEP 503: every project).
+        The list as ``media_type``, with the private project names
+        ``private`` listed too (PEP 503: every project): fetched now when
+        none is stored, refreshed in the background when stale.
+
+        :returns: the path of the file to send (it may be missing, when the
+            list is being replaced or the proxy is offline without one), and
+            the cache result (``hit``, ``stale`` or ``miss``).
+        :raises FetchError: when none is stored and no upstream answered.
         """
         age = None if self.offline else self._age()
         if not self.offline and age is None:
-            note(request, cache="miss")
-            try:
-                await self._refresh()
-            except FetchError as e:
-                return error(request, 502, f"no upstream answered for the project list: {e}")
+            cache = "miss"
+            await self._refresh()
         elif age is not None and age >= self.ttl:
-            note(request, cache="stale")
+            cache = "stale"
             self._refresh().addErrback(lambda _: None)
         else:
-            note(request, cache="hit")
+            cache = "hit"
         path = self.path(media_type)
         if private and os.path.exists(path):
             path = await self._with_private(media_type, tuple(private))
-        source = CompleteFile.at(path)
-        if source is None:
-            if self.offline:
-                return error(request, 404, "no project list is stored, and the proxy is offline")
-            return error(request, 503, "the project list is being rebuilt; try again")
-        request.setHeader(b"vary", b"Accept, Accept-Encoding")
-        return respond_with_file(
-            request,
-            source,
-            etag=f'"{int(os.stat(source.path).st_mtime_ns)}-{source.size}"',
-            content_type=media_type,
-            clock=self.clock,
-            cache_control=cache_control,
-        )
+        return path, cache
 
     async def _with_private(self, media_type: str, private: tuple[str, ...]) -> str:
         """

@@ -28,13 +28,11 @@ from twisted.logger import (
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
+from proxypypi.ops.facts import RequestFacts
+
 ACCESS_NAMESPACE = "proxypypi.access"
 ACCESS_FORMAT = "{method} {path} {status} {bytes} {duration:.3f}s"
 access_log = Logger(namespace=ACCESS_NAMESPACE)
-
-#: Attribute names a resource may set on a request for its access event.
-CACHE_NOTE = "proxypypi_cache"
-UPSTREAM_NOTE = "proxypypi_upstream"
 
 
 def _plain(value: object) -> object:
@@ -217,20 +215,10 @@ def text_observer() -> ILogObserver:
     return _observer(event_as_text)
 
 
-def note(request: Any, cache: str | None = None, upstream: str | None = None) -> None:
+def log_access(request: Any, facts: RequestFacts, duration: float, completed: bool) -> None:
     """
-    Record for the access event whether a response came from the cache
-    (``hit``, ``miss``, ``stale``, ``private``) and which upstream served it.
-    """
-    if cache is not None:
-        setattr(request, CACHE_NOTE, cache)
-    if upstream is not None:
-        setattr(request, UPSTREAM_NOTE, upstream)
-
-
-def log_access(request: Any, duration: float, completed: bool) -> None:
-    """
-    Emit the structured access event of one finished (or aborted) request.
+    Emit the structured access event of one finished (or aborted) request,
+    with what its response noted (``facts``).
 
     The event is the one ``access_log.info`` would build, handed to the
     logger's observer directly: ``Logger.emit`` first checks its level
@@ -250,8 +238,8 @@ def log_access(request: Any, duration: float, completed: bool) -> None:
             "status": request.code,
             "bytes": request.sentLength,
             "duration": duration,
-            "cache": getattr(request, CACHE_NOTE, None),
-            "upstream": getattr(request, UPSTREAM_NOTE, None),
+            "cache": facts.cache,
+            "upstream": facts.upstream,
             "completed": completed,
             "client": getattr(request.getClientAddress(), "host", None),
         }

@@ -19,26 +19,21 @@ Label sets are bounded: routes and cache results are fixed words, status
 codes are the few the service answers with, and upstreams are the
 configured ones.  No project or file name is ever a label.
 
-The storage size comes from the eviction's running total when
-``--max-cache-size`` is set; otherwise from `StorageSize`, a scan of
-``DATA/files`` in the disk thread pool at start-up and every
-`STORAGE_SCAN_INTERVAL` seconds, kept current in between by the commits
-of downloads.  A scrape never walks the disk.
+The storage size comes from the cache's usage tracker
+(`proxypypi.cache.usage`), which keeps it current without a scrape ever
+walking the disk.
 """
 
 from __future__ import annotations
 
-import shutil
 from bisect import bisect_left
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
-from twisted.application.internet import TimerService
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from twisted.python.components import proxyForInterface
 from twisted.python.failure import Failure
 from twisted.web.client import PotentialDataLoss, ResponseDone
@@ -46,21 +41,13 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
-from proxypypi.cache.eviction import Evictor
-from proxypypi.cache.storage import Storage, stored_files
-from proxypypi.ops.logs import CACHE_NOTE
-
-if TYPE_CHECKING:
-    from proxypypi.cache.downloads import FileKey
-    from proxypypi.proxy import Proxy
+from proxypypi.ops.facts import RequestFacts
 
 __all__ = [
-    "CACHE_RESULTS",
     "ROUTES",
     "Histogram",
     "MeteredAgent",
     "Metrics",
-    "StorageSize",
     "route_of",
 ]
 
@@ -77,13 +64,6 @@ ROUTES = (
     "status",
     "other",
 )
-
-#: What a resource may note about the cache (`proxypypi.ops.logs.note`):
-#: ``hit`` served from what is stored and fresh; ``stale`` a page served
-#: while it is refreshed; ``miss`` fetched from an upstream for this
-#: request; ``join`` attached to a download another request started;
-#: ``private`` an uploaded project (no upstream involved).
-CACHE_RESULTS = ("hit", "stale", "miss", "join", "private")
 
 #: The cache results each kind of response can have.
 RESULTS_BY_KIND = {
@@ -118,10 +98,6 @@ DURATION_BUCKETS = (
 #: Upstream time-to-headers buckets (seconds); the first-byte timeout
 #: defaults to 10 s.
 UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-#: Seconds between scans of ``DATA/files`` for its size, when eviction
-#: (which keeps a running total) is off.
-STORAGE_SCAN_INTERVAL = 600.0
 
 _CLEAN_ENDS = (ResponseDone, PotentialDataLoss)
 
@@ -292,7 +268,6 @@ class Metrics:
     The counters of one service that exist nowhere else.
 
     :ivar upstreams: one meter per configured upstream member, by URL.
-    :ivar storage_size: the size of ``DATA/files`` when eviction is off.
     """
 
     requests: dict[tuple[str, int], int] = attrs.field(factory=dict)
@@ -303,7 +278,6 @@ class Metrics:
     cache_bytes: dict[tuple[str, str], int] = attrs.field(factory=dict)
     uploads: dict[str, int] = attrs.field(factory=lambda: {"accepted": 0, "rejected": 0})
     upstreams: dict[str, UpstreamMeter] = attrs.field(factory=dict)
-    storage_size: StorageSize | None = None
 
     def meter(self, url: str) -> UpstreamMeter:
         """
@@ -328,10 +302,13 @@ class Metrics:
 
         return metered_agent_for
 
-    def request_done(self, request: Any, duration: float, completed: bool) -> None:
+    def request_done(
+        self, request: Any, facts: RequestFacts, duration: float, completed: bool
+    ) -> None:
         """
         Count one finished (or aborted) request: called by the site once
-        per request, with its duration in seconds.
+        per request, with what the response noted and its duration in
+        seconds.
         """
         route = route_of(request.method, request.path)
         code = request.code
@@ -346,7 +323,7 @@ class Metrics:
         histogram.observe(duration)
         if not completed:
             self.aborted[route] = self.aborted.get(route, 0) + 1
-        cache = getattr(request, CACHE_NOTE, None)
+        cache = facts.cache
         if cache is not None:
             ck = ("page" if route == "project_page" else "file", cache)
             self.cache[ck] = self.cache.get(ck, 0) + 1
@@ -378,147 +355,3 @@ class Metrics:
         Body bytes received from every upstream.
         """
         return sum(m.received for m in self.upstreams.values())
-
-
-def _scan_size(files_dir: str) -> tuple[int, int]:
-    """
-    Count and total size of the files the service may have stored under
-    ``files_dir``, without keeping a record per file.  Blocking.
-    """
-    count = total = 0
-    for _project, _name, st in stored_files(files_dir):
-        count += 1
-        total += st.st_size
-    return count, total
-
-
-@attrs.define(eq=False)
-class StorageSize:
-    """
-    The size of ``DATA/files`` without eviction's running total: scanned
-    off the reactor thread now and then, and kept current in between by
-    the commits of downloads (`stored`).  A file replaced in place, or
-    removed by another hand, is set right by the next scan.
-
-    :ivar files: number of files, ``None`` before the first scan.
-    :ivar bytes: their total size, ``None`` before the first scan.
-    """
-
-    storage: Storage
-    clock: IReactorTime
-    files: int | None = None
-    bytes: int | None = None
-    scanned_at: float | None = None
-    log = Logger()
-    _scanning: bool = False
-
-    def stored(self, key: FileKey, size: int) -> None:
-        if self.files is not None and self.bytes is not None:
-            self.files += 1
-            self.bytes += size
-
-    def scan(self) -> Deferred[None]:
-        """
-        Measure ``DATA/files`` in the disk thread pool.  Never fails (a
-        ``TimerService`` would stop for good); errors are logged.
-        """
-        if self._scanning:
-            return succeed(None)
-        self._scanning = True
-        d: Deferred[tuple[int, int]] = self.storage.run(_scan_size, self.storage.files_dir)
-
-        def done(result: tuple[int, int]) -> None:
-            self.files, self.bytes = result
-            self.scanned_at = self.clock.seconds()
-
-        def failed(f: Failure) -> None:
-            self.log.failure("cannot measure {path}", f, path=self.storage.files_dir)
-
-        def finished(_: object) -> None:
-            self._scanning = False
-
-        scanned: Deferred[None] = d.addCallbacks(done, failed)
-        scanned.addBoth(finished)
-        return scanned
-
-
-def measure_storage(proxy: Proxy, interval: float = STORAGE_SCAN_INTERVAL) -> TimerService:
-    """
-    Keep track of the size of ``proxy``'s ``DATA/files`` while eviction is
-    off: the returned service (to add to the service tree) scans it every
-    ``interval`` seconds, the first time at start-up.
-    """
-    size = StorageSize(proxy.storage, proxy.clock)
-    proxy.metrics.storage_size = size
-    proxy.downloads.on_stored = size.stored
-    service = TimerService(interval, size.scan)
-    service.clock = proxy.clock
-    return service
-
-
-@attrs.frozen
-class StorageFigures:
-    """
-    What the storage holds, as far as known without walking the disk.
-
-    :ivar files: upstream files in ``DATA/files`` (``None``: not known yet).
-    :ivar bytes: their size.
-    :ivar private_files: uploaded files.
-    :ivar private_bytes: their size.
-    :ivar limit: ``--max-cache-size``, if set.
-    :ivar evicted_files: files evicted since start.
-    :ivar evicted_bytes: bytes evicted since start.
-    :ivar disk_total: size of the file system holding the storage.
-    :ivar disk_free: bytes free on it (for this user).
-    """
-
-    files: int | None
-    bytes: int | None
-    private_files: int
-    private_bytes: int
-    limit: int | None
-    evicted_files: int
-    evicted_bytes: int
-    disk_total: int | None
-    disk_free: int | None
-
-
-def storage_figures(proxy: Proxy) -> StorageFigures:
-    """
-    The storage figures of ``proxy``, from running totals and one
-    ``statvfs``: cheap at any number of stored files.
-    """
-    files: int | None = None
-    size: int | None = None
-    evicted_files = evicted_bytes = 0
-    usage = proxy.usage
-    if isinstance(usage, Evictor):
-        if usage.loaded:
-            files, size = usage.count, usage.total
-        evicted_files, evicted_bytes = usage.evicted_files, usage.evicted_bytes
-    elif proxy.metrics.storage_size is not None:
-        files, size = proxy.metrics.storage_size.files, proxy.metrics.storage_size.bytes
-    private_files = private_bytes = 0
-    for name in proxy.private.names():
-        project = proxy.private.project(name)
-        if project is not None:
-            private_files += len(project.files)
-            private_bytes += sum(f.size for f in project.files)
-    disk_total: int | None = None
-    disk_free: int | None = None
-    try:
-        disk = shutil.disk_usage(proxy.storage.root)
-        disk_total, disk_free = disk.total, disk.free
-    except OSError:
-        pass
-    return StorageFigures(
-        files,
-        size,
-        private_files,
-        private_bytes,
-        proxy.config.max_cache_size,
-        evicted_files,
-        evicted_bytes,
-        disk_total,
-        disk_free,
-    )

@@ -24,412 +24,39 @@ outside ``DATA/files/``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import secrets
 import shutil
-import zipfile
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
-from email.parser import BytesHeaderParser
-from typing import Any
+from collections.abc import Iterable
 
 import attrs
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import NormalizedName
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from proxypypi.cache.pages import CachedPage, PageCache
 from proxypypi.cache.storage import (
-    PARTIAL_SUFFIX,
     Runner,
     fsync_dir,
     unlink_all,
     write_atomically,
-    write_synced,
 )
 from proxypypi.names import METADATA_SUFFIX, InvalidDistFilename, normalize, parse_dist_filename
+from proxypypi.private.archive import Inspected, inspect_upload
+from proxypypi.private.model import (
+    PAGE_FILE,
+    AddResult,
+    PrivateFile,
+    PrivateProject,
+    StoredFile,
+    Upload,
+    UploadRejected,
+    upload_time,
+)
 from proxypypi.simple.model import DistFile, ProjectPage, Yanked
 from proxypypi.upstream.pool import ProjectNotFound
-from proxypypi.web.body import SpooledFile
-
-#: The page file inside a project's directory; a leading dot keeps it out
-#: of reach of file URLs (``names.is_safe_filename`` refuses such names).
-PAGE_FILE = ".page.json"
-
-#: The ``source`` of private pages.
-PRIVATE_SOURCE = "private"
-
-#: The largest wheel METADATA extracted.
-MAX_METADATA = 16 * 1024 * 1024
-
-#: The digests an upload may carry: form field, our name, hex length.
-DIGEST_FIELDS = (
-    ("sha256_digest", "sha256", 64),
-    ("blake2_256_digest", "blake2_256", 64),
-    ("md5_digest", "md5", 32),
-)
-
-#: Fields every upload must have, besides the ``content`` file.
-REQUIRED_FIELDS = (":action", "protocol_version", "name", "version", "filetype")
-
-_FILETYPES = {"bdist_wheel": "wheel", "sdist": "sdist"}
-
-_READ_CHUNK = 1024 * 1024
-
-
-class UploadRejected(Exception):
-    """
-    An upload (or a change to a private file) that cannot be accepted.
-
-    :ivar code: the HTTP status to answer.
-    :ivar message: one line saying why, for the client's user.
-    """
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def upload_time(seconds: float) -> str:
-    """
-    A PEP 700 ``upload-time``: ISO 8601 in UTC with a ``Z``.
-    """
-    moment = datetime.fromtimestamp(seconds, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-# Validation of the form: cheap checks, before anything is hashed or stored.
-
-
-@attrs.frozen
-class Upload:
-    """
-    A validated upload whose file still waits in its spool file.
-
-    :ivar digests: our digest name to the lower-case hex the client sent.
-    """
-
-    project: NormalizedName
-    filename: str
-    kind: str
-    version: Version
-    spool: SpooledFile
-    digests: Mapping[str, str]
-    requires_python: str | None
-    user: str
-
-
-def _single(fields: Mapping[str, list[str]], name: str) -> str | None:
-    values = fields.get(name)
-    if not values:
-        return None
-    value = values[0].strip()
-    return value or None
-
-
-def _check_filename(filename: str) -> None:
-    if "/" in filename or "\\" in filename or ".." in filename:
-        raise UploadRejected(
-            400, f"file name {filename!r} must be a bare file name: no path separators or '..'"
-        )
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in filename):
-        raise UploadRejected(400, "file name contains control characters")
-
-
-def validate_form(
-    fields: Mapping[str, list[str]], content: SpooledFile | None, user: str
-) -> Upload:
-    """
-    Check an upload form as twine and ``uv publish`` send it.
-
-    :raises UploadRejected: naming the first problem found.
-    """
-    action = _single(fields, ":action")
-    if action is not None and action != "file_upload":
-        raise UploadRejected(
-            400, f"unsupported :action {action!r}; this index only accepts file_upload"
-        )
-    missing = [name for name in REQUIRED_FIELDS if _single(fields, name) is None]
-    if content is None:
-        missing.append("content")
-    if missing:
-        raise UploadRejected(400, f"missing form field(s): {', '.join(missing)}")
-    assert content is not None
-    if _single(fields, "protocol_version") != "1":
-        raise UploadRejected(400, "unsupported protocol_version; this index speaks version 1")
-    filename = content.filename
-    _check_filename(filename)
-    try:
-        dist = parse_dist_filename(filename)
-    except InvalidDistFilename:
-        raise UploadRejected(
-            400, f"{filename!r} is not a wheel (.whl) or sdist (.tar.gz) file name"
-        ) from None
-    if dist.kind == "sdist" and not filename.endswith(".tar.gz"):
-        raise UploadRejected(400, f"{filename!r}: sdists must be .tar.gz files (PEP 625)")
-    filetype = _single(fields, "filetype") or ""
-    if _FILETYPES.get(filetype) != dist.kind:
-        raise UploadRejected(
-            400, f"filetype {filetype!r} does not match {filename!r} (bdist_wheel or sdist)"
-        )
-    name = _single(fields, "name") or ""
-    project = normalize(name)
-    if project is None:
-        raise UploadRejected(400, f"{name!r} is not a valid project name")
-    if dist.project != project:
-        raise UploadRejected(
-            400, f"file name {filename!r} is for project {dist.project}, but name says {name!r}"
-        )
-    raw_version = _single(fields, "version") or ""
-    try:
-        version = Version(raw_version)
-    except InvalidVersion:
-        raise UploadRejected(400, f"{raw_version!r} is not a valid version") from None
-    if version != dist.version:
-        raise UploadRejected(
-            400, f"file name {filename!r} is version {dist.version}, but version says {raw_version}"
-        )
-    digests: dict[str, str] = {}
-    for field, ours, length in DIGEST_FIELDS:
-        value = _single(fields, field)
-        if value is None:
-            continue
-        value = value.lower()
-        if len(value) != length or any(c not in "0123456789abcdef" for c in value):
-            raise UploadRejected(400, f"{field} is not a {length}-digit hex digest")
-        digests[ours] = value
-    if not digests:
-        raise UploadRejected(400, "send sha256_digest (or blake2_256_digest) with the file")
-    if content.size == 0:
-        raise UploadRejected(400, f"{filename!r} is empty")
-    requires_python = _single(fields, "requires_python")
-    if requires_python is not None:
-        try:
-            SpecifierSet(requires_python)
-        except InvalidSpecifier:
-            raise UploadRejected(
-                400, f"requires_python {requires_python!r} is not a version specifier"
-            ) from None
-    return Upload(project, filename, dist.kind, version, content, digests, requires_python, user)
-
-
-# Inspection of the file: blocking, in a thread.
-
-
-@attrs.frozen
-class Inspected:
-    """
-    What reading the whole uploaded file established.
-
-    :ivar metadata_path: a spool file holding the wheel's METADATA.
-    """
-
-    sha256: str
-    size: int
-    requires_python: str | None
-    metadata_path: str | None = None
-    metadata_sha256: str | None = None
-
-
-def wheel_metadata(path: str, filename: str) -> bytes:
-    """
-    The exact bytes of a wheel's ``<name>-<version>.dist-info/METADATA``.
-
-    :raises UploadRejected: when the file is not a wheel with one.
-    """
-    stem = filename[: -len(".whl")].split("-")
-    expected = f"{stem[0]}-{stem[1]}.dist-info/METADATA"
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            if expected not in names:
-                found = [
-                    n for n in names if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
-                ]
-                if len(found) != 1:
-                    raise UploadRejected(400, f"{filename!r} is not a valid wheel: no {expected}")
-                expected = found[0]
-            info = zf.getinfo(expected)
-            if info.file_size > MAX_METADATA:
-                raise UploadRejected(400, f"{filename!r}: METADATA is too large")
-            with zf.open(info) as member:
-                data = member.read(MAX_METADATA + 1)
-    except UploadRejected:
-        raise
-    except Exception as e:
-        raise UploadRejected(400, f"{filename!r} is not a valid wheel ({e})") from None
-    if len(data) > MAX_METADATA:
-        raise UploadRejected(400, f"{filename!r}: METADATA is too large")
-    return data
-
-
-def _write_spool(spool_dir: str, data: bytes) -> str:
-    path = os.path.join(spool_dir, f"upload-{secrets.token_hex(12)}.metadata{PARTIAL_SUFFIX}")
-    write_synced(path, data, exclusive=True)
-    return path
-
-
-def inspect_upload(upload: Upload, spool_dir: str) -> Inspected:
-    """
-    Hash the spooled file, compare every digest the client sent, and take
-    a wheel's METADATA out.  Also fsyncs the spool file, so that renaming
-    it into place later makes it durable.  Blocking: runs in a thread.
-
-    :raises UploadRejected: when a digest does not match or a wheel is not
-        one.
-    """
-    hashers: dict[str, Any] = {"sha256": hashlib.sha256()}
-    if "blake2_256" in upload.digests:
-        hashers["blake2_256"] = hashlib.blake2b(digest_size=32)
-    if "md5" in upload.digests:
-        hashers["md5"] = hashlib.md5(usedforsecurity=False)
-    size = 0
-    with open(upload.spool.path, "rb") as f:
-        while chunk := f.read(_READ_CHUNK):
-            size += len(chunk)
-            for h in hashers.values():
-                h.update(chunk)
-        os.fsync(f.fileno())
-    for field, ours, _length in DIGEST_FIELDS:
-        sent = upload.digests.get(ours)
-        if sent is not None and hashers[ours].hexdigest() != sent:
-            raise UploadRejected(
-                400,
-                f"{field} does not match the file received ({hashers[ours].hexdigest()}); "
-                "the upload was damaged or the digest is wrong",
-            )
-    requires_python = upload.requires_python
-    if upload.kind != "wheel":
-        return Inspected(hashers["sha256"].hexdigest(), size, requires_python)
-    metadata = wheel_metadata(upload.spool.path, upload.filename)
-    if requires_python is None:
-        requires_python = BytesHeaderParser().parsebytes(metadata).get("Requires-Python")
-        requires_python = requires_python.strip() if requires_python else None
-    return Inspected(
-        hashers["sha256"].hexdigest(),
-        size,
-        requires_python or None,
-        _write_spool(spool_dir, metadata),
-        hashlib.sha256(metadata).hexdigest(),
-    )
-
-
-# What is stored
-
-
-@attrs.frozen
-class PrivateFile:
-    """
-    One uploaded file as its project's page records it.
-    """
-
-    filename: str
-    sha256: str
-    size: int
-    upload_time: str
-    requires_python: str | None = None
-    yanked: Yanked = False
-    metadata_sha256: str | None = None
-    uploaded_by: str | None = None
-
-    def dist_file(self) -> DistFile:
-        """
-        The file as the index model lists it; with no upstream URL, so it
-        can never be fetched from anywhere.
-        """
-        return DistFile(
-            filename=self.filename,
-            url="",
-            hashes={"sha256": self.sha256},
-            requires_python=self.requires_python,
-            yanked=self.yanked,
-            core_metadata={"sha256": self.metadata_sha256} if self.metadata_sha256 else False,
-            size=self.size,
-            upload_time=self.upload_time,
-        )
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "filename": self.filename,
-            "sha256": self.sha256,
-            "size": self.size,
-            "upload-time": self.upload_time,
-            "requires-python": self.requires_python,
-            "yanked": self.yanked,
-            "metadata-sha256": self.metadata_sha256,
-            "uploaded-by": self.uploaded_by,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> PrivateFile:
-        yanked = data.get("yanked", False)
-        return cls(
-            filename=str(data["filename"]),
-            sha256=str(data["sha256"]),
-            size=int(data["size"]),
-            upload_time=str(data["upload-time"]),
-            requires_python=data.get("requires-python"),
-            yanked=yanked if isinstance(yanked, bool | str) else False,
-            metadata_sha256=data.get("metadata-sha256"),
-            uploaded_by=data.get("uploaded-by"),
-        )
-
-
-@attrs.frozen
-class PrivateProject:
-    """
-    A private project's files, in upload order, and its page ready to
-    render (renderings are cached inside the `CachedPage`).
-    """
-
-    name: NormalizedName
-    files: tuple[PrivateFile, ...]
-    cached: CachedPage
-
-    @classmethod
-    def build(
-        cls, name: NormalizedName, files: Iterable[PrivateFile], now: float
-    ) -> PrivateProject:
-        files = tuple(files)
-        page = ProjectPage(name, tuple(f.dist_file() for f in files))
-        return cls(name, files, CachedPage(page, PRIVATE_SOURCE, now))
-
-    def file(self, filename: str) -> PrivateFile | None:
-        for f in self.files:
-            if f.filename == filename:
-                return f
-        return None
-
-    def to_bytes(self) -> bytes:
-        doc = {"name": self.name, "files": [f.to_json() for f in self.files]}
-        return json.dumps(doc, indent=1).encode("utf-8")
-
-
-@attrs.frozen
-class StoredFile:
-    """
-    A private file (or its ``.metadata``) to serve.
-    """
-
-    path: str
-    sha256: str
-    metadata: bool
-
-
-@attrs.frozen
-class AddResult:
-    """
-    :ivar existing: the same file was uploaded before; nothing changed.
-    """
-
-    file: PrivateFile
-    existing: bool = False
 
 
 @attrs.define(eq=False)
@@ -617,7 +244,7 @@ class PrivateStore:
             async with self._lock:
                 return await self._add_locked(upload, inspected)
         finally:
-            for path in (upload.spool.path, metadata_spool):
+            for path in (upload.spool_path, metadata_spool):
                 if path is not None:
                     try:
                         os.unlink(path)
@@ -654,7 +281,7 @@ class PrivateStore:
         files = [f for f in files if f.filename != upload.filename] + [record]
         updated = PrivateProject.build(upload.project, files, self.clock.seconds())
         await self.run(
-            self._commit_files, upload.project, upload.filename, upload.spool.path,
+            self._commit_files, upload.project, upload.filename, upload.spool_path,
             inspected.metadata_path, updated.to_bytes(),
         )  # fmt: skip
         self._projects[upload.project] = updated

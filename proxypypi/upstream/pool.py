@@ -40,7 +40,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import ContentDecoderAgent, GzipDecoder
 from twisted.web.iweb import IAgent, IResponse
 
-from proxypypi.cache.downloads import Origin
+from proxypypi.cache.origin import Origin
 from proxypypi.config import UpstreamConfig, display_url
 from proxypypi.simple.model import ProjectPage
 from proxypypi.simple.negotiate import HTML, HTML_V1, JSON_V1

@@ -21,12 +21,12 @@ from twisted.web.iweb import IRequest
 
 from proxypypi.names import normalize
 from proxypypi.private.auth import User
-from proxypypi.private.store import PrivateFile, UploadRejected
-from proxypypi.proxy import Proxy
+from proxypypi.private.model import PrivateFile, UploadRejected
 from proxypypi.simple.model import Yanked
 from proxypypi.web.deferred import render_async
 from proxypypi.web.errors import Page
 from proxypypi.web.guard import answer, writer
+from proxypypi.web.proxy import Proxy
 
 _USAGE = (
     "use /api/private/<project>[/<filename>[/yank|/unyank]] (GET, POST or DELETE, with credentials)"

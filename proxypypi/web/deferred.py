@@ -43,10 +43,3 @@ def render_async(request: IRequest, work: Callable[[], Coroutine[Any, Any, bytes
     Deferred.fromCoroutine(work()).addCallbacks(send, failed)
     return NOT_DONE_YET
 
-
-def request_gone(request: IRequest) -> bool:
-    """
-    Whether the client went away while we were waiting; nothing more may be
-    written to such a request.
-    """
-    return bool(getattr(request, "_disconnected", False))

@@ -10,23 +10,28 @@ headers arrive and read the file while it downloads.
 
 from __future__ import annotations
 
+from typing import cast
+
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 
-from proxypypi.cache.downloads import CompleteFile, FileKey, FileNotFoundUpstream, Origin
+from proxypypi.cache.complete import CompleteFile
+from proxypypi.cache.download import FileNotFoundUpstream
+from proxypypi.cache.origin import FileKey, Origin
 from proxypypi.cache.pages import CachedPage
 from proxypypi.interfaces import IFileSource
+from proxypypi.internals import request_gone
 from proxypypi.names import METADATA_SUFFIX, is_safe_filename, normalize
-from proxypypi.ops.logs import note
-from proxypypi.proxy import Proxy
 from proxypypi.simple.model import DistFile
 from proxypypi.upstream.fetch import FetchError
 from proxypypi.upstream.pool import ProjectNotFound
-from proxypypi.web.deferred import render_async, request_gone
+from proxypypi.web.deferred import render_async
 from proxypypi.web.errors import Page, error
 from proxypypi.web.fileresponse import respond_with_file
 from proxypypi.web.privatefiles import respond_private_file, upstream_file_cache_control
+from proxypypi.web.proxy import Proxy
+from proxypypi.web.site import facts_of
 
 DIST_TYPE = "application/octet-stream"
 METADATA_TYPE = "text/plain; charset=utf-8"
@@ -89,15 +94,16 @@ class FilesResource(Page):
         content_type = METADATA_TYPE if metadata else DIST_TYPE
         if self.proxy.private.claims(project, dist):
             # Private files never come from an upstream (proxypypi.private.store).
-            note(request, cache="private")
+            facts_of(request).note("private")
             return respond_private_file(request, self.proxy, project, filename, content_type)
         # Before looking at the disk: a file being served is never evicted.
-        self.proxy.usage.serving(request, FileKey(project, filename))
+        done = self.proxy.usage.reading(FileKey(project, filename))
+        cast(Request, request).notifyFinish().addBoth(lambda _: done())
         complete = CompleteFile.at(self.proxy.storage.file_path(project, filename))
         cached = self.proxy.pages.in_memory(project) if complete is not None else None
         f = cached.page.file(dist) if cached is not None else None
         if complete is not None and f is not None and _intact(complete, f, metadata):
-            note(request, cache="hit")
+            facts_of(request).note("hit")
             return self._send(request, complete, f, metadata)
 
         async def fetch() -> bytes | int:
@@ -125,7 +131,7 @@ class FilesResource(Page):
         complete = CompleteFile.at(self.proxy.storage.file_path(project, filename))
         if complete is not None:
             if _intact(complete, f, metadata):
-                note(request, cache="hit")
+                facts_of(request).note("hit")
                 return self._send(request, complete, f, metadata)
             self.log.warn(
                 "stored {filename} has {size} bytes, not what its page says; fetching it again",
@@ -134,7 +140,7 @@ class FilesResource(Page):
             )
         key = FileKey(project, filename)
         joined = self.proxy.downloads.running(key) is not None
-        note(request, cache="join" if joined else "miss", upstream=cached.source)
+        facts_of(request).note("join" if joined else "miss", cached.source)
         download = self.proxy.downloads.get(
             key,
             self._origins(cached, f, metadata),

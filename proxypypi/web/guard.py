@@ -12,11 +12,12 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET
 
+from proxypypi.internals import request_gone
 from proxypypi.private.auth import Authenticator, User
-from proxypypi.proxy import Proxy
 from proxypypi.web.body import NOT_CHECKED, reason_phrase
-from proxypypi.web.deferred import render_async, request_gone
+from proxypypi.web.deferred import render_async
 from proxypypi.web.errors import error
+from proxypypi.web.proxy import Proxy
 
 #: The one answer to missing, malformed and wrong credentials alike.
 UNAUTHORIZED = "valid credentials required (user name and password of this index)"

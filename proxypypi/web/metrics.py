@@ -25,10 +25,10 @@ from twisted.web.resource import Resource
 
 from proxypypi import __version__
 from proxypypi.config import display_url
-from proxypypi.ops.metrics import RESULTS_BY_KIND, Metrics, UpstreamMeter, storage_figures
-from proxypypi.proxy import Proxy
+from proxypypi.ops.metrics import RESULTS_BY_KIND, Metrics, UpstreamMeter
 from proxypypi.upstream.health import State
 from proxypypi.web.errors import error
+from proxypypi.web.proxy import Proxy
 
 
 @attrs.define(eq=False)
@@ -185,7 +185,7 @@ class ProxyCollector:
         )
 
     def _storage(self, proxy: Proxy, m: Metrics) -> Iterator[Metric]:
-        figures = storage_figures(proxy)
+        figures = proxy.storage_figures()
         size = GaugeMetricFamily(
             "proxypypi_storage_bytes",
             "Bytes of stored files: upstream files (files) and uploads (private).",

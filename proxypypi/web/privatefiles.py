@@ -9,11 +9,11 @@ from __future__ import annotations
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from proxypypi.cache.downloads import CompleteFile
-from proxypypi.proxy import Proxy
+from proxypypi.cache.complete import CompleteFile
 from proxypypi.web.errors import error
 from proxypypi.web.fileresponse import respond_with_file
 from proxypypi.web.guard import cache_scope
+from proxypypi.web.proxy import Proxy
 
 _log = Logger()
 

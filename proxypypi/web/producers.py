@@ -11,9 +11,9 @@ It is a push producer, not a pull producer, because it must be able to wait
 for bytes that have not been downloaded yet; a pull producer cannot wait
 (``STYLE.md`` §2.b.3).
 
-``os.sendfile`` is deliberately not used: Twisted has no support for it
-(twisted/twisted#11395), and bypassing a TCP transport's write buffer means
-reaching into its private state and its reactor registration.
+A file that is already complete, on a plain TCP connection, goes out with
+``os.sendfile`` instead (`proxypypi.web.sendfile`): the kernel copies it,
+which this producer cannot do while the file may still grow.
 """
 
 from __future__ import annotations

@@ -11,12 +11,12 @@ import os
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from proxypypi.proxy import Proxy
 from proxypypi.web.api import PrivateApiResource
 from proxypypi.web.errors import ErrorResource, Page
 from proxypypi.web.files import FilesResource
 from proxypypi.web.guard import guard_reads
 from proxypypi.web.metrics import MetricsResource, registry_for
+from proxypypi.web.proxy import Proxy
 from proxypypi.web.simple import SimpleResource
 from proxypypi.web.status import render_status
 from proxypypi.web.upload import UploadResource

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from proxypypi.interfaces import IFileSource
+from proxypypi.internals import buffered, release_writes, take_over_writes
 
 #: Bytes offered to the kernel per call; it sends what the socket takes.
 SEND_CHUNK = 16 * 1024 * 1024
@@ -85,21 +86,15 @@ class SendfileProducer:
         if self._offset >= self.end:
             self._complete()
             return
-        # The reactor looks doWrite up on the instance each time the socket
-        # is writable, so this routes writability to us until we restore it.
-        self._transport.doWrite = self._do_write
+        take_over_writes(self._transport, self._do_write)
         self._transport.startWriting()
         self._timer = self.clock.callLater(self.stall_timeout, self._stalled)
 
-    def _buffered(self) -> bool:
-        t = self._transport
-        return bool(t.dataBuffer or t._tempDataBuffer)
-
     def _do_write(self) -> object:
         t = self._transport
-        if self._buffered() or t.disconnecting:
+        if buffered(t) or t.disconnecting:
             result = type(t).doWrite(t)
-            if result is not None or self._buffered() or t.disconnecting:
+            if result is not None or buffered(t) or t.disconnecting:
                 return result
             t.startWriting()  # the flush above may have stopped writing
         assert self._fd is not None
@@ -129,10 +124,8 @@ class SendfileProducer:
 
     def _release(self) -> None:
         t = self._transport
-        if t is not None and t.__dict__.get("doWrite") == self._do_write:
-            del t.doWrite
-            if not self._buffered():
-                t.stopWriting()
+        if t is not None and release_writes(t, self._do_write) and not buffered(t):
+            t.stopWriting()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None

@@ -10,16 +10,18 @@ import functools
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
+from proxypypi.cache.complete import CompleteFile
 from proxypypi.cache.pages import CachedPage
 from proxypypi.names import normalize
-from proxypypi.ops.logs import note
-from proxypypi.proxy import Proxy
 from proxypypi.simple.negotiate import negotiate
 from proxypypi.upstream.fetch import FetchError
 from proxypypi.upstream.pool import ProjectNotFound
 from proxypypi.web.deferred import render_async
 from proxypypi.web.errors import ErrorResource, Page, error, redirect
+from proxypypi.web.fileresponse import respond_with_file
 from proxypypi.web.privatefiles import cache_scope, page_cache_control
+from proxypypi.web.proxy import Proxy
+from proxypypi.web.site import facts_of
 
 VARY = b"Accept, Accept-Encoding"
 
@@ -90,12 +92,30 @@ class SimpleResource(Page):
         media_type = _negotiate(request)
         if media_type is None:
             return _not_acceptable(request)
-        cache_control = f"max-age={self.proxy.config.client_max_age}, {cache_scope(self.proxy)}"
-        return render_async(
+        return render_async(request, lambda: self._send_list(request, media_type))
+
+    async def _send_list(self, request: IRequest, media_type: str) -> bytes | int:
+        project_list = self.proxy.project_list
+        try:
+            path, cache = await project_list.current(media_type, self.proxy.private.names())
+        except FetchError as e:
+            facts_of(request).note("miss")
+            return error(request, 502, f"no upstream answered for the project list: {e}")
+        facts_of(request).note(cache)
+        source = CompleteFile.at(path)
+        if source is None:
+            if project_list.offline:
+                return error(request, 404, "no project list is stored, and the proxy is offline")
+            return error(request, 503, "the project list is being rebuilt; try again")
+        request.setHeader(b"vary", VARY)
+        return respond_with_file(
             request,
-            lambda: self.proxy.project_list.serve(
-                request, media_type, cache_control, self.proxy.private.names()
-            ),
+            source,
+            etag=f'"{source.mtime_ns}-{source.size}"',
+            content_type=media_type,
+            clock=self.proxy.clock,
+            cache_control=f"max-age={self.proxy.config.client_max_age}, "
+            f"{cache_scope(self.proxy)}",
         )
 
 
@@ -131,7 +151,7 @@ class ProjectResource(Page):
         cached = private.ready(name, self.proxy.pages)
         if cached is not None:
             if private.is_private(name):
-                note(request, cache="private")
+                facts_of(request).note("private")
             else:
                 self._note_cached(request, cached)
             return self._send(request, cached, media_type)
@@ -146,9 +166,9 @@ class ProjectResource(Page):
             except FetchError as e:
                 return error(request, 502, f"no upstream answered for {name}: {e}")
             if private.is_private(name):
-                note(request, cache="private")
+                facts_of(request).note("private")
             elif cached.fetched_at >= asked_at:
-                note(request, cache="miss", upstream=cached.source)
+                facts_of(request).note("miss", cached.source)
             else:
                 # Read from disk (not yet in memory): no upstream transfer.
                 self._note_cached(request, cached)
@@ -158,9 +178,9 @@ class ProjectResource(Page):
 
     def _note_cached(self, request: IRequest, cached: CachedPage) -> None:
         if self.proxy.pages.is_fresh(cached):
-            note(request, cache="hit")
+            facts_of(request).note("hit")
         else:
-            note(request, cache="stale", upstream=cached.source)
+            facts_of(request).note("stale", cached.source)
 
     def _send(self, request: IRequest, cached: CachedPage, media_type: str) -> bytes:
         """

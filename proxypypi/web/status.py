@@ -19,9 +19,9 @@ from twisted.web.iweb import IRequest
 
 from proxypypi import __version__
 from proxypypi.config import display_url
-from proxypypi.ops.metrics import RESULTS_BY_KIND, SAVED_RESULTS, storage_figures
-from proxypypi.proxy import Proxy
+from proxypypi.ops.metrics import RESULTS_BY_KIND, SAVED_RESULTS
 from proxypypi.web.address import external_base
+from proxypypi.web.proxy import Proxy
 
 #: Most rows shown for downloads in flight and for private projects.
 MAX_ROWS = 100
@@ -221,7 +221,7 @@ def _requests(proxy: Proxy) -> str:
 
 
 def _storage(proxy: Proxy) -> str:
-    f = storage_figures(proxy)
+    f = proxy.storage_figures()
     files = (
         '<span id="storage-files">measuring…</span>'
         if f.files is None

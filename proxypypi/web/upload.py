@@ -20,12 +20,13 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from proxypypi.private.auth import User
-from proxypypi.private.store import UploadRejected, validate_form
-from proxypypi.proxy import Proxy
+from proxypypi.private.model import UploadRejected
 from proxypypi.web.body import BodyPolicy, form_of
 from proxypypi.web.deferred import render_async
 from proxypypi.web.errors import ErrorResource, Page
 from proxypypi.web.guard import answer, writer
+from proxypypi.web.legacy import refusal, validate_form
+from proxypypi.web.proxy import Proxy
 
 _log = Logger()
 
@@ -80,8 +81,9 @@ class UploadResource(Page):
                 )
             result = await self.proxy.private.add(upload)
         except UploadRejected as e:
-            _log.info("refused an upload by {user}: {message}", user=user.name, message=e.message)
-            return answer(request, e.code, e.message)
+            message = refusal(e)
+            _log.info("refused an upload by {user}: {message}", user=user.name, message=message)
+            return answer(request, e.code, message)
         except OSError as e:
             _log.failure("cannot store an upload")
             return answer(request, 507, f"cannot store the upload here: {e.strerror}")

@@ -1,0 +1,192 @@
+# -*- test-case-name: tests.test_twistd,tests.test_tls,tests.test_upload -*-
+"""
+The services that make up a running proxy, and the order they stop in:
+the web servers drain first, while the disk threads and upstream
+connections their responses need are still there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.application.service import MultiService, Service
+from twisted.internet import threads
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from twisted.web.client import (
+    HTTPConnectionPool,
+)
+
+from proxypypi.cache.downloads import Manager
+from proxypypi.upstream.pool import Pool
+from proxypypi.web.site import ProxySite
+
+log = Logger()
+
+
+@attrs.define
+class DiskThreads(Service):
+    """
+    A dedicated thread pool for fsync and other slow disk calls, so they
+    never starve the reactor's own pool (which resolves host names).
+    """
+
+    reactor: Any
+    pool: ThreadPool = attrs.field(factory=lambda: ThreadPool(0, 4, "proxypypi-disk"))
+
+    def run(self, f: Any, *args: Any) -> Deferred[Any]:
+        return threads.deferToThreadPool(self.reactor, self.pool, f, *args)
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return threads.deferToThread(self.pool.stop)
+
+
+
+@attrs.define
+class UpstreamConnections(Service):
+    """
+    The HTTP connection pool shared by every upstream request; closed on stop.
+    """
+
+    pool: HTTPConnectionPool
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        d: Deferred[None] = self.pool.closeCachedConnections()
+        return d
+
+
+@attrs.define
+class HealthProbes(Service):
+    """
+    Probes of upstream members: one of each at start, then of the members
+    out of rotation while the service runs; cancelled (timers and requests
+    in flight) when it stops.
+    """
+
+    pool: Pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start_probing()
+        self.pool.check_all()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop_probing()
+
+
+@attrs.define
+class DownloadsInFlight(Service):
+    """
+    Cancels the downloads still running when the service stops.
+    """
+
+    downloads: Manager
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.downloads.cancel_all()
+
+
+class OrderedServices(MultiService):
+    """
+    Services stopped one after the other, last started first: the web
+    servers finish their responses while the disk threads and upstream
+    connections those responses need are still there.
+    """
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        d: Deferred[None] = Deferred.fromCoroutine(self._stop_in_order())
+        return d
+
+    async def _stop_in_order(self) -> None:
+        for service in reversed(list(self)):
+            try:
+                stopped = service.stopService()
+                if stopped is not None:
+                    await stopped
+            except Exception:
+                log.failure("error while stopping {service}", service=service)
+
+
+#: Seconds a stopping service lets running responses finish.
+SHUTDOWN_GRACE = 10.0
+
+
+
+@attrs.define
+class WebServer(Service):
+    """
+    Listen on one endpoint; logs the address actually bound (``tcp:0``
+    picks a free port, which tests and operators need to know).
+    """
+
+    endpoint: IStreamServerEndpoint
+    site: ProxySite
+    reactor: Any
+    port: IListeningPort | None = None
+    _waiting: list[Deferred[IListeningPort]] = attrs.field(factory=list)
+
+    def startService(self) -> None:
+        super().startService()
+        d = self.endpoint.listen(self.site)
+        d.addCallbacks(self._listening, self._failed)
+
+    def _listening(self, port: IListeningPort) -> None:
+        self.port = port
+        address = port.getHost()
+        log.info(
+            "listening on {host}:{port}",
+            host=getattr(address, "host", "?"),
+            port=getattr(address, "port", "?"),
+        )
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(port)
+
+    def _failed(self, failure: Failure) -> None:
+        log.failure("cannot listen; check --listen", failure)
+        # Services start before the reactor runs: stopping it right away
+        # would raise, and leave a service that listens nowhere.
+        self.reactor.callWhenRunning(self.reactor.stop)
+
+    def when_listening(self) -> Deferred[IListeningPort]:
+        """
+        Fires with the listening port once bound.
+        """
+        d: Deferred[IListeningPort] = Deferred()
+        if self.port is not None:
+            d.callback(self.port)
+        else:
+            self._waiting.append(d)
+        return d
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop accepting connections, then let running responses finish for
+        a bounded time.
+        """
+        super().stopService()
+        port, self.port = self.port, None
+        d: Deferred[Any] = Deferred.fromCoroutine(self._stop(port))
+        return d
+
+    async def _stop(self, port: IListeningPort | None) -> None:
+        if port is not None:
+            stopped = port.stopListening()
+            if stopped is not None:
+                await stopped
+        await self.site.drained(SHUTDOWN_GRACE, self.reactor)
+
+

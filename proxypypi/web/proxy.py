@@ -1,0 +1,58 @@
+"""
+The collaborators of one running proxy, handed to the resource tree.
+
+Built once, whole, by the composition root (`proxypypi.service.compose`);
+nothing changes its fields afterwards.
+"""
+
+from __future__ import annotations
+
+import attrs
+from twisted.internet.interfaces import IReactorTime
+
+from proxypypi.cache.downloads import Manager
+from proxypypi.cache.pages import PageCache
+from proxypypi.cache.projectlist import ProjectList
+from proxypypi.cache.storage import Storage
+from proxypypi.cache.usage import IUsageTracker
+from proxypypi.config import Config
+from proxypypi.ops.figures import StorageFigures, storage_figures
+from proxypypi.ops.metrics import Metrics
+from proxypypi.private.auth import Authenticator
+from proxypypi.private.store import PrivateStore
+from proxypypi.upstream.pool import Pool
+
+
+@attrs.frozen
+class Proxy:
+    """
+    Everything a request may need: settings, upstreams, caches, storage.
+
+    :ivar usage: told of file responses; bounds the cache when
+        ``--max-cache-size`` is set (`proxypypi.cache.usage`).
+    :ivar private: uploaded projects; they shadow every upstream.
+    :ivar auth: who may upload (and read, with ``--auth-read``); ``None``:
+        nobody.
+    :ivar metrics: counters for ``/metrics`` and the status page.
+    """
+
+    config: Config
+    clock: IReactorTime
+    storage: Storage
+    pool: Pool
+    pages: PageCache
+    downloads: Manager
+    project_list: ProjectList
+    usage: IUsageTracker
+    private: PrivateStore
+    metrics: Metrics
+    auth: Authenticator | None = None
+    started_at: float = 0.0
+
+    def storage_figures(self) -> StorageFigures:
+        """
+        What the storage holds now (`proxypypi.ops.figures`).
+        """
+        return storage_figures(
+            self.usage, self.private, self.storage.root, self.config.max_cache_size
+        )
