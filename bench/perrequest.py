@@ -39,8 +39,8 @@ from upstream import PAGE_PROJECT, UPLOAD_TIME, PrehashedDist, page_set
 
 from proxypypi.config import build_config
 from proxypypi.ops import logs
-from proxypypi.service.lifecycle import WebServer
 from proxypypi.service.compose import make_service
+from proxypypi.service.lifecycle import WebServer
 from proxypypi.testing import FakeIndex, serve
 
 

@@ -29,7 +29,7 @@ from proxypypi.private.auth import (
     parse_basic,
     parse_htpasswd,
 )
-from proxypypi.tap import Options
+from proxypypi.service.tap import Options
 
 from .test_upload import htpasswd_line
 

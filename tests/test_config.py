@@ -12,7 +12,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from proxypypi.config import ConfigError, build_config, parse_upstream_url
-from proxypypi.tap import Options
+from proxypypi.service.tap import Options
 
 
 class UpstreamURLTests(SynchronousTestCase):

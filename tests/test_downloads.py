@@ -24,12 +24,12 @@ from zope.interface import implementer
 from proxypypi.cache.complete import CompleteFile
 from proxypypi.cache.download import Download, FileNotFoundUpstream, IntegrityError
 from proxypypi.cache.downloads import Manager
-from proxypypi.cache.origin import FileKey, Origin
-from proxypypi.cache.storage import Storage
+from proxypypi.cache.storage import FileKey, Storage
 from proxypypi.cache.usage import SizeAccounting
 from proxypypi.interfaces import IFileSourceListener
 from proxypypi.testing import Dist, FakeIndex, Fault, make_wheel
 from proxypypi.upstream.fetch import FetchError
+from proxypypi.upstream.origin import Origin
 
 
 def sync_run(f: Any, *args: Any) -> Deferred[Any]:

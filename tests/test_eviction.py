@@ -24,8 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from proxypypi.cache.eviction import INTERVAL, Evictor
 from proxypypi.cache.journal import JOURNAL
-from proxypypi.cache.origin import FileKey
-from proxypypi.cache.storage import Storage
+from proxypypi.cache.storage import FileKey, Storage
 from proxypypi.cache.usage import SizeAccounting, UsageService
 from proxypypi.config import Config, UpstreamConfig
 from proxypypi.service.compose import build_proxy, make_service

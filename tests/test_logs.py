@@ -24,7 +24,7 @@ from proxypypi.ops.logs import (
     event_as_text,
     log_access,
 )
-from proxypypi.tap import Options
+from proxypypi.service.tap import Options
 
 
 class JSONLinesTests(SynchronousTestCase):

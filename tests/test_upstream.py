@@ -27,9 +27,8 @@ from zope.interface import implementer
 
 from proxypypi.cache.download import IntegrityError
 from proxypypi.cache.downloads import Manager
-from proxypypi.cache.origin import FileKey
 from proxypypi.cache.pages import PageCache
-from proxypypi.cache.storage import Storage
+from proxypypi.cache.storage import FileKey, Storage
 from proxypypi.cache.usage import SizeAccounting
 from proxypypi.config import Config, ConfigError, UpstreamConfig, build_config, parse_upstreams
 from proxypypi.service.compose import build_proxy

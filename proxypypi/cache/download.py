@@ -41,8 +41,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
-from proxypypi.cache.origin import FileKey, Origin
-from proxypypi.cache.storage import Storage, write_all
+from proxypypi.cache.storage import FileKey, Storage, write_all
 from proxypypi.interfaces import IFileSource, IFileSourceListener
 from proxypypi.upstream.fetch import (
     BodyReceiver,
@@ -52,6 +51,7 @@ from proxypypi.upstream.fetch import (
     is_unreachable,
     request,
 )
+from proxypypi.upstream.origin import Origin
 
 #: How many times one download may (re)connect before giving up.
 MAX_ATTEMPTS = 6

@@ -14,9 +14,9 @@ import attrs
 from twisted.internet.interfaces import IReactorTime
 
 from proxypypi.cache.download import Download
-from proxypypi.cache.origin import FileKey, Origin
-from proxypypi.cache.storage import Storage
+from proxypypi.cache.storage import FileKey, Storage
 from proxypypi.cache.usage import IUsageTracker
+from proxypypi.upstream.origin import Origin
 
 #: Files whose hash failed that the manager remembers the origins of.
 MAX_TAINTED = 1024

@@ -39,8 +39,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from proxypypi.cache.journal import JOURNAL, AccessJournal, read_journal
-from proxypypi.cache.origin import FileKey
-from proxypypi.cache.storage import Storage, stored_files, unlink_all
+from proxypypi.cache.storage import FileKey, Storage, stored_files, unlink_all
 from proxypypi.cache.usage import IUsageTracker, UsageFigures
 
 #: Seconds between background passes (eviction, journal compaction, and a

@@ -34,8 +34,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from proxypypi.cache.origin import FileKey
-from proxypypi.cache.storage import Runner, write_synced
+from proxypypi.cache.storage import FileKey, Runner, write_synced
 
 #: The journal's name, directly under the storage directory.
 JOURNAL = "access.journal"

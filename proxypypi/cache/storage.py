@@ -37,6 +37,16 @@ Runner = Callable[..., "Deferred[Any]"]
 PARTIAL_SUFFIX = ".part"
 
 
+@attrs.frozen
+class FileKey:
+    """
+    A stored (or to be stored) upstream file: ``DATA/files/<project>/<filename>``.
+    """
+
+    project: str
+    filename: str
+
+
 class StorageError(Exception):
     """
     The storage directory cannot be used; the message says why and how to fix it.

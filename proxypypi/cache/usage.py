@@ -26,8 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
-from proxypypi.cache.origin import FileKey
-from proxypypi.cache.storage import Storage, stored_files
+from proxypypi.cache.storage import FileKey, Storage, stored_files
 
 #: Seconds between scans of ``DATA/files`` for its size, when eviction
 #: (which keeps a running total) is off.

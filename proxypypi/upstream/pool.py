@@ -40,7 +40,6 @@ from twisted.python.failure import Failure
 from twisted.web.client import ContentDecoderAgent, GzipDecoder
 from twisted.web.iweb import IAgent, IResponse
 
-from proxypypi.cache.origin import Origin
 from proxypypi.config import UpstreamConfig, display_url
 from proxypypi.simple.model import ProjectPage
 from proxypypi.simple.negotiate import HTML, HTML_V1, JSON_V1
@@ -56,6 +55,7 @@ from proxypypi.upstream.fetch import (
     request,
 )
 from proxypypi.upstream.health import Health, State
+from proxypypi.upstream.origin import Origin
 
 #: What we ask upstreams for: JSON first (cheaper to parse, carries more).
 PAGE_ACCEPT = f"{JSON_V1}, {HTML_V1};q=0.2, {HTML};q=0.01".encode()

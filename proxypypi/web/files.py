@@ -18,13 +18,14 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from proxypypi.cache.complete import CompleteFile
 from proxypypi.cache.download import FileNotFoundUpstream
-from proxypypi.cache.origin import FileKey, Origin
 from proxypypi.cache.pages import CachedPage
+from proxypypi.cache.storage import FileKey
 from proxypypi.interfaces import IFileSource
 from proxypypi.internals import request_gone
 from proxypypi.names import METADATA_SUFFIX, is_safe_filename, normalize
 from proxypypi.simple.model import DistFile
 from proxypypi.upstream.fetch import FetchError
+from proxypypi.upstream.origin import Origin
 from proxypypi.upstream.pool import ProjectNotFound
 from proxypypi.web.deferred import render_async
 from proxypypi.web.errors import Page, error

@@ -1,13 +1,13 @@
 """
 The twistd plugin: ``twistd proxypypi``.  Imports nothing heavy; twistd
-loads `proxypypi.tap` only when this plugin is used.
+loads `proxypypi.service.tap` only when this plugin is used.
 """
 
 from twisted.application.service import ServiceMaker
 
 proxypypi = ServiceMaker(
     "proxypypi",
-    "proxypypi.tap",
+    "proxypypi.service.tap",
     "A caching proxy for the Python package index",
     "proxypypi",
 )

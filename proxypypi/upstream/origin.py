@@ -2,8 +2,9 @@
 """
 Where a file comes from: an `Origin` is a URL an upstream page listed (or
 the same path on another mirror of that upstream's group), with the health
-of the member behind it.  This module never imports the upstream pool; the
-pool hands the cache origins that already know whom to report to.
+of the member behind it.  The pool (`proxypypi.upstream.pool.Pool.origins`)
+hands the cache origins that already know whom to report to, so downloads
+never need the pool itself.
 """
 
 from __future__ import annotations
@@ -53,12 +54,3 @@ class Origin:
     first_byte_timeout: float = 15.0
     health: OriginHealth | None = attrs.field(default=None, eq=False)
     idle_timeout: float | None = None
-
-
-
-@attrs.frozen
-class FileKey:
-    project: str
-    filename: str
-
-
