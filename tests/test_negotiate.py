@@ -10,8 +10,6 @@ from proxypypi.simple.negotiate import (
     HTML,
     HTML_V1,
     JSON_V1,
-    Format,
-    format_of,
     negotiate,
     parse_media_type,
 )
@@ -118,7 +116,7 @@ class NegotiateTests(SynchronousTestCase):
 
 class MediaTypeTests(SynchronousTestCase):
     """
-    Tests for `parse_media_type` and `format_of`.
+    Tests for `parse_media_type`.
     """
 
     def test_parse_media_type(self) -> None:
@@ -130,10 +128,3 @@ class MediaTypeTests(SynchronousTestCase):
             ("text/html", {"charset": "UTF-8"}),
         )
 
-    def test_format_of(self) -> None:
-        """
-        JSON media types map to JSON, the HTML ones to HTML.
-        """
-        self.assertIs(format_of(JSON_V1), Format.JSON)
-        self.assertIs(format_of(HTML_V1), Format.HTML)
-        self.assertIs(format_of(HTML), Format.HTML)

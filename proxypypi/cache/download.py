@@ -46,6 +46,7 @@ from proxypypi.interfaces import IFileSource, IFileSourceListener
 from proxypypi.upstream.fetch import (
     BodyReceiver,
     FetchError,
+    Timing,
     describe_failure,
     header,
     is_unreachable,
@@ -68,12 +69,6 @@ class IntegrityError(FetchError):
     The bytes do not match what the index page promised.
     """
 
-
-
-@attrs.define(eq=False)
-class _Timing:
-    started: float
-    latency: float | None = None
 
 
 
@@ -236,7 +231,7 @@ class Download:
                 break
             origin = self.origins[index]
             position = index + 1
-            timing = _Timing(self.clock.seconds())
+            timing = Timing(self.clock.seconds())
             before = self._written
             try:
                 await self._attempt_reporting(origin, timing)
@@ -302,7 +297,7 @@ class Download:
         if origin not in self._contributors:
             self._contributors.append(origin)
 
-    async def _attempt_reporting(self, origin: Origin, timing: _Timing) -> None:
+    async def _attempt_reporting(self, origin: Origin, timing: Timing) -> None:
         """
         `_attempt`, counted as load on the origin while it runs.
         """
@@ -316,7 +311,7 @@ class Download:
             if origin.health is not None:
                 origin.health.request_ended()
 
-    async def _attempt(self, origin: Origin, timing: _Timing | None = None) -> None:
+    async def _attempt(self, origin: Origin, timing: Timing | None = None) -> None:
         headers = {b"accept-encoding": b"identity"}
         if self._written:
             headers[b"range"] = f"bytes={self._written}-".encode()

@@ -39,15 +39,6 @@ class Format(enum.Enum):
     HTML = "html"
 
 
-def format_of(media_type: str) -> Format:
-    """
-    The serialization a media type returned by `negotiate` stands for.
-
-    :param media_type: one of `JSON_V1`, `HTML_V1` or `HTML`.
-    """
-    return Format.JSON if media_type == JSON_V1 else Format.HTML
-
-
 def parse_media_type(value: str) -> tuple[str, dict[str, str]]:
     """
     Split a media type or media range into its lowercase ``type/subtype``

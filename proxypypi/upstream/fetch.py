@@ -60,6 +60,17 @@ class BodyTooLarge(FetchError):
     """
 
 
+@attrs.define(eq=False)
+class Timing:
+    """
+    When a request to an upstream was sent, and how long its headers took
+    (``None`` until they came): the latency the member's health averages.
+    """
+
+    started: float
+    latency: float | None = None
+
+
 def is_unreachable(failure: Failure | BaseException) -> bool:
     """
     Whether a failure says the upstream cannot be reached at all (refused

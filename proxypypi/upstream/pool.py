@@ -46,6 +46,7 @@ from proxypypi.simple.negotiate import HTML, HTML_V1, JSON_V1
 from proxypypi.simple.parse import PageParseError, parse_project_page
 from proxypypi.upstream.fetch import (
     FetchError,
+    Timing,
     UpstreamTimeout,
     describe_failure,
     final_url,
@@ -121,21 +122,6 @@ class Upstream:
     @property
     def weight(self) -> float:
         return self.config.weight
-
-    @property
-    def failures(self) -> int:
-        """
-        Failures since the last success.
-        """
-        return self.health.consecutive_failures
-
-    def is_down(self, now: float | None = None) -> bool:
-        """
-        Whether the member is out of rotation (down, or being probed).
-        ``now`` is accepted for older callers and ignored: the health state
-        machine keeps its own time.
-        """
-        return not self.health.usable
 
     @property
     def page_agent(self) -> IAgent:
@@ -217,12 +203,6 @@ class _GroupFailed(Exception):
 
 class _MemberFailed(Exception):
     pass
-
-
-@attrs.define(eq=False)
-class _Timing:
-    started: float
-    latency: float | None = None
 
 
 def _root(base: str) -> tuple[str, str, str]:
@@ -546,7 +526,7 @@ class Pool:
         :raises _MemberFailed: for anything but a usable page or 304.
         """
         health = member.health
-        timing = _Timing(self.clock.seconds())
+        timing = Timing(self.clock.seconds())
         health.request_started()
         d = Deferred.fromCoroutine(self._fetch_from_member(member, name, validators, timing))
         d.addTimeout(self.page_timeout, self.clock)
@@ -579,7 +559,7 @@ class Pool:
         member: Upstream,
         name: NormalizedName,
         validators: Validators | None,
-        timing: _Timing,
+        timing: Timing,
     ) -> PageResult:
         url = member.page_url(name)
         headers = {b"accept": PAGE_ACCEPT}

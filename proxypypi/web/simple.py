@@ -21,6 +21,7 @@ from proxypypi.web.errors import ErrorResource, Page, error, redirect
 from proxypypi.web.fileresponse import respond_with_file
 from proxypypi.web.privatefiles import cache_scope, page_cache_control
 from proxypypi.web.proxy import Proxy
+from proxypypi.web.ranges import if_none_match_matches
 from proxypypi.web.site import facts_of
 
 VARY = b"Accept, Accept-Encoding"
@@ -59,17 +60,6 @@ def accepts_gzip(header: bytes | None) -> bool:
             except ValueError:
                 return False
     return False
-
-
-def etag_matches(request: IRequest, etag: str) -> bool:
-    """
-    Whether the client already holds this representation (``If-None-Match``).
-    """
-    value = request.getHeader(b"if-none-match")
-    if value is None:
-        return False
-    tags = [t.strip() for t in value.decode("latin-1").split(",")]
-    return "*" in tags or etag in tags or ("W/" + etag) in tags
 
 
 class SimpleResource(Page):
@@ -198,7 +188,8 @@ class ProjectResource(Page):
             b"cache-control", page_cache_control(self.proxy, cached.page.name).encode()
         )
         request.setHeader(b"etag", etag.encode())
-        if etag_matches(request, etag):
+        cached_tags = request.getHeader(b"if-none-match")
+        if cached_tags is not None and if_none_match_matches(cached_tags.decode("latin-1"), etag):
             request.setResponseCode(304)
             return b""
         request.setHeader(b"content-length", b"%d" % len(body))
