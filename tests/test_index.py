@@ -18,7 +18,8 @@ from proxypypi.config import UpstreamConfig
 from proxypypi.simple.model import ProjectPage
 from proxypypi.simple.negotiate import HTML, JSON_V1
 from proxypypi.testing import FakeIndex, Fault, make_wheel
-from proxypypi.upstream.pool import Pool, ProjectNotFound, UpstreamUnavailable
+from proxypypi.upstream.pages import PageFetcher, ProjectNotFound, UpstreamUnavailable
+from proxypypi.upstream.pool import Pool
 
 from .test_downloads import sync_run
 
@@ -41,7 +42,7 @@ class PageCacheTests(SynchronousTestCase):
         self.cache = self.make_cache()
 
     def make_cache(self) -> PageCache:
-        return PageCache(self.pool, self.storage, self.clock, ttl=600, negative_ttl=60)
+        return PageCache(PageFetcher(self.pool), self.storage, self.clock, ttl=600, negative_ttl=60)
 
     def get(self, name: str = "proto-alpha"):  # type: ignore[no-untyped-def]
         d = self.cache.get(name)  # type: ignore[arg-type]
@@ -191,7 +192,7 @@ class OfflineTests(SynchronousTestCase):
         pool = Pool.from_config([[UpstreamConfig(UPSTREAM)]], lambda cfg: agent, clock)
         storage = Storage(self.mktemp(), sync_run)
         storage.prepare()
-        online = PageCache(pool, storage, clock)
+        online = PageCache(PageFetcher(pool), storage, clock)
         d = online.get("proto-alpha")  # type: ignore[arg-type]
         agent.flush()
         self.successResultOf(d)
@@ -201,7 +202,7 @@ class OfflineTests(SynchronousTestCase):
             f.write(stored.data)
         requests = len(index.requests)
 
-        offline = PageCache(pool, storage, clock, offline=True)
+        offline = PageCache(PageFetcher(pool), storage, clock, offline=True)
         clock.advance(10_000)  # long stale: still no refresh offline
         cached = self.successResultOf(offline.get("proto-alpha"))  # type: ignore[arg-type]
         self.assertEqual([f.filename for f in cached.page.files], [stored.filename])
@@ -225,7 +226,7 @@ class MemoryBudgetTests(SynchronousTestCase):
         storage.prepare()
         one_page = index_module._weight(index_module.CachedPage(ProjectPage("x"), "", 0.0))  # type: ignore[arg-type]
         budget = 2 * one_page + index_module.BYTES_PER_FILE * 2
-        cache = PageCache(pool, storage, clock, memory_budget=budget)
+        cache = PageCache(PageFetcher(pool), storage, clock, memory_budget=budget)
         for name in ("proto-a", "proto-b", "proto-c"):
             d = cache.get(name)  # type: ignore[arg-type]
             agent.flush()
@@ -258,7 +259,7 @@ class ReviewRegressionTests(SynchronousTestCase):
         index.add(make_wheel("proto-alpha", "1.0"))
         agent = RequestTraversalAgent(index.resource())
         pool = Pool.from_config([[UpstreamConfig(UPSTREAM)]], lambda cfg: agent, self.clock)
-        cache = PageCache(pool, self.storage, self.clock, ttl=600, negative_ttl=60)
+        cache = PageCache(PageFetcher(pool), self.storage, self.clock, ttl=600, negative_ttl=60)
 
         def get():  # type: ignore[no-untyped-def]
             d = cache.get("proto-alpha")  # type: ignore[arg-type]
@@ -273,7 +274,7 @@ class ReviewRegressionTests(SynchronousTestCase):
         self.failureResultOf(get(), ProjectNotFound)
         self.assertEqual(index.count("/simple/proto-alpha/"), 2)
         # Not back after a restart either.
-        again = PageCache(pool, self.storage, self.clock, ttl=600, negative_ttl=60)
+        again = PageCache(PageFetcher(pool), self.storage, self.clock, ttl=600, negative_ttl=60)
         self.assertIsNone(again.peek("proto-alpha"))  # type: ignore[arg-type]
 
     def test_lagging_mirror_of_the_group_ignored(self) -> None:
@@ -293,7 +294,7 @@ class ReviewRegressionTests(SynchronousTestCase):
         pool = Pool.from_config(
             [[UpstreamConfig(url) for url in agents]], lambda cfg: agents[cfg.url], self.clock
         )
-        cache = PageCache(pool, self.storage, self.clock, ttl=600, negative_ttl=60)
+        cache = PageCache(PageFetcher(pool), self.storage, self.clock, ttl=600, negative_ttl=60)
 
         def get():  # type: ignore[no-untyped-def]
             d = cache.get("proto-alpha")  # type: ignore[arg-type]
@@ -317,7 +318,7 @@ class ReviewRegressionTests(SynchronousTestCase):
         index = FakeIndex(self.clock)
         agent = RequestTraversalAgent(index.resource())
         pool = Pool.from_config([[UpstreamConfig(UPSTREAM)]], lambda cfg: agent, self.clock)
-        cache = PageCache(pool, self.storage, self.clock, ttl=600, negative_ttl=60)
+        cache = PageCache(PageFetcher(pool), self.storage, self.clock, ttl=600, negative_ttl=60)
         for i in range(50):
             d = cache.get(f"missing-{i}")  # type: ignore[arg-type]
             agent.flush()
@@ -352,13 +353,13 @@ class OffReactorTests(SynchronousTestCase):
         import proxypypi.cache.pages as index_module
 
         self.patch(index_module, "PRERENDER_FILES", 1)
-        d = PageCache(pool, storage, clock).get("proto-alpha")  # type: ignore[arg-type]
+        d = PageCache(PageFetcher(pool), storage, clock).get("proto-alpha")  # type: ignore[arg-type]
         agent.flush()
         fetched = self.successResultOf(d)
         self.assertIn("to_bytes", ran)
         self.assertIn("prerender", ran)
         self.assertEqual(len(fetched._renders), 2)
-        restarted = PageCache(pool, storage, clock)
+        restarted = PageCache(PageFetcher(pool), storage, clock)
         self.assertIsNone(restarted.ready("proto-alpha"))  # type: ignore[arg-type]
         ran.clear()
         cached = self.successResultOf(restarted.get("proto-alpha"))  # type: ignore[arg-type]

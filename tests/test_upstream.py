@@ -34,14 +34,15 @@ from proxypypi.config import Config, ConfigError, UpstreamConfig, build_config, 
 from proxypypi.service.compose import build_proxy
 from proxypypi.testing import FakeIndex, Fault, make_wheel
 from proxypypi.upstream.health import PROBE_FIRST_DELAY, PROBE_MAX_DELAY, Health, State
-from proxypypi.upstream.pool import (
+from proxypypi.upstream.member import rebase
+from proxypypi.upstream.pages import (
+    PageFetcher,
     PageResult,
-    Pool,
     ProjectNotFound,
     UpstreamUnavailable,
     Validators,
-    rebase,
 )
+from proxypypi.upstream.pool import Pool
 from proxypypi.web.root import RootResource
 
 from .test_downloads import sync_run
@@ -111,7 +112,7 @@ class Members:
         self,
         clock: Clock,
         groups: Sequence[Sequence[tuple[str, float]]],
-        **pool_settings: Any,
+        **fetch_settings: Any,
     ) -> None:
         self.clock = clock
         self.index: dict[str, FakeIndex] = {}
@@ -131,8 +132,8 @@ class Members:
             lambda cfg: self.switch[cfg.url.split("//")[1].split(".")[0]],
             clock,
             jitter=lambda: 0.5,
-            **pool_settings,
         )
+        self.fetcher = PageFetcher(self.pool, **fetch_settings)
 
     def add(self, *names: str, version: str = "1.0", payload: int = 0) -> Any:
         dist = make_wheel(PROJECT, version, payload_size=payload)
@@ -155,7 +156,7 @@ class Members:
         return self.index[name].count("/simple/proto-alpha/", "GET")
 
     def fetch(self, validators: Validators | None = None) -> Deferred[PageResult]:
-        d = Deferred.fromCoroutine(self.pool.fetch_page(PROJECT, validators))
+        d = Deferred.fromCoroutine(self.fetcher.fetch(PROJECT, validators))
         self.flush()
         return d
 
@@ -277,7 +278,7 @@ class SelectionTests(SynchronousTestCase):
         members.add("a", "b")
         for _ in range(total // concurrency):
             ds = [
-                Deferred.fromCoroutine(members.pool.fetch_page(PROJECT)) for _ in range(concurrency)
+                Deferred.fromCoroutine(members.fetcher.fetch(PROJECT)) for _ in range(concurrency)
             ]
             members.flush(2)
             for d in ds:
@@ -419,7 +420,7 @@ class StickinessTests(SynchronousTestCase):
         self.members.add("b", version="9.0")
         storage = Storage(self.mktemp(), sync_run)
         storage.prepare()
-        self.cache = PageCache(self.members.pool, storage, self.clock, ttl=600)
+        self.cache = PageCache(self.members.fetcher, storage, self.clock, ttl=600)
 
     def get(self) -> Any:
         d = self.cache.get(PROJECT)
@@ -567,8 +568,8 @@ class BadAnswerTests(SynchronousTestCase):
     gave it; the other member of the group answers instead.
     """
 
-    def members_with(self, resource: Resource | None = None, **pool_settings: Any) -> Members:
-        members = Members(Clock(), [[("bad", 1), ("good", 1)]], **pool_settings)
+    def members_with(self, resource: Resource | None = None, **fetch_settings: Any) -> Members:
+        members = Members(Clock(), [[("bad", 1), ("good", 1)]], **fetch_settings)
         members.add("bad", "good")
         if resource is not None:
             members.agents["bad"] = RequestTraversalAgent(resource)
@@ -624,7 +625,7 @@ class BadAnswerTests(SynchronousTestCase):
         members = self.members_with(page_timeout=5.0)
         members.index["bad"].throttle = 20
         members.index["bad"].chunk_size = 10
-        d = Deferred.fromCoroutine(members.pool.fetch_page(PROJECT))
+        d = Deferred.fromCoroutine(members.fetcher.fetch(PROJECT))
         for _ in range(60):
             members.flush(1)
             members.clock.advance(0.5)
@@ -867,8 +868,6 @@ class ClassificationTests(SynchronousTestCase):
 class ParseOffReactorTests(SynchronousTestCase):
     def test_large_pages_parsed_by_the_runner(self) -> None:
         """Pages past the size threshold are parsed through parse_in; small ones inline."""
-        import proxypypi.upstream.pool as upstream_module
-
         clock = Clock()
         index = FakeIndex(clock)
         index.add(make_wheel("proto-big", "1.0"))
@@ -883,17 +882,19 @@ class ParseOffReactorTests(SynchronousTestCase):
             return d
 
         pool = Pool.from_config(
-            [[UpstreamConfig("http://upstream.example/simple/")]],
-            lambda cfg: agent,
-            clock,
-            parse_in=runner,
+            [[UpstreamConfig("http://upstream.example/simple/")]], lambda cfg: agent, clock
         )
-        small = Deferred.fromCoroutine(pool.fetch_page("proto-small"))  # type: ignore[arg-type]
+        small = Deferred.fromCoroutine(
+            PageFetcher(pool, parse_in=runner).fetch("proto-small")  # type: ignore[arg-type]
+        )
         agent.flush()
         self.assertEqual(self.successResultOf(small).page.name, "proto-small")  # type: ignore[union-attr]
         self.assertEqual(handed, [])
-        self.patch(upstream_module, "PARSE_IN_THREAD_BYTES", 10)
-        big = Deferred.fromCoroutine(pool.fetch_page("proto-big"))  # type: ignore[arg-type]
+        big = Deferred.fromCoroutine(
+            PageFetcher(pool, parse_in=runner, thread_threshold=10).fetch(
+                "proto-big"  # type: ignore[arg-type]
+            )
+        )
         agent.flush()
         self.assertNoResult(big)
         clock.advance(0)

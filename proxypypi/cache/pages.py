@@ -34,7 +34,7 @@ from proxypypi.simple.negotiate import HTML, JSON_V1
 from proxypypi.simple.parse import PageParseError, parse_project_page
 from proxypypi.simple.render import render_project_html, render_project_json
 from proxypypi.upstream.fetch import describe_failure
-from proxypypi.upstream.pool import PageResult, Pool, ProjectNotFound, Validators
+from proxypypi.upstream.pages import PageFetcher, PageResult, ProjectNotFound, Validators
 
 #: Default bytes of pages (parsed, and rendered as HTML and JSON, plain and
 #: gzip) kept in memory; the least recently used beyond it are read from
@@ -196,7 +196,8 @@ class PageCache:
     Project pages from the upstreams, kept on disk and in memory.
     """
 
-    pool: Pool
+    #: Asks the upstreams for pages.
+    upstream: PageFetcher
     storage: Storage
     clock: IReactorTime
     ttl: float = 600.0
@@ -296,7 +297,7 @@ class PageCache:
         in the background), or fetched now.
 
         :returns: a Deferred failing with `ProjectNotFound` or
-            `proxypypi.upstream.pool.UpstreamUnavailable` when there is nothing
+            `proxypypi.upstream.pages.UpstreamUnavailable` when there is nothing
             to serve.
         """
         cached = self.ready(name)
@@ -342,7 +343,7 @@ class PageCache:
     async def _fetch(self, name: NormalizedName, cached: CachedPage | None) -> CachedPage:
         validators = cached.validators() if cached is not None else None
         try:
-            result = await self.pool.fetch_page(name, validators)
+            result = await self.upstream.fetch(name, validators)
         except ProjectNotFound:
             self._missing(name)
             kept = self._keep_only_stored(cached)
@@ -421,7 +422,7 @@ class PageCache:
         """
         if source == result.source:
             return True
-        member = self.pool.member_for(source)
+        member = self.upstream.pool.member_for(source)
         return member is not None and member.group == result.group
 
     async def _forget(self, name: NormalizedName) -> None:

@@ -26,7 +26,9 @@ from proxypypi.simple import render
 from proxypypi.simple.negotiate import HTML, JSON_V1
 from proxypypi.simple.parse import ProjectListParser, parse_project_list_json
 from proxypypi.upstream.fetch import BodyReceiver, FetchError, describe_failure, header, request
-from proxypypi.upstream.pool import Pool, Upstream, UpstreamUnavailable
+from proxypypi.upstream.member import Upstream
+from proxypypi.upstream.pages import UpstreamUnavailable
+from proxypypi.upstream.pool import Pool
 
 LIST_ACCEPT = f"{HTML}, {JSON_V1};q=0.1".encode()
 

@@ -56,7 +56,7 @@ from proxypypi.private.model import (
     upload_time,
 )
 from proxypypi.simple.model import DistFile, ProjectPage, Yanked
-from proxypypi.upstream.pool import ProjectNotFound
+from proxypypi.upstream.pages import ProjectNotFound
 
 
 @attrs.define(eq=False)

@@ -48,6 +48,7 @@ from proxypypi.service.lifecycle import (
     WebServer,
 )
 from proxypypi.upstream.agents import upstream_agents
+from proxypypi.upstream.pages import PageFetcher
 from proxypypi.upstream.pool import Pool
 from proxypypi.web.proxy import Proxy
 from proxypypi.web.root import RootResource
@@ -90,9 +91,8 @@ def build_proxy(
         metrics.metered(agent_for, reactor),
         reactor,
         idle_timeout=config.download_idle_timeout,
-        max_page_bytes=config.max_page_bytes,
-        parse_in=storage.run,
     )
+    fetcher = PageFetcher(pool, max_page_bytes=config.max_page_bytes, parse_in=storage.run)
     usage: IUsageTracker
     if config.max_cache_size is not None:
         usage = Evictor(storage, reactor, config.max_cache_size)
@@ -104,7 +104,7 @@ def build_proxy(
         storage=storage,
         pool=pool,
         pages=PageCache(
-            pool,
+            fetcher,
             storage,
             reactor,
             ttl=config.page_ttl,

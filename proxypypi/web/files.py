@@ -26,7 +26,7 @@ from proxypypi.names import METADATA_SUFFIX, is_safe_filename, normalize
 from proxypypi.simple.model import DistFile
 from proxypypi.upstream.fetch import FetchError
 from proxypypi.upstream.origin import Origin
-from proxypypi.upstream.pool import ProjectNotFound
+from proxypypi.upstream.pages import ProjectNotFound
 from proxypypi.web.deferred import render_async
 from proxypypi.web.errors import Page, error
 from proxypypi.web.fileresponse import respond_with_file

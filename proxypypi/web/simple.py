@@ -15,7 +15,7 @@ from proxypypi.cache.pages import CachedPage
 from proxypypi.names import normalize
 from proxypypi.simple.negotiate import negotiate
 from proxypypi.upstream.fetch import FetchError
-from proxypypi.upstream.pool import ProjectNotFound
+from proxypypi.upstream.pages import ProjectNotFound
 from proxypypi.web.deferred import render_async
 from proxypypi.web.errors import ErrorResource, Page, error, redirect
 from proxypypi.web.fileresponse import respond_with_file

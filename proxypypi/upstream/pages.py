@@ -1,0 +1,282 @@
+# -*- test-case-name: tests.test_upstream,tests.test_index -*-
+"""
+Project pages from the upstreams: the first group that has the project
+answers; a 404 from a group passes to the next; a group whose members all
+fail is skipped.  A project whose page we already hold stays with the group
+that served it: if that group fails, the stale page is served rather than a
+page from another group (the pages of two groups are never mixed).
+Within a group, members are tried in the order `Pool.plan` gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import attrs
+from packaging.utils import NormalizedName
+from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from proxypypi.simple.model import ProjectPage
+from proxypypi.simple.negotiate import HTML, HTML_V1, JSON_V1
+from proxypypi.simple.parse import PageParseError, parse_project_page
+from proxypypi.upstream.fetch import (
+    FetchError,
+    Timing,
+    UpstreamTimeout,
+    describe_failure,
+    final_url,
+    header,
+    is_unreachable,
+    read_body,
+    request,
+)
+from proxypypi.upstream.member import Upstream
+from proxypypi.upstream.pool import Pool
+
+#: What we ask upstreams for: JSON first (cheaper to parse, carries more).
+PAGE_ACCEPT = f"{JSON_V1}, {HTML_V1};q=0.2, {HTML};q=0.01".encode()
+
+#: Pages larger than this are parsed off the reactor thread.
+PARSE_IN_THREAD_BYTES = 256 * 1024
+
+#: Seconds one page fetch from one member may take in all (headers, then a
+#: body that trickles in just fast enough to dodge the idle timeout).
+PAGE_TIMEOUT = 60.0
+
+
+class ProjectNotFound(Exception):
+    """
+    Every upstream that answered says the project does not exist.
+    """
+
+
+class UpstreamUnavailable(FetchError):
+    """
+    No upstream could answer; the message lists what each one did.
+    """
+
+
+
+@attrs.frozen
+class Validators:
+    """
+    What we know of the copy we hold, for a conditional request to the
+    upstream that served it.
+    """
+
+    source: str
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@attrs.frozen
+class PageResult:
+    """
+    A project page as an upstream answered it.
+
+    :ivar page: the parsed page; ``None`` when the upstream said our copy
+        is still current (304).
+    :ivar source: the base URL of the member that answered.
+    """
+
+    page: ProjectPage | None
+    source: str
+    group: int
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+class _GroupSaysNotFound(Exception):
+    pass
+
+
+class _GroupFailed(Exception):
+    pass
+
+
+class _MemberFailed(Exception):
+    pass
+
+
+
+
+@attrs.define
+class PageFetcher:
+    """
+    Fetches project pages from the upstreams of ``pool``.
+
+    :ivar max_page_bytes: the largest page accepted.
+    :ivar page_timeout: seconds one page fetch from one member may take.
+    :ivar parse_in: runs the parsing of pages larger than
+        `PARSE_IN_THREAD_BYTES` off the reactor thread (a page of twenty
+        thousand files takes most of a second to parse).
+    """
+
+    pool: Pool
+    max_page_bytes: int = 128 * 1024 * 1024
+    page_timeout: float = PAGE_TIMEOUT
+    parse_in: Callable[..., Deferred[Any]] | None = None
+    #: Pages at least this large are parsed through ``parse_in``.
+    thread_threshold: int = PARSE_IN_THREAD_BYTES
+    log = Logger()
+
+    def _sticky_group(self, validators: Validators | None) -> int | None:
+        if validators is None:
+            return None
+        member = self.pool.member_for(validators.source)
+        return None if member is None else member.group
+
+    async def fetch(
+        self, name: NormalizedName, validators: Validators | None = None
+    ) -> PageResult:
+        """
+        Fetch a project page from the first group that has it.
+
+        When ``validators`` says which member served the copy we hold, that
+        member's group is where the project lives: if that group fails, no
+        lower-ranked group is asked (the caller serves its stale copy); a
+        404 from it still passes on, as from any group.
+
+        :raises ProjectNotFound: every group asked answered 404.
+        :raises UpstreamUnavailable: no 200/304 and not every group said 404.
+        """
+        errors: list[str] = []
+        sticky = self._sticky_group(validators)
+        for rank, group in enumerate(self.pool.groups):
+            # A group entirely out of rotation is only tried when it is the
+            # project's own group or nothing after it could answer: asking
+            # dead members first would make every request wait for them.
+            later = self.pool.groups[rank + 1 :]
+            last_resort = rank == sticky or not any(m.health.usable for g in later for m in g)
+            try:
+                return await self._fetch_from_group(
+                    rank, group, name, validators, errors, last_resort
+                )
+            except _GroupSaysNotFound:
+                continue
+            except _GroupFailed:
+                if rank == sticky:
+                    raise UpstreamUnavailable(
+                        "; ".join(errors) + f" (the page of {name} came from this group; "
+                        "it stays with it)"
+                    ) from None
+                continue
+        if errors:
+            raise UpstreamUnavailable("; ".join(errors))
+        raise ProjectNotFound(name)
+
+    async def _fetch_from_group(
+        self,
+        rank: int,
+        group: Sequence[Upstream],
+        name: NormalizedName,
+        validators: Validators | None,
+        errors: list[str],
+        last_resort: bool,
+    ) -> PageResult:
+        plan = self.pool.plan(group, last_resort)
+        if not plan:
+            errors.append(f"group {rank + 1}: every member is out of rotation")
+            raise _GroupFailed()
+        for member in plan:
+            try:
+                return await self._ask_member(member, name, validators)
+            except _MemberFailed as e:
+                errors.append(f"{member.url}: {e}")
+        raise _GroupFailed()
+
+    async def _ask_member(
+        self, member: Upstream, name: NormalizedName, validators: Validators | None
+    ) -> PageResult:
+        """
+        One member's answer, bounded in time, reported to its health.
+
+        :raises _GroupSaysNotFound: on 404 (a healthy answer).
+        :raises _MemberFailed: for anything but a usable page or 304.
+        """
+        health = member.health
+        timing = Timing(self.pool.clock.seconds())
+        health.request_started()
+        d = Deferred.fromCoroutine(self._fetch_from_member(member, name, validators, timing))
+        d.addTimeout(self.page_timeout, self.pool.clock)
+        try:
+            result = await d
+        except _GroupSaysNotFound:
+            health.request_ended()
+            health.report_success(timing.latency)
+            raise
+        except Exception as e:
+            health.request_ended()
+            if isinstance(e, DeferredTimeout):
+                e = UpstreamTimeout(f"page not complete within {self.page_timeout:g}s")
+            failure = Failure(e)
+            reason = describe_failure(failure)
+            health.report_failure(reason, fatal=is_unreachable(failure))
+            self.log.warn(
+                "upstream {upstream} failed for project {project}: {reason}",
+                upstream=member.url,
+                project=name,
+                reason=reason,
+            )
+            raise _MemberFailed(reason) from e
+        health.request_ended()
+        health.report_success(timing.latency)
+        return result
+
+    async def _fetch_from_member(
+        self,
+        member: Upstream,
+        name: NormalizedName,
+        validators: Validators | None,
+        timing: Timing,
+    ) -> PageResult:
+        url = member.page_url(name)
+        headers = {b"accept": PAGE_ACCEPT}
+        if validators is not None and validators.source == member.url:
+            if validators.etag:
+                headers[b"if-none-match"] = validators.etag.encode("latin-1")
+            if validators.last_modified:
+                headers[b"if-modified-since"] = validators.last_modified.encode("latin-1")
+        response = await request(
+            member.page_agent, self.pool.clock, url, headers, member.config.first_byte_timeout
+        )
+        timing.latency = self.pool.clock.seconds() - timing.started
+        etag = header(response, b"etag")
+        last_modified = header(response, b"last-modified")
+        if response.code == 304:
+            response.deliverBody(Protocol())
+            return PageResult(None, member.url, member.group, etag, last_modified)
+        if response.code in (404, 410):
+            response.deliverBody(Protocol())
+            raise _GroupSaysNotFound()
+        if response.code != 200:
+            response.deliverBody(Protocol())
+            raise FetchError(f"HTTP {response.code} for {url}")
+        body = await read_body(response, self.pool.clock, member.idle_timeout, self.max_page_bytes)
+        serial = header(response, b"x-pypi-last-serial")
+        parse = partial(
+            parse_project_page,
+            body,
+            header(response, b"content-type") or "",
+            final_url(response, url),
+            name,
+            last_serial=int(serial) if serial and serial.isdigit() else None,
+        )
+        try:
+            if self.parse_in is not None and len(body) > self.thread_threshold:
+                page, warnings = await self.parse_in(parse)
+            else:
+                page, warnings = parse()
+        except PageParseError as e:
+            raise FetchError(f"unusable page at {url}: {e}") from e
+        for warning in warnings:
+            self.log.warn("{upstream}: {warning}", upstream=member.url, warning=warning)
+        return PageResult(page, member.url, member.group, etag, last_modified)
+
+
