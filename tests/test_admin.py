@@ -17,7 +17,7 @@ from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase
 
-from proxypypi.cache.pages import CachedPage
+from proxypypi.cache.page import CachedPage
 from proxypypi.cache.storage import Storage
 from proxypypi.ops.admin import Progress, main, pip_command
 from proxypypi.private.model import PAGE_FILE, PrivateFile, PrivateProject

@@ -12,7 +12,8 @@ from treq.testing import RequestTraversalAgent
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from proxypypi.cache.pages import PageCache
+from proxypypi.cache.page import CachedPage
+from proxypypi.cache.pages import BYTES_PER_FILE, PageCache, page_weight
 from proxypypi.cache.storage import Storage
 from proxypypi.config import UpstreamConfig
 from proxypypi.simple.model import ProjectPage
@@ -214,8 +215,6 @@ class OfflineTests(SynchronousTestCase):
 class MemoryBudgetTests(SynchronousTestCase):
     def test_least_recently_used_pages_leave_memory(self) -> None:
         """Past the memory budget the least recently used page is dropped (and re-read later)."""
-        import proxypypi.cache.pages as index_module
-
         clock = Clock()
         index = FakeIndex(clock)
         for name in ("proto-a", "proto-b", "proto-c"):
@@ -224,8 +223,8 @@ class MemoryBudgetTests(SynchronousTestCase):
         pool = Pool.from_config([[UpstreamConfig(UPSTREAM)]], lambda cfg: agent, clock)
         storage = Storage(self.mktemp(), sync_run)
         storage.prepare()
-        one_page = index_module._weight(index_module.CachedPage(ProjectPage("x"), "", 0.0))  # type: ignore[arg-type]
-        budget = 2 * one_page + index_module.BYTES_PER_FILE * 2
+        one_page = page_weight(CachedPage(ProjectPage("x"), "", 0.0))  # type: ignore[arg-type]
+        budget = 2 * one_page + BYTES_PER_FILE * 2
         cache = PageCache(PageFetcher(pool), storage, clock, memory_budget=budget)
         for name in ("proto-a", "proto-b", "proto-c"):
             d = cache.get(name)  # type: ignore[arg-type]
@@ -350,10 +349,8 @@ class OffReactorTests(SynchronousTestCase):
 
         storage = Storage(self.mktemp(), runner)
         storage.prepare()
-        import proxypypi.cache.pages as index_module
-
-        self.patch(index_module, "PRERENDER_FILES", 1)
-        d = PageCache(PageFetcher(pool), storage, clock).get("proto-alpha")  # type: ignore[arg-type]
+        cache = PageCache(PageFetcher(pool), storage, clock, prerender_files=1)
+        d = cache.get("proto-alpha")  # type: ignore[arg-type]
         agent.flush()
         fetched = self.successResultOf(d)
         self.assertIn("to_bytes", ran)

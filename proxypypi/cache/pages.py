@@ -13,13 +13,8 @@ page costs no rendering per request.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import json
 import os
 from collections import OrderedDict
-from collections.abc import Callable
-from urllib.parse import quote
 
 import attrs
 from packaging.utils import NormalizedName
@@ -28,13 +23,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from proxypypi.cache.page import CachedPage
 from proxypypi.cache.storage import Storage, unlink_all
-from proxypypi.simple.model import DistFile, ProjectPage
-from proxypypi.simple.negotiate import HTML, JSON_V1
-from proxypypi.simple.parse import PageParseError, parse_project_page
-from proxypypi.simple.render import render_project_html, render_project_json
+from proxypypi.simple.model import ProjectPage
+from proxypypi.simple.parse import PageParseError
 from proxypypi.upstream.fetch import describe_failure
-from proxypypi.upstream.pages import PageFetcher, PageResult, ProjectNotFound, Validators
+from proxypypi.upstream.pages import PageFetcher, PageResult, ProjectNotFound
 
 #: Default bytes of pages (parsed, and rendered as HTML and JSON, plain and
 #: gzip) kept in memory; the least recently used beyond it are read from
@@ -54,135 +48,7 @@ PRERENDER_FILES = 500
 BYTES_PER_FILE = 2048
 
 
-@attrs.frozen
-class Rendered:
-    """
-    One representation of a page: the bytes, the same gzip-compressed
-    (installers accept gzip, and a large page shrinks four- to fivefold),
-    and an entity tag for each.
-    """
-
-    body: bytes
-    etag: str
-    gzipped: bytes
-    gzip_etag: str
-
-    @classmethod
-    def of(cls, body: bytes) -> Rendered:
-        tag = hashlib.sha256(body).hexdigest()[:32]
-        # mtime=0 keeps the compressed bytes (and so their ETag) stable.
-        return cls(body, f'"{tag}"', gzip.compress(body, 6, mtime=0), f'"{tag}-gz"')
-
-
-@attrs.define(eq=False)
-class CachedPage:
-    """
-    A project page we hold, where it came from and when.
-    """
-
-    page: ProjectPage
-    source: str
-    fetched_at: float
-    etag: str | None = None
-    last_modified: str | None = None
-    _renders: dict[str, Rendered] = attrs.field(factory=dict)
-
-    def render(self, media_type: str) -> Rendered:
-        """
-        The page as ``media_type``, rendered once and kept (both HTML media
-        types share one rendering).
-        """
-        kind = "json" if media_type == JSON_V1 else "html"
-        r = self._renders.get(kind)
-        if r is None:
-            name = self.page.name
-
-            def url(f: DistFile) -> str:
-                return "../../files/{}/{}".format(name, quote(f.filename, safe="+!"))
-
-            if kind == "json":
-                body = render_project_json(self.page, url, private_keys=True)
-            else:
-                body = render_project_html(self.page, url)
-            r = Rendered.of(body)
-            self._renders[kind] = r
-        return r
-
-    def prerender(self) -> None:
-        """
-        Render both formats now.  Blocking, and meant for a thread: a page of
-        thousands of files takes a good part of a second to render and
-        compress, which must not stall the reactor on its first request.
-        """
-        self.render(JSON_V1)
-        self.render(HTML)
-
-    def touched(
-        self, now: float, etag: str | None = None, last_modified: str | None = None
-    ) -> CachedPage:
-        """
-        The same page, confirmed current at ``now`` (with the validators of
-        the confirming 304, when it sent new ones).
-        """
-        return CachedPage(
-            self.page,
-            self.source,
-            now,
-            etag or self.etag,
-            last_modified or self.last_modified,
-            self._renders,
-        )
-
-    def only(self, keep: Callable[[DistFile], bool], now: float) -> CachedPage:
-        """
-        A copy listing only the files ``keep`` accepts.
-        """
-        page = attrs.evolve(self.page, files=tuple(f for f in self.page.files if keep(f)))
-        return CachedPage(page, self.source, now, self.etag, self.last_modified)
-
-    def validators(self) -> Validators:
-        return Validators(self.source, self.etag, self.last_modified)
-
-    def to_bytes(self) -> bytes:
-        """
-        The stored form: the page as PEP 691 JSON with the upstream URLs,
-        plus our own bookkeeping under a private key.
-        """
-        body = render_project_json(self.page, lambda f: f.url)
-        bookkeeping = json.dumps(
-            {
-                "source": self.source,
-                "fetched-at": self.fetched_at,
-                "etag": self.etag,
-                "last-modified": self.last_modified,
-            },
-            separators=(",", ":"),
-        ).encode()
-        # The rendering is one JSON object: add our key before its last brace
-        # rather than parsing and serializing a large page once more.
-        return body[: body.rindex(b"}")] + b',"_proxypypi":' + bookkeeping + b"}"
-
-    @classmethod
-    def from_bytes(cls, name: NormalizedName, raw: bytes) -> CachedPage:
-        """
-        Load a stored page.
-
-        :raises ValueError: when it is damaged.
-        """
-        meta = json.loads(raw).get("_proxypypi")
-        if not isinstance(meta, dict) or not isinstance(meta.get("source"), str):
-            raise ValueError("no bookkeeping block")
-        page, _ = parse_project_page(raw, JSON_V1, meta["source"], name)
-        return cls(
-            page,
-            meta["source"],
-            float(meta.get("fetched-at") or 0.0),
-            meta.get("etag"),
-            meta.get("last-modified"),
-        )
-
-
-def _weight(cached: CachedPage) -> int:
+def page_weight(cached: CachedPage) -> int:
     """
     The memory a page is expected to take once rendered (an estimate: the
     renderings are made lazily, after the page is remembered).
@@ -206,6 +72,9 @@ class PageCache:
     offline: bool = False
     #: Bytes of pages held in memory (see `MEMORY_BYTES`).
     memory_budget: int = MEMORY_BYTES
+    #: Pages with at least this many files are rendered in the disk
+    #: threads before they are first served (see `PRERENDER_FILES`).
+    prerender_files: int = PRERENDER_FILES
     log = Logger()
 
     _memory: OrderedDict[str, CachedPage] = attrs.field(factory=OrderedDict)
@@ -262,12 +131,12 @@ class PageCache:
         name = cached.page.name
         previous = self._memory.pop(name, None)
         if previous is not None:
-            self._memory_bytes -= _weight(previous)
+            self._memory_bytes -= page_weight(previous)
         self._memory[name] = cached
-        self._memory_bytes += _weight(cached)
+        self._memory_bytes += page_weight(cached)
         while self._memory_bytes > self.memory_budget and len(self._memory) > 1:
             _, evicted = self._memory.popitem(last=False)
-            self._memory_bytes -= _weight(evicted)
+            self._memory_bytes -= page_weight(evicted)
 
     def ready(self, name: NormalizedName) -> CachedPage | None:
         """
@@ -440,7 +309,7 @@ class PageCache:
             )
         previous = self._memory.pop(name, None)
         if previous is not None:
-            self._memory_bytes -= _weight(previous)
+            self._memory_bytes -= page_weight(previous)
 
     def _with_removed(self, old: ProjectPage, new: ProjectPage) -> ProjectPage:
         """
@@ -468,7 +337,7 @@ class PageCache:
         return CachedPage(attrs.evolve(kept.page, files=files), kept.source, kept.fetched_at)
 
     async def _store(self, cached: CachedPage) -> CachedPage:
-        if len(cached.page.files) >= PRERENDER_FILES:
+        if len(cached.page.files) >= self.prerender_files:
             await self.storage.run(cached.prerender)
         self._remember(cached)
         try:

@@ -15,7 +15,7 @@ import attrs
 from packaging.utils import NormalizedName
 from packaging.version import Version
 
-from proxypypi.cache.pages import CachedPage
+from proxypypi.cache.page import CachedPage
 from proxypypi.simple.model import DistFile, ProjectPage, Yanked
 
 #: The page file inside a project's directory; a leading dot keeps it out

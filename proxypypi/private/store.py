@@ -36,7 +36,8 @@ from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from proxypypi.cache.pages import CachedPage, PageCache
+from proxypypi.cache.page import CachedPage
+from proxypypi.cache.pages import PageCache
 from proxypypi.cache.storage import (
     Runner,
     fsync_dir,

@@ -18,7 +18,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from proxypypi.cache.complete import CompleteFile
 from proxypypi.cache.download import FileNotFoundUpstream
-from proxypypi.cache.pages import CachedPage
+from proxypypi.cache.page import CachedPage
 from proxypypi.cache.storage import FileKey
 from proxypypi.interfaces import IFileSource
 from proxypypi.internals import request_gone

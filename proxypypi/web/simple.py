@@ -11,7 +11,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from proxypypi.cache.complete import CompleteFile
-from proxypypi.cache.pages import CachedPage
+from proxypypi.cache.page import CachedPage
 from proxypypi.names import normalize
 from proxypypi.simple.negotiate import negotiate
 from proxypypi.upstream.fetch import FetchError
