@@ -45,7 +45,7 @@ sys.path.insert(0, REPO)
 from harness import Processes, start_proxy  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from proxypypi.cache.pages import CachedPage  # noqa: E402
+from proxypypi.cache.page import CachedPage  # noqa: E402
 from proxypypi.simple.model import DistFile, ProjectPage  # noqa: E402
 
 FILES_PER_PROJECT = 50

@@ -330,7 +330,7 @@ class GzipTests(SynchronousTestCase):
         """The compressed rendering decompresses to the plain one, with its own ETag."""
         import gzip
 
-        from proxypypi.cache.pages import Rendered
+        from proxypypi.cache.page import Rendered
 
         r = Rendered.of(b"x" * 10_000)
         self.assertEqual(gzip.decompress(r.gzipped), r.body)
