@@ -19,7 +19,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from proxypypi.cache.page import CachedPage
 from proxypypi.cache.storage import Storage
-from proxypypi.ops.admin import Progress, main, pip_command
+from proxypypi.ops.admin.cli import main
+from proxypypi.ops.admin.prefetch import Progress, pip_command
 from proxypypi.private.model import PAGE_FILE, PrivateFile, PrivateProject
 from proxypypi.simple.negotiate import JSON_V1
 from proxypypi.simple.parse import parse_project_page
