@@ -14,7 +14,7 @@ from packaging.version import InvalidVersion, Version
 
 from proxypypi.names import InvalidDistFilename, normalize, parse_dist_filename
 from proxypypi.private.model import DigestMismatch, Upload, UploadRejected
-from proxypypi.web.body import SpooledFile
+from proxypypi.web.form import SpooledFile
 
 #: The digests an upload may carry: form field, algorithm, hex length.
 DIGEST_FIELDS = (
