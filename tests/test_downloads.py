@@ -22,9 +22,10 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from proxypypi.cache.complete import CompleteFile
-from proxypypi.cache.download import Download, FileNotFoundUpstream, IntegrityError
+from proxypypi.cache.download import Download, IntegrityError
 from proxypypi.cache.downloads import Manager
 from proxypypi.cache.storage import FileKey, Storage
+from proxypypi.cache.transfer import FileNotFoundUpstream
 from proxypypi.cache.usage import SizeAccounting
 from proxypypi.interfaces import IFileSourceListener
 from proxypypi.testing import Dist, FakeIndex, Fault, make_wheel

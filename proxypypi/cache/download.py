@@ -4,64 +4,48 @@ Single-flight file downloads that clients can read while they land.
 
 However many clients ask for a file, one `Download` fetches it: it appends
 the upstream body to a partial file as it arrives, and every client tails
-that file with its own producer (`proxypypi.web.producers.TailProducer`).  A
-broken upstream connection is resumed with an HTTP ``Range`` request, from
-the next origin (another mirror of the same group) when there is one; the
-hash from the index page is checked before the last byte is released, and
-only a verified file is renamed into place.
+that file with its own producer (`proxypypi.web.producers.TailProducer`).
+How the bytes are fetched (origins, resumption with ``Range``) is
+`proxypypi.cache.transfer`; this module keeps the file and its life cycle.
+The hash from the index page is checked before the last byte is released,
+and only a verified file is renamed into place.
 
-A hash mismatch cannot be failed over: by then the clients hold every byte
-but the last, and some of those bytes are wrong.  So the clients'
-connections are aborted (an installer sees a truncated download and never a
-corrupt file), nothing is committed, the origins that supplied the bytes are
-reported as failed, and the `Manager` remembers them, so the next request
-for the file starts a fresh download from the other origins first.
+A download goes through these phases, as a state machine (the house way,
+as in `proxypypi.upstream.health`)::
 
-Each origin may carry an `OriginHealth` (the upstream member behind it):
-the download tells it of every request it starts and ends, and whether it
-worked.  This module never imports the upstream pool; the pool hands it
-origins that already know whom to report to.
+    fetching --headers--> streaming --verified--> verified --committed--> complete
+        |                     |                       |
+        +------cancel---------+---> cancelling        |
+        |                     |          |            |
+        +---------------------+----------+--failed----+---> failed
+
+In ``streaming`` the last byte written is held back from readers; in
+``verified`` every byte may be read while the commit (fsync and rename)
+runs in the disk threads.
 """
 
 from __future__ import annotations
 
+import enum
 import errno
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Protocol
 
 import attrs
-from twisted.internet.defer import Deferred
-from twisted.internet.error import DNSLookupError
+from automat import TypeMachineBuilder
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
 from proxypypi.cache.storage import FileKey, Storage, write_all
 from proxypypi.interfaces import IFileSource, IFileSourceListener
-from proxypypi.upstream.fetch import (
-    BodyReceiver,
-    FetchError,
-    Timing,
-    describe_failure,
-    header,
-    is_unreachable,
-    request,
-)
+from proxypypi.upstream.fetch import BodyReceiver, FetchError, describe_failure
 from proxypypi.upstream.origin import Origin
-
-#: How many times one download may (re)connect before giving up.
-MAX_ATTEMPTS = 6
-
-
-class FileNotFoundUpstream(FetchError):
-    """
-    The upstream says the file listed on its page does not exist.
-    """
+from proxypypi.waiting import Waiters
 
 
 class IntegrityError(FetchError):
@@ -70,6 +54,38 @@ class IntegrityError(FetchError):
     """
 
 
+class Phase(enum.Enum):
+    """
+    Where a download stands.
+    """
+
+    FETCHING = "fetching"
+    STREAMING = "streaming"
+    VERIFIED = "verified"
+    COMPLETE = "complete"
+    CANCELLING = "cancelling"
+    FAILED = "failed"
+
+
+class _Inputs(Protocol):
+    """
+    What can happen to a download.
+    """
+
+    def headers_arrived(self) -> None:
+        """An origin answered with the file's headers."""
+
+    def bytes_verified(self) -> None:
+        """Every byte is on disk and every hash matched."""
+
+    def committed(self) -> None:
+        """The file is in its final place, synced."""
+
+    def failed(self, failure: Failure) -> None:
+        """The download will never be complete."""
+
+    def cancel(self) -> None:
+        """The service is stopping: give up."""
 
 
 def _hashers(hashes: Mapping[str, str]) -> dict[str, Any]:
@@ -85,17 +101,21 @@ def _hashers(hashes: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-
 @implementer(IFileSource)
 @attrs.define(eq=False)
 class Download:
     """
     One file being fetched into storage, readable while it grows.
 
+    :ivar origins: where the file may be fetched from, in order.
     :ivar hashes: the hashes the index page gave; every one we can compute
         must match before the file is committed.
     :ivar size: the size the page gave, if any; a response of another
         length is refused.
+    :ivar written: bytes in the partial file so far.
+    :ivar receiver: the body being read now, if any (aborted on cancel).
+    :ivar bad_origins: after a hash mismatch, the URLs of the origins that
+        supplied the bytes, which the manager avoids next time.
     """
 
     key: FileKey
@@ -107,26 +127,31 @@ class Download:
     idle_timeout: float
     log = Logger()
 
+    written: int = 0
+    receiver: BodyReceiver | None = None
+    bad_origins: tuple[str, ...] = ()
     _fd: int | None = None
     _path: str = ""
-    _written: int = 0
     _total: int | None = None
-    _complete: bool = False
-    _verified: bool = False
     _failure: Failure | None = None
     _hash: dict[str, Any] = attrs.field(factory=dict)
     _listeners: list[IFileSourceListener] = attrs.field(factory=list)
-    _header_waiters: list[Deferred[None]] = attrs.field(factory=list)
-    _headers_known: bool = False
-    _finished: bool = False
-    _done_waiters: list[Deferred[None]] = attrs.field(factory=list)
-    _receiver: BodyReceiver | None = None
-    _cancelled: bool = False
+    _headers: Waiters[None] = attrs.field(factory=Waiters)
+    _done: Waiters[None] = attrs.field(factory=Waiters)
     #: Origins whose bytes are in the partial file.
     _contributors: list[Origin] = attrs.field(factory=list)
-    #: After a hash mismatch: the URLs of the origins that supplied the
-    #: bytes, which the manager avoids next time.
-    bad_origins: tuple[str, ...] = ()
+    _machine: _Inputs = attrs.field(init=False)
+    #: Kept by the machine's transitions; readers (listeners called from
+    #: inside a transition among them) read it here, since the machine
+    #: cannot be asked while it is busy.
+    _phase: Phase = Phase.FETCHING
+
+    def __attrs_post_init__(self) -> None:
+        self._machine = _DownloadMachine(self)
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
 
     # IFileSource
 
@@ -140,23 +165,23 @@ class Download:
             return os.open(final, os.O_RDONLY)
 
     def available(self) -> int:
-        if self._verified:
-            return self._written
+        if self.phase in (Phase.VERIFIED, Phase.COMPLETE):
+            return self.written
         # Hold back the last byte until the hash is verified: no client
         # ever holds a complete-looking file that might be corrupt.
-        return max(0, self._written - 1)
+        return max(0, self.written - 1)
 
     def expected_size(self) -> int | None:
         return self._total if self._total is not None else self.size
 
     def is_complete(self) -> bool:
-        return self._complete
+        return self.phase is Phase.COMPLETE
 
     def failure(self) -> Failure | None:
         return self._failure
 
     def add_listener(self, listener: IFileSourceListener) -> None:
-        if not self._complete and self._failure is None:
+        if self.phase not in (Phase.COMPLETE, Phase.FAILED):
             self._listeners.append(listener)
 
     def remove_listener(self, listener: IFileSourceListener) -> None:
@@ -165,32 +190,24 @@ class Download:
 
     # Life cycle
 
-    def start(self) -> None:
+    def start(self, fetch: Callable[[Download], Coroutine[Any, Any, None]]) -> None:
         """
-        Begin fetching.  Failures are reported to waiters and listeners.
+        Begin fetching with ``fetch`` (`proxypypi.cache.transfer.transfer`),
+        which fills and finishes the download.  Failures are reported to
+        waiters and listeners.
         """
         self._hash = _hashers(self.hashes)
-        d = Deferred.fromCoroutine(self._run())
-        d.addErrback(self._fail)
-        d.addCallback(self._finished_all)
-
-    def _finished_all(self, _: object) -> None:
-        self._finished = True
-        waiters, self._done_waiters = self._done_waiters, []
-        for w in waiters:
-            w.callback(None)
+        self._fd, self._path = self.storage.open_partial()
+        d = Deferred.fromCoroutine(fetch(self))
+        d.addErrback(self._machine.failed)
+        d.addBoth(lambda _: self._done.fire(None))
 
     def when_done(self) -> Deferred[None]:
         """
         A new Deferred that fires (with ``None``) once the download is
         committed or has failed.
         """
-        d: Deferred[None] = Deferred()
-        if self._finished:
-            d.callback(None)
-        else:
-            self._done_waiters.append(d)
-        return d
+        return self._done.wait()
 
     def wait_for_headers(self) -> Deferred[None]:
         """
@@ -198,209 +215,66 @@ class Download:
         answered with the file's headers (its size, when it gave one).
         Fails with the download's failure if that never happens.
         """
-        d: Deferred[None] = Deferred()
         if self._failure is not None:
-            d.errback(self._failure)
-        elif self._headers_known:
-            d.callback(None)
-        else:
-            self._header_waiters.append(d)
-        return d
+            return fail(self._failure)
+        return self._headers.wait()
 
     def cancel(self) -> None:
         """
         Give up (service shutting down).
         """
-        self._cancelled = True
-        if self._receiver is not None:
-            self._receiver.abort(FetchError("download cancelled"))
+        self._machine.cancel()
+
+    @property
+    def cancelling(self) -> bool:
+        """
+        Whether the download was told to give up.
+        """
+        return self.phase is Phase.CANCELLING
 
     def progress(self) -> tuple[int, int | None]:
-        return self._written, self.expected_size()
+        return self.written, self.expected_size()
 
-    async def _run(self) -> None:
-        self._fd, self._path = self.storage.open_partial()
-        errors: list[str] = []
-        # Origins that cannot serve this file at all (404, another size):
-        # asking them again would not help.
-        excluded: dict[int, FetchError] = {}
-        position = 0
-        for _attempt in range(MAX_ATTEMPTS):
-            index = self._next_origin(position, excluded)
-            if index is None:
-                break
-            origin = self.origins[index]
-            position = index + 1
-            timing = Timing(self.clock.seconds())
-            before = self._written
-            try:
-                await self._attempt_reporting(origin, timing)
-            except (FileNotFoundUpstream, IntegrityError) as e:
-                if self._written > before:
-                    self._contributed(origin)
-                excluded[index] = e
-                errors.append(f"{origin.url}: {e}")
-                if isinstance(e, IntegrityError) and origin.health is not None:
-                    origin.health.report_failure(str(e))
-                elif origin.health is not None:
-                    origin.health.report_success(timing.latency)
-                continue
-            except Exception as e:
-                if self._written > before:
-                    self._contributed(origin)
-                # A disk error ends the download; an unknown host name
-                # (DNSLookupError is an OSError too) is the origin's fault.
-                if self._cancelled or (
-                    isinstance(e, OSError) and not isinstance(e, DNSLookupError)
-                ):
-                    raise
-                failure = Failure(e)
-                reason = describe_failure(failure)
-                errors.append(f"{origin.url}: {reason}")
-                if origin.health is not None:
-                    origin.health.report_failure(reason, fatal=is_unreachable(failure))
-                self.log.warn(
-                    "download of {filename} from {url} broke at byte {offset}: {reason}",
-                    filename=self.key.filename,
-                    url=origin.url,
-                    offset=self._written,
-                    reason=reason,
-                )
-                continue
-            if self._written > before:
-                self._contributed(origin)
-            await self._finish()
-            if origin.health is not None:
-                origin.health.report_success(timing.latency)
-            return
-        if len(excluded) == len(self.origins):
-            # Every origin said no: the most telling answer is the source's.
-            raise excluded[min(excluded)]
-        raise FetchError(f"gave up after {MAX_ATTEMPTS} attempts: " + "; ".join(errors[-3:]))
+    # What the transfer reports
 
-    def _next_origin(self, position: int, excluded: Mapping[int, object]) -> int | None:
+    def headers_arrived(self, total: int | None) -> None:
         """
-        The origin for the next attempt: the next one after ``position``
-        (cyclically) that is in rotation, else the next one at all, never
-        one in ``excluded``.
+        An origin answered; ``total`` is the size it announced, if any
+        (already checked against the page's).
         """
-        count = len(self.origins)
-        candidates = [(position + i) % count for i in range(count)]
-        candidates = [i for i in candidates if i not in excluded]
-        for i in candidates:
-            health = self.origins[i].health
-            if health is None or health.usable:
-                return i
-        return candidates[0] if candidates else None
+        if total is not None:
+            self._total = total
+        self._machine.headers_arrived()
 
-    def _contributed(self, origin: Origin) -> None:
+    def contributed(self, origin: Origin) -> None:
+        """
+        Some of the bytes in the partial file came from ``origin``.
+        """
         if origin not in self._contributors:
             self._contributors.append(origin)
 
-    async def _attempt_reporting(self, origin: Origin, timing: Timing) -> None:
+    def write(self, data: bytes) -> None:
         """
-        `_attempt`, counted as load on the origin while it runs.
-        """
-        if self._cancelled:
-            raise FetchError("download cancelled")
-        if origin.health is not None:
-            origin.health.request_started()
-        try:
-            await self._attempt(origin, timing)
-        finally:
-            if origin.health is not None:
-                origin.health.request_ended()
+        Append ``data`` to the partial file and tell the readers.
 
-    async def _attempt(self, origin: Origin, timing: Timing | None = None) -> None:
-        headers = {b"accept-encoding": b"identity"}
-        if self._written:
-            headers[b"range"] = f"bytes={self._written}-".encode()
-        response = await request(
-            origin.agent, self.clock, origin.url, headers, origin.first_byte_timeout
-        )
-        if timing is not None:
-            timing.latency = self.clock.seconds() - timing.started
-        if self._cancelled:
-            response.deliverBody(Protocol())  # closes the connection
-            raise FetchError("download cancelled")
-        skip = self._accept_response(response)
-        self._headers_ready()
-        idle = origin.idle_timeout if origin.idle_timeout is not None else self.idle_timeout
-        receiver = BodyReceiver(lambda data: self._write_skipping(data, skip), self.clock, idle)
-        self._receiver = receiver
-        response.deliverBody(receiver)
-        try:
-            await receiver.done
-        finally:
-            self._receiver = None
-        # The page's size counts too: a body without Content-Length that
-        # ends early is resumed, not mistaken for a corrupt file.
+        :raises IntegrityError: when it goes past the size announced.
+        """
         total = self.expected_size()
-        if total is not None and self._written < total:
-            raise FetchError(f"body ended at byte {self._written} of {total}")
-
-    def _accept_response(self, response: IResponse) -> list[int]:
-        """
-        Check a response's status and length against what we know; return
-        how many leading bytes to skip (a 200 answer to a resumed request
-        repeats what we already have).
-        """
-        if response.code in (404, 410):
-            response.deliverBody(Protocol())
-            raise FileNotFoundUpstream(f"HTTP {response.code} for a file the page lists")
-        if response.code not in (200, 206):
-            response.deliverBody(Protocol())
-            raise FetchError(f"HTTP {response.code}")
-        if header(response, b"content-encoding") not in (None, "identity"):
-            response.deliverBody(Protocol())
-            raise FetchError("upstream sent an encoded body for a file")
-        total: int | None = None
-        skip = 0
-        if response.code == 206:
-            start, total = _content_range(header(response, b"content-range"))
-            if start != self._written:
-                response.deliverBody(Protocol())
-                raise FetchError(f"asked for bytes from {self._written}, got from {start}")
-        else:
-            skip = self._written
-            if response.length != -1 and isinstance(response.length, int):
-                total = response.length
-        known = self.expected_size()
-        if total is not None and known is not None and total != known:
-            response.deliverBody(Protocol())
-            raise IntegrityError(f"upstream says {total} bytes, the index page says {known}")
-        if total is not None:
-            self._total = total
-        return [skip]
-
-    def _headers_ready(self) -> None:
-        if not self._headers_known:
-            self._headers_known = True
-            waiters, self._header_waiters = self._header_waiters, []
-            for d in waiters:
-                d.callback(None)
-
-    def _write_skipping(self, data: bytes, skip: list[int]) -> None:
-        if skip[0]:
-            cut = min(skip[0], len(data))
-            skip[0] -= cut
-            data = data[cut:]
-            if not data:
-                return
-        self._write(data)
-
-    def _write(self, data: bytes) -> None:
-        total = self.expected_size()
-        if total is not None and self._written + len(data) > total:
+        if total is not None and self.written + len(data) > total:
             raise IntegrityError(f"upstream sent more than the {total} bytes announced")
         assert self._fd is not None
         write_all(self._fd, data)
         for h in self._hash.values():
             h.update(data)
-        self._written += len(data)
+        self.written += len(data)
         self._notify()
 
-    async def _finish(self) -> None:
+    async def finish(self) -> None:
+        """
+        Every byte is in: check the hashes, release the last byte, commit.
+
+        :raises IntegrityError: on a mismatch (the contributors are blamed).
+        """
         for name, h in self._hash.items():
             want = self.hashes.get(name)
             if want is not None and h.hexdigest() != want.lower():
@@ -408,20 +282,13 @@ class Download:
                 raise IntegrityError(f"{name} mismatch: index says {want}, got {h.hexdigest()}")
         # Verified: clients may have the last byte now, without waiting for
         # the fsync and rename of the commit.
-        self._verified = True
-        self._notify()
+        self._machine.bytes_verified()
         fd, self._fd = self._fd, None
         assert fd is not None
         self._path = await self.storage.commit(fd, self._path, self.key.project, self.key.filename)
         self.storage.wrote()
-        self._total = self._written
-        self._complete = True
-        self._headers_ready()
-        self.log.info(
-            "stored {filename} ({size} bytes)", filename=self.key.filename, size=self._written
-        )
-        self._notify()
-        self._listeners.clear()
+        self._total = self.written
+        self._machine.committed()
 
     def _blame(self, reason: str) -> None:
         """
@@ -433,7 +300,28 @@ class Download:
             if origin.health is not None:
                 origin.health.report_failure(reason)
 
-    def _fail(self, failure: Failure) -> None:
+    def _notify(self) -> None:
+        for listener in list(self._listeners):
+            listener.data_available()
+
+    # Behaviour of the transitions (called by the machine only)
+
+    def _headers_known(self) -> None:
+        self._headers.fire(None)
+
+    def _completed(self) -> None:
+        self._headers.fire(None)
+        self.log.info(
+            "stored {filename} ({size} bytes)", filename=self.key.filename, size=self.written
+        )
+        self._notify()
+        self._listeners.clear()
+
+    def _stop_reading(self) -> None:
+        if self.receiver is not None:
+            self.receiver.abort(FetchError("download cancelled"))
+
+    def _failed(self, failure: Failure) -> None:
         if isinstance(failure.value, OSError):
             self.storage.failed_write(failure.value)
         if isinstance(failure.value, OSError) and failure.value.errno == errno.ENOSPC:
@@ -451,29 +339,61 @@ class Download:
         self._failure = failure
         self.storage.discard(self._fd, self._path)
         self._fd = None
-        waiters, self._header_waiters = self._header_waiters, []
-        for d in waiters:
-            d.errback(failure)
+        self._headers.fire(failure)
         listeners, self._listeners = self._listeners, []
         for listener in listeners:
             listener.source_failed(failure)
 
-    def _notify(self) -> None:
-        for listener in list(self._listeners):
-            listener.data_available()
+
+# The transition table.
+
+_builder = TypeMachineBuilder(_Inputs, Download)
+_fetching = _builder.state("fetching")
+_streaming = _builder.state("streaming")
+_verified = _builder.state("verified")
+_complete = _builder.state("complete")
+_cancelling = _builder.state("cancelling")
+_failed = _builder.state("failed")
 
 
-def _content_range(value: str | None) -> tuple[int, int | None]:
-    """
-    Parse ``bytes START-END/TOTAL`` of a 206 response.
-    """
-    if not value or not value.startswith("bytes "):
-        raise FetchError(f"bad Content-Range {value!r}")
-    try:
-        span, _, total = value[6:].partition("/")
-        start = int(span.split("-", 1)[0])
-        return start, (None if total.strip() == "*" else int(total))
-    except ValueError as e:
-        raise FetchError(f"bad Content-Range {value!r}") from e
+def _headers_known(inputs: _Inputs, core: Download) -> None:
+    core._phase = Phase.STREAMING
+    core._headers_known()
 
 
+def _verified_all(inputs: _Inputs, core: Download) -> None:
+    core._phase = Phase.VERIFIED
+    core._notify()
+
+
+def _completed(inputs: _Inputs, core: Download) -> None:
+    core._phase = Phase.COMPLETE
+    core._completed()
+
+
+def _stop_reading(inputs: _Inputs, core: Download) -> None:
+    core._phase = Phase.CANCELLING
+    core._stop_reading()
+
+
+def _give_up(inputs: _Inputs, core: Download, failure: Failure) -> None:
+    core._phase = Phase.FAILED
+    core._failed(failure)
+
+
+_fetching.upon(_Inputs.headers_arrived).to(_streaming)(_headers_known)
+# A resumed attempt (another origin, or the same after a break).
+_streaming.upon(_Inputs.headers_arrived).loop().returns(None)
+_streaming.upon(_Inputs.bytes_verified).to(_verified)(_verified_all)
+_verified.upon(_Inputs.committed).to(_complete)(_completed)
+for _state in (_fetching, _streaming):
+    _state.upon(_Inputs.cancel).to(_cancelling)(_stop_reading)
+for _state in (_fetching, _streaming, _verified, _cancelling):
+    _state.upon(_Inputs.failed).to(_failed)(_give_up)
+# The transfer notices the cancellation at its next step and fails; a
+# commit already under way finishes; a finished download stays as it is.
+_cancelling.upon(_Inputs.headers_arrived).loop().returns(None)
+for _state in (_verified, _cancelling, _complete, _failed):
+    _state.upon(_Inputs.cancel).loop().returns(None)
+
+_DownloadMachine = _builder.build()

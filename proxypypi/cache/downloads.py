@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from proxypypi.cache.download import Download
 from proxypypi.cache.storage import FileKey, Storage
+from proxypypi.cache.transfer import transfer
 from proxypypi.cache.usage import IUsageTracker
 from proxypypi.upstream.origin import Origin
 
@@ -58,7 +59,7 @@ class Manager:
         download = Download(key, origins, hashes, size, self.storage, self.clock, self.idle_timeout)
         self._active[key] = download
         released = self.usage.writing(key)
-        download.start()
+        download.start(transfer)
         download.when_done().addCallback(lambda _: self._ended(download, released))
         return download
 

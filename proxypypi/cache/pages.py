@@ -29,6 +29,7 @@ from proxypypi.simple.model import ProjectPage
 from proxypypi.simple.parse import PageParseError
 from proxypypi.upstream.fetch import describe_failure
 from proxypypi.upstream.pages import PageFetcher, PageResult, ProjectNotFound
+from proxypypi.waiting import SingleFlight
 
 #: Default bytes of pages (parsed, and rendered as HTML and JSON, plain and
 #: gzip) kept in memory; the least recently used beyond it are read from
@@ -79,7 +80,7 @@ class PageCache:
 
     _memory: OrderedDict[str, CachedPage] = attrs.field(factory=OrderedDict)
     _memory_bytes: int = 0
-    _refreshing: dict[str, list[Deferred[CachedPage]]] = attrs.field(factory=dict)
+    _refreshing: SingleFlight[str, CachedPage] = attrs.field(factory=SingleFlight)
     _not_found: dict[str, float] = attrs.field(factory=dict)
 
     def in_memory(self, name: NormalizedName) -> CachedPage | None:
@@ -192,22 +193,7 @@ class PageCache:
         return await self._refresh(name, None)
 
     def _refresh(self, name: NormalizedName, cached: CachedPage | None) -> Deferred[CachedPage]:
-        d: Deferred[CachedPage] = Deferred()
-        waiters = self._refreshing.get(name)
-        if waiters is not None:
-            waiters.append(d)
-            return d
-        self._refreshing[name] = [d]
-
-        def done(result: CachedPage | Failure) -> None:
-            for w in self._refreshing.pop(name, []):
-                if isinstance(result, Failure):
-                    w.errback(result)
-                else:
-                    w.callback(result)
-
-        Deferred.fromCoroutine(self._fetch(name, cached)).addBoth(done)
-        return d
+        return self._refreshing.run(name, lambda: Deferred.fromCoroutine(self._fetch(name, cached)))
 
     async def _fetch(self, name: NormalizedName, cached: CachedPage | None) -> CachedPage:
         validators = cached.validators() if cached is not None else None

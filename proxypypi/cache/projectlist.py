@@ -29,6 +29,7 @@ from proxypypi.upstream.fetch import BodyReceiver, FetchError, describe_failure,
 from proxypypi.upstream.member import Upstream
 from proxypypi.upstream.pages import UpstreamUnavailable
 from proxypypi.upstream.pool import Pool
+from proxypypi.waiting import SingleFlight
 
 LIST_ACCEPT = f"{HTML}, {JSON_V1};q=0.1".encode()
 
@@ -94,7 +95,7 @@ class ProjectList:
     max_json_bytes: int = 256 * 1024 * 1024
     offline: bool = False
     log = Logger()
-    _refreshing: list[Deferred[None]] | None = None
+    _refreshing: SingleFlight[str, None] = attrs.field(factory=SingleFlight)
     _merged_key: tuple[int, int, tuple[str, ...]] | None = None
 
     def path(self, media_type: str) -> str:
@@ -151,22 +152,7 @@ class ProjectList:
         return os.path.join(self.storage.pages_dir, f"_index+private.{suffix}")
 
     def _refresh(self) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if self._refreshing is not None:
-            self._refreshing.append(d)
-            return d
-        self._refreshing = [d]
-
-        def done(result: None | Failure) -> None:
-            waiters, self._refreshing = self._refreshing or [], None
-            for w in waiters:
-                if isinstance(result, Failure):
-                    w.errback(result)
-                else:
-                    w.callback(None)
-
-        Deferred.fromCoroutine(self._fetch()).addBoth(done)
-        return d
+        return self._refreshing.run("list", lambda: Deferred.fromCoroutine(self._fetch()))
 
     async def _fetch(self) -> None:
         errors = []

@@ -17,9 +17,9 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET, Request
 
 from proxypypi.cache.complete import CompleteFile
-from proxypypi.cache.download import FileNotFoundUpstream
 from proxypypi.cache.page import CachedPage
 from proxypypi.cache.storage import FileKey
+from proxypypi.cache.transfer import FileNotFoundUpstream
 from proxypypi.interfaces import IFileSource
 from proxypypi.internals import request_gone
 from proxypypi.names import METADATA_SUFFIX, is_safe_filename, normalize
