@@ -19,7 +19,7 @@ setup(
     package_data={"proxypypi": ["py.typed"]},
     entry_points={"console_scripts": ["proxypypi-admin = proxypypi.ops.admin.cli:main"]},
     install_requires=[
-        "Twisted[tls]>=24.7.0",
+        "Twisted[tls]>=25.5.0",
         "treq>=23.11.0",
         "attrs>=23.1.0",
         "service-identity>=21.1.0",

@@ -3,10 +3,12 @@
 Every reach into Twisted's private state, in one place.
 
 Each helper below does something the public API cannot, says why, and names
-what it relies on.  All of it was checked against Twisted 24.7.0 (the oldest
-release ``setup.py`` allows) and 26.10.0; ``tests/test_internals.py`` fails
-loudly, naming the attribute, if an upgrade removes or renames one of them,
-rather than letting the service degrade in silence.
+what it relies on.  All of it was checked against Twisted 25.5.0 (the oldest
+release ``setup.py`` allows: 24.x lacks the ``parsePOSTFormSubmission``
+argument of ``Request`` that `proxypypi.web.body` needs) and 26.10.0;
+``tests/test_internals.py`` fails loudly, naming the attribute, if an
+upgrade removes or renames one of them, rather than letting the service
+degrade in silence.
 """
 
 from __future__ import annotations
