@@ -12,7 +12,8 @@ import sys
 from twisted.application import service
 from twisted.internet import reactor
 
-from proxypypi.config import ConfigError, build_config, load_toml
+from proxypypi.config.urls import ConfigError
+from proxypypi.config.settings import build_config, load_toml
 from proxypypi.service.compose import make_service
 from proxypypi.cache.storage import StorageError
 

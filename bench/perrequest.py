@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from upstream import PAGE_PROJECT, UPLOAD_TIME, PrehashedDist, page_set
 
-from proxypypi.config import build_config
+from proxypypi.config.settings import build_config
 from proxypypi.ops import logs
 from proxypypi.service.compose import make_service
 from proxypypi.service.lifecycle import WebServer

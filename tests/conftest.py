@@ -16,7 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import DeferredList
 from twisted.internet.interfaces import IListeningPort
 
-from proxypypi.config import Config, UpstreamConfig
+from proxypypi.config.model import Config, UpstreamConfig
 from proxypypi.service.compose import make_service
 from proxypypi.service.lifecycle import WebServer
 from proxypypi.testing import Dist, FakeIndex, make_sdist, make_wheel, serve

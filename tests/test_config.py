@@ -11,7 +11,8 @@ import sys
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from proxypypi.config import ConfigError, build_config, parse_upstream_url
+from proxypypi.config.settings import build_config
+from proxypypi.config.urls import ConfigError, parse_upstream_url
 from proxypypi.service.tap import Options
 
 
@@ -209,7 +210,7 @@ class SettingsTests(SynchronousTestCase):
 class ExampleConfigTests(SynchronousTestCase):
     def test_example_config_loads(self) -> None:
         """contrib/proxypypi.toml, with every documented key, is a valid config."""
-        from proxypypi.config import load_toml
+        from proxypypi.config.settings import load_toml
 
         config = build_config(load_toml(os.path.join(ROOT, "contrib", "proxypypi.toml")))
         self.assertEqual(config.upstreams[0][0].url, "https://mirror.example/simple/")

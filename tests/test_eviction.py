@@ -26,7 +26,7 @@ from proxypypi.cache.eviction import INTERVAL, Evictor
 from proxypypi.cache.journal import JOURNAL
 from proxypypi.cache.storage import FileKey, Storage
 from proxypypi.cache.usage import SizeAccounting, UsageService
-from proxypypi.config import Config, UpstreamConfig
+from proxypypi.config.model import Config, UpstreamConfig
 from proxypypi.service.compose import build_proxy, make_service
 from proxypypi.simple.negotiate import JSON_V1
 from proxypypi.testing import FakeIndex, make_wheel

@@ -18,7 +18,7 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory
 
-from proxypypi.config import Config, UpstreamConfig
+from proxypypi.config.model import Config, UpstreamConfig
 from proxypypi.service.compose import make_service
 from proxypypi.service.lifecycle import WebServer
 from proxypypi.testing import FakeIndex, Fault, serve

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from proxypypi.cache.page import CachedPage
 from proxypypi.cache.pages import BYTES_PER_FILE, PageCache, page_weight
 from proxypypi.cache.storage import Storage
-from proxypypi.config import UpstreamConfig
+from proxypypi.config.model import UpstreamConfig
 from proxypypi.simple.model import ProjectPage
 from proxypypi.simple.negotiate import HTML, JSON_V1
 from proxypypi.testing import FakeIndex, Fault, make_wheel

@@ -26,7 +26,7 @@ from twisted.web.server import Site
 
 from proxypypi import __version__
 from proxypypi.cache.usage import UsageService
-from proxypypi.config import display_url
+from proxypypi.config.urls import display_url
 from proxypypi.ops.metrics import Histogram, route_of
 from proxypypi.testing import Dist, Fault, make_wheel
 

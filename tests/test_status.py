@@ -16,7 +16,8 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from proxypypi import __version__
-from proxypypi.config import Config, ConfigError, UpstreamConfig
+from proxypypi.config.model import Config, UpstreamConfig
+from proxypypi.config.urls import ConfigError
 from proxypypi.service.describe import log_configuration
 from proxypypi.testing import Fault
 from proxypypi.web.address import is_trusted

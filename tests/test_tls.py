@@ -31,7 +31,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.resource import Resource
 
-from proxypypi.config import Config, ConfigError, UpstreamConfig
+from proxypypi.config.model import Config, UpstreamConfig
+from proxypypi.config.urls import ConfigError
 from proxypypi.service.compose import listen_endpoint, make_service
 from proxypypi.service.lifecycle import WebServer
 from proxypypi.simple.negotiate import JSON_V1

@@ -39,7 +39,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import Site
 from zope.interface import implementer
 
-from proxypypi.config import UpstreamConfig
+from proxypypi.config.model import UpstreamConfig
 from proxypypi.simple.negotiate import JSON_V1
 from proxypypi.testing import Dist, FakeIndex, make_wheel
 from proxypypi.upstream.agents import _ProxiedAgent, upstream_agents

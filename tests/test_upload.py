@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from proxypypi.cache.storage import Storage
-from proxypypi.config import Config, UpstreamConfig
+from proxypypi.config.model import Config, UpstreamConfig
 from proxypypi.private import auth
 from proxypypi.service.compose import build_proxy, build_site
 from proxypypi.simple.negotiate import JSON_V1

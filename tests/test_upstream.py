@@ -30,7 +30,9 @@ from proxypypi.cache.downloads import Manager
 from proxypypi.cache.pages import PageCache
 from proxypypi.cache.storage import FileKey, Storage
 from proxypypi.cache.usage import SizeAccounting
-from proxypypi.config import Config, ConfigError, UpstreamConfig, build_config, parse_upstreams
+from proxypypi.config.model import Config, UpstreamConfig
+from proxypypi.config.settings import build_config, parse_upstreams
+from proxypypi.config.urls import ConfigError
 from proxypypi.service.compose import build_proxy
 from proxypypi.testing import FakeIndex, Fault, make_wheel
 from proxypypi.upstream.health import PROBE_FIRST_DELAY, PROBE_MAX_DELAY, Health, State
@@ -789,7 +791,7 @@ class UpstreamProxyTests(SynchronousTestCase):
 
     def test_environment_proxy_by_scheme(self) -> None:
         """https upstreams use https_proxy, else all_proxy; http_proxy is for http only."""
-        from proxypypi.config import environment_proxy
+        from proxypypi.config.urls import environment_proxy
 
         self.environment(http_proxy="http://plain.example:1")
         self.assertIsNone(environment_proxy("https://mirror.example/simple/"))
@@ -807,7 +809,7 @@ class UpstreamProxyTests(SynchronousTestCase):
 
     def test_environment_proxy_unusable(self) -> None:
         """A proxy that is not http:// is refused at start, naming the variable and the fix."""
-        from proxypypi.config import environment_proxy
+        from proxypypi.config.urls import environment_proxy
 
         self.environment(https_proxy="socks5://proxy.example:1080")
         with self.assertRaises(ConfigError) as e:

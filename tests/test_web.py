@@ -17,7 +17,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from proxypypi.cache.storage import Storage
-from proxypypi.config import Config, UpstreamConfig
+from proxypypi.config.model import Config, UpstreamConfig
 from proxypypi.service.compose import build_proxy
 from proxypypi.simple.negotiate import HTML, JSON_V1
 from proxypypi.testing import FakeIndex, Fault, make_sdist, make_wheel

@@ -29,11 +29,8 @@ from proxypypi.cache.pages import PageCache
 from proxypypi.cache.projectlist import ProjectList
 from proxypypi.cache.storage import Runner, Storage
 from proxypypi.cache.usage import IUsageTracker, SizeAccounting, UsageService
-from proxypypi.config import (
-    Config,
-    ConfigError,
-    UpstreamConfig,
-)
+from proxypypi.config.model import Config, UpstreamConfig
+from proxypypi.config.urls import ConfigError
 from proxypypi.internals import QuietConnectionPool
 from proxypypi.ops.metrics import Metrics
 from proxypypi.private.auth import Authenticator

@@ -10,10 +10,8 @@ import os
 from twisted.logger import Logger
 
 from proxypypi import __version__
-from proxypypi.config import (
-    Config,
-    display_url,
-)
+from proxypypi.config.model import Config
+from proxypypi.config.urls import display_url
 
 log = Logger()
 

@@ -12,7 +12,9 @@ from twisted.python import usage
 
 from proxypypi import __version__
 from proxypypi.cache.storage import Storage, StorageError
-from proxypypi.config import DEFAULT_STORAGE, Config, ConfigError, build_config, load_toml
+from proxypypi.config.model import DEFAULT_STORAGE, Config
+from proxypypi.config.settings import build_config, load_toml
+from proxypypi.config.urls import ConfigError
 from proxypypi.ops.logs import use_logfile
 from proxypypi.private.auth import AuthFileError, check_auth_file
 

@@ -25,12 +25,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
-from proxypypi.config import (
-    UpstreamConfig,
-    display_url,
-    environment_proxy,
-    proxy_address,
-)
+from proxypypi.config.model import UpstreamConfig
+from proxypypi.config.urls import display_url, environment_proxy, proxy_address
 from proxypypi.upstream.tunnel import TunnellingEndpointFactory, proxy_authorization
 
 log = Logger()

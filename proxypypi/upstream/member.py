@@ -18,7 +18,7 @@ from twisted.internet.protocol import Protocol
 from twisted.web.client import ContentDecoderAgent, GzipDecoder
 from twisted.web.iweb import IAgent, IResponse
 
-from proxypypi.config import UpstreamConfig
+from proxypypi.config.model import UpstreamConfig
 from proxypypi.upstream.fetch import (
     FetchError,
     request,

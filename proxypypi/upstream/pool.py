@@ -27,7 +27,8 @@ import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IAgent
 
-from proxypypi.config import UpstreamConfig, display_url
+from proxypypi.config.model import UpstreamConfig
+from proxypypi.config.urls import display_url
 from proxypypi.upstream.health import State
 from proxypypi.upstream.member import Upstream, rebase
 from proxypypi.upstream.origin import Origin

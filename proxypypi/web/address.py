@@ -21,7 +21,7 @@ from functools import lru_cache
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.web.iweb import IRequest
 
-from proxypypi.config import TrustedProxy, parse_trusted_proxies
+from proxypypi.config.model import TrustedProxy, parse_trusted_proxies
 
 #: ``host``, ``host:port``, ``[v6]`` or ``[v6]:port``: nothing that could
 #: break out of a URL's authority.

@@ -24,7 +24,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
 from proxypypi import __version__
-from proxypypi.config import display_url
+from proxypypi.config.urls import display_url
 from proxypypi.ops.metrics import RESULTS_BY_KIND, Metrics, UpstreamMeter
 from proxypypi.upstream.health import State
 from proxypypi.web.errors import error

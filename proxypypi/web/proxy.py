@@ -15,7 +15,7 @@ from proxypypi.cache.pages import PageCache
 from proxypypi.cache.projectlist import ProjectList
 from proxypypi.cache.storage import Storage
 from proxypypi.cache.usage import IUsageTracker
-from proxypypi.config import Config
+from proxypypi.config.model import Config
 from proxypypi.ops.figures import StorageFigures, storage_figures
 from proxypypi.ops.metrics import Metrics
 from proxypypi.private.auth import Authenticator

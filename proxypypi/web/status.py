@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from twisted.web.iweb import IRequest
 
 from proxypypi import __version__
-from proxypypi.config import display_url
+from proxypypi.config.urls import display_url
 from proxypypi.ops.metrics import RESULTS_BY_KIND, SAVED_RESULTS
 from proxypypi.web.address import external_base
 from proxypypi.web.proxy import Proxy

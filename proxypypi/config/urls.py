@@ -1,0 +1,99 @@
+# -*- test-case-name: tests.test_config,tests.test_upstream -*-
+"""
+Upstream and proxy URLs: their canonical form, how they are shown (never
+with a password), and the proxy the environment names.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from urllib.parse import urlsplit, urlunsplit
+
+
+class ConfigError(ValueError):
+    """
+    A setting is missing or wrong; the message names it and says how to fix it.
+    """
+
+
+
+def display_url(url: str) -> str:
+    """
+    An upstream URL as shown in labels and on the status page: without a
+    password, should the URL carry credentials.
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit((parts.scheme, f"{user}:***@{netloc}", parts.path, parts.query, ""))
+
+
+def parse_upstream_url(url: str) -> str:
+    """
+    Check an upstream URL and give it its canonical form (trailing slash).
+
+    :raises ConfigError: when it is not an absolute http(s) URL.
+    """
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as e:
+        raise ConfigError(f"upstream URL {url!r} is malformed: {e}") from e
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"upstream URL {url!r} is not an http(s) URL; give the simple index's "
+            "address, e.g. https://mirror.example/simple/"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"upstream URL {url!r} must not have a query or fragment")
+    if not text.endswith("/"):
+        text += "/"
+    return text
+
+
+def proxy_address(url: str) -> tuple[str, int]:
+    """
+    Host and port of an ``--upstream-proxy`` URL (``http://host[:port]``,
+    port 3128 by default, as most proxies use).
+
+    :raises ConfigError: for anything else.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(f"upstream proxy {url!r} is malformed: {e}") from e
+    if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
+        raise ConfigError(f"upstream proxy {url!r} must look like http://proxy.example:3128")
+    return parts.hostname, port or 3128
+
+
+def environment_proxy(url: str) -> str | None:
+    """
+    The HTTP proxy the environment names for reaching ``url``, as pip, uv
+    and curl read it: ``https_proxy`` or ``http_proxy`` by the URL's
+    scheme, else ``all_proxy`` (each also in upper case), unless
+    ``no_proxy`` exempts the URL's host.  Used only when no
+    ``--upstream-proxy`` is given.
+
+    :raises ConfigError: when the proxy named is not an ``http://`` URL.
+    """
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    # proxy_bypass reads no_proxy (on Linux: the environment's rules, as curl).
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or "", proxies):
+        return None
+    try:
+        proxy_address(proxy)
+    except ConfigError as e:
+        raise ConfigError(
+            f"the environment's {parts.scheme}_proxy (or all_proxy) for {display_url(url)}: {e}; "
+            "set --upstream-proxy, or exempt the host in no_proxy"
+        ) from e
+    return proxy
+
+
