@@ -5,9 +5,6 @@ The root of the resource tree.
 
 from __future__ import annotations
 
-import json
-import os
-
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
@@ -15,55 +12,12 @@ from proxypypi.web.api import PrivateApiResource
 from proxypypi.web.errors import ErrorResource, Page
 from proxypypi.web.files import FilesResource
 from proxypypi.web.guard import guard_reads
+from proxypypi.web.health import HealthResource
 from proxypypi.web.metrics import MetricsResource, registry_for
 from proxypypi.web.proxy import Proxy
 from proxypypi.web.simple import SimpleResource
 from proxypypi.web.status import render_status
 from proxypypi.web.upload import UploadResource
-
-
-class HealthResource(Page):
-    """
-    ``/health``: JSON for load balancers and monitoring; 200 while the
-    proxy can serve (some upstream group has a member in rotation, and the
-    storage is writable: the last write, or the periodic probe write,
-    worked), 503 otherwise.
-
-    Each upstream is listed with its group (rank, from 1), weight, health
-    state (``healthy``, ``suspect``, ``down``, ``probing``), error rate over
-    the last minute, latency to the first byte (moving average, ms),
-    requests in flight, consecutive failures, the last error, and when the
-    next probe is due.
-    """
-
-    isLeaf = True
-
-    def __init__(self, proxy: Proxy) -> None:
-        super().__init__()
-        self.proxy = proxy
-
-    def render_GET(self, request: IRequest) -> bytes:
-        pool = self.proxy.pool
-        storage = self.proxy.storage
-        writable = os.access(storage.tmp_dir, os.W_OK) and storage.write_error is None
-        usable = pool.usable()
-        ok = writable and usable
-        body = json.dumps(
-            {
-                "status": "ok" if ok else "degraded",
-                "storage-writable": writable,
-                "storage-error": storage.write_error,
-                "storage-free-bytes": storage.free_bytes,
-                "upstreams-usable": usable,
-                "upstreams": pool.health_report(),
-                "downloads-in-flight": len(self.proxy.downloads.in_flight()),
-            },
-            indent=1,
-        ).encode()
-        request.setResponseCode(200 if ok else 503)
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        return body
 
 
 class RootResource(Page):

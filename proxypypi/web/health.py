@@ -1,0 +1,59 @@
+# -*- test-case-name: tests.test_web,tests.test_resilience -*-
+"""
+``/health``: whether this proxy can serve, for load balancers and
+monitoring.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from twisted.web.iweb import IRequest
+
+from proxypypi.web.errors import Page
+from proxypypi.web.proxy import Proxy
+
+
+class HealthResource(Page):
+    """
+    ``/health``: JSON for load balancers and monitoring; 200 while the
+    proxy can serve (some upstream group has a member in rotation, and the
+    storage is writable: the last write, or the periodic probe write,
+    worked), 503 otherwise.
+
+    Each upstream is listed with its group (rank, from 1), weight, health
+    state (``healthy``, ``suspect``, ``down``, ``probing``), error rate over
+    the last minute, latency to the first byte (moving average, ms),
+    requests in flight, consecutive failures, the last error, and when the
+    next probe is due.
+    """
+
+    isLeaf = True
+
+    def __init__(self, proxy: Proxy) -> None:
+        super().__init__()
+        self.proxy = proxy
+
+    def render_GET(self, request: IRequest) -> bytes:
+        pool = self.proxy.pool
+        storage = self.proxy.storage
+        writable = os.access(storage.tmp_dir, os.W_OK) and storage.write_error is None
+        usable = pool.usable()
+        ok = writable and usable
+        body = json.dumps(
+            {
+                "status": "ok" if ok else "degraded",
+                "storage-writable": writable,
+                "storage-error": storage.write_error,
+                "storage-free-bytes": storage.free_bytes,
+                "upstreams-usable": usable,
+                "upstreams": pool.health_report(),
+                "downloads-in-flight": len(self.proxy.downloads.in_flight()),
+            },
+            indent=1,
+        ).encode()
+        request.setResponseCode(200 if ok else 503)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return body
