@@ -19,9 +19,10 @@ from proxypypi import __version__
 from proxypypi.config.model import Config, UpstreamConfig
 from proxypypi.config.urls import ConfigError
 from proxypypi.service.describe import log_configuration
+from proxypypi.sizes import human_bytes
 from proxypypi.testing import Fault
 from proxypypi.web.address import is_trusted
-from proxypypi.web.status import human_bytes, human_duration
+from proxypypi.web.status import human_duration
 
 from .test_metrics import PIP_ACCEPT, UPSTREAM, MeteredHarness
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from proxypypi.config.model import DEFAULT_LISTEN, Config, UpstreamConfig
 from proxypypi.config.urls import ConfigError, parse_upstream_url
+from proxypypi.sizes import parse_size
 
 
 def parse_upstream_group(spec: str) -> tuple[UpstreamConfig, ...]:
@@ -99,26 +100,6 @@ def parse_upstreams(value: object) -> tuple[tuple[UpstreamConfig, ...], ...]:
             )
     return tuple(tuple(g) for g in groups)
 
-
-
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-
-
-def parse_size(value: object) -> int:
-    """
-    A size in bytes from ``123``, ``"512M"``, ``"50G"`` or ``"1.5T"``
-    (binary units; a trailing ``B`` or ``iB`` is allowed).
-
-    :raises ValueError: for anything else.
-    """
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
-    unit = text[-1:] if text[-1:] in _UNITS else ""
-    number = float(text[: len(text) - len(unit)])
-    if number < 0:
-        raise ValueError(f"negative size {value!r}")
-    return int(number * _UNITS[unit])
 
 
 def _flag(value: object) -> bool:

@@ -12,17 +12,13 @@ from twisted.logger import Logger
 from proxypypi import __version__
 from proxypypi.config.model import Config
 from proxypypi.config.urls import display_url
+from proxypypi.sizes import format_size
 
 log = Logger()
 
 
 def _size(value: int | None) -> str:
-    if value is None:
-        return "unbounded"
-    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if value >= factor:
-            return f"{value / factor:.4g} {unit}"
-    return f"{value} bytes"
+    return "unbounded" if value is None else format_size(value)
 
 
 def log_configuration(config: Config) -> None:

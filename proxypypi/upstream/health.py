@@ -39,7 +39,7 @@ from typing import Protocol
 
 import attrs
 from automat import TypeMachineBuilder
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -241,11 +241,7 @@ class Health:
         if self._check_running is not None or not self.state.usable:
             return
         started = self.clock.seconds()
-        try:
-            d = self.probe()
-        except Exception as e:
-            d = Deferred()
-            d.errback(Failure(e))
+        d = maybeDeferred(self.probe)
         self._check_running = d
 
         def succeeded(_: object) -> None:
@@ -334,11 +330,8 @@ class Health:
             timer.cancel()
 
     def _send_probe(self) -> None:
-        try:
-            d = self.probe()
-        except Exception as e:  # a probe that cannot even start is a failed probe
-            d = Deferred()
-            d.errback(Failure(e))
+        # A probe that cannot even start is a failed probe.
+        d = maybeDeferred(self.probe)
         self._probe_running = d
 
         def succeeded(_: object) -> None:

@@ -41,11 +41,11 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from proxypypi.cache.storage import Runner
+from proxypypi.sizes import format_size
 from proxypypi.web.form import (
     MAX_FIELDS_SIZE,
     BodyRejected,
     FormReceiver,
-    human_size,
     media_type,
     receive_buffered,
 )
@@ -90,7 +90,7 @@ class BodyPolicy:
 
     def too_large(self) -> str:
         return (
-            f"upload larger than this index accepts ({human_size(self.max_upload_size)}, "
+            f"upload larger than this index accepts ({format_size(self.max_upload_size)}, "
             "see --max-upload-size)"
         )
 

@@ -24,6 +24,7 @@ from multipart import parse_options_header as _parse_options_header
 from twisted.logger import Logger
 
 from proxypypi.cache.storage import PARTIAL_SUFFIX, write_all
+from proxypypi.sizes import format_size
 
 #: Bytes of form fields (everything but the file) kept in memory at most;
 #: twine sends the long description as a field.
@@ -40,13 +41,6 @@ CONTENT_FIELD = "content"
 _CHUNK = 64 * 1024
 
 _log = Logger()
-
-
-def human_size(size: int) -> str:
-    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if size >= factor:
-            return f"{size / factor:g} {unit}"
-    return f"{size} bytes"
 
 
 class BodyRejected(Exception):
@@ -248,7 +242,7 @@ class FormReceiver:
             if self._file_size > self.max_file_size:
                 raise BodyRejected(
                     413,
-                    f"upload larger than this index accepts ({human_size(self.max_file_size)}, "
+                    f"upload larger than this index accepts ({format_size(self.max_file_size)}, "
                     "see --max-upload-size)",
                 )
             write_all(self._fd, chunk)
@@ -256,7 +250,7 @@ class FormReceiver:
         self._fields_size += len(chunk)
         if self._fields_size > self.max_fields_size:
             raise BodyRejected(
-                413, f"form fields larger than {human_size(self.max_fields_size)} in all"
+                413, f"form fields larger than {format_size(self.max_fields_size)} in all"
             )
         self._value += chunk
 

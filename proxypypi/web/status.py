@@ -20,6 +20,7 @@ from twisted.web.iweb import IRequest
 from proxypypi import __version__
 from proxypypi.config.urls import display_url
 from proxypypi.ops.metrics import RESULTS_BY_KIND, SAVED_RESULTS
+from proxypypi.sizes import human_bytes
 from proxypypi.web.address import external_base
 from proxypypi.web.proxy import Proxy
 
@@ -44,20 +45,6 @@ def e(value: object) -> str:
     Any value as escaped HTML text.
     """
     return html.escape(str(value), quote=True)
-
-
-def human_bytes(n: int | None) -> str:
-    """
-    A byte count for people: ``0 B``, ``512 B``, ``1.5 KiB``, ``3.2 GiB``.
-    """
-    if n is None:
-        return "unknown"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def human_duration(seconds: float) -> str:

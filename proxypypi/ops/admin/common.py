@@ -29,17 +29,3 @@ def walk(directory: str) -> Iterator[os.DirEntry[str]]:
             yield from walk(entry.path)
         elif entry.is_file(follow_symlinks=False):
             yield entry
-
-
-
-def human(size: float) -> str:
-    """
-    ``1536`` → ``"1.5 KiB"``.
-    """
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-

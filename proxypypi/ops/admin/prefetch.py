@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from proxypypi.ops.admin.common import AdminError, human
+from proxypypi.ops.admin.common import AdminError
+from proxypypi.sizes import human_bytes
 
 
 def pip_command(
@@ -140,7 +141,7 @@ def prefetch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
         return code or 1
     print(
-        f"prefetched {len(progress.saved)} files ({human(size)}) through "
+        f"prefetched {len(progress.saved)} files ({human_bytes(size)}) through "
         f"{args.index_url} in {elapsed:.1f}s",
         file=out,
     )

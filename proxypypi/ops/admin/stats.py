@@ -15,7 +15,8 @@ from typing import Any, TextIO
 from proxypypi.names import (
     METADATA_SUFFIX,
 )
-from proxypypi.ops.admin.common import AdminError, entries, human, walk
+from proxypypi.ops.admin.common import AdminError, entries, walk
+from proxypypi.sizes import human_bytes
 
 
 def _count(entries: Iterator[os.DirEntry[str]]) -> tuple[int, int]:
@@ -82,18 +83,22 @@ def stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(json.dumps(s, indent=1), file=out)
         return 0
     up, private = s["files"]["upstream"], s["files"]["private"]
+
+    def counted(figures: dict[str, int]) -> str:
+        return f"{figures['count']} files, {human_bytes(figures['bytes'])}"
+
     rows = [
         ("storage", s["storage"]),
         ("projects", f"{s['projects']['upstream']} upstream, {s['projects']['private']} private"),
         ("pages", str(s["pages"])),
         (
             "upstream",
-            f"{up['count']} files ({up['metadata']} of them .metadata), {human(up['bytes'])}",
+            f"{up['count']} files ({up['metadata']} of them .metadata), {human_bytes(up['bytes'])}",
         ),
-        ("private", f"{private['count']} files, {human(private['bytes'])}"),
-        ("quarantine", f"{s['quarantine']['count']} files, {human(s['quarantine']['bytes'])}"),
-        ("temporary", f"{s['temporary']['count']} files, {human(s['temporary']['bytes'])}"),
-        ("total", human(s["bytes"])),
+        ("private", counted(private)),
+        ("quarantine", counted(s["quarantine"])),
+        ("temporary", counted(s["temporary"])),
+        ("total", human_bytes(s["bytes"])),
     ]
     for name, value in rows:
         print(f"{name:<11} {value}", file=out)
