@@ -229,7 +229,7 @@ def settings() -> dict[str, Any]:
 def run(args: argparse.Namespace, names: Sequence[str]) -> int:
     """
     Run the scenarios ``names``; 0 when they completed (targets met or
-    not), 1 when one could not run.
+    not), 1 when one could not run or failed its check.
     """
 
     def terminate(signum: int, frame: object) -> None:
@@ -287,7 +287,7 @@ def main(argv: Sequence[str]) -> int:
     if args.setup:
         try:
             tools.setup()
-        except (BenchError, subprocess.CalledProcessError) as e:
+        except (BenchError, subprocess.SubprocessError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
         return 0
