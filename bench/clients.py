@@ -26,6 +26,12 @@ import attrs
 #: Bytes in a megabyte, as the tables print them.
 MB = 1_000_000
 
+#: The media types an installer asks a project page for.
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+HTML_TYPE = "text/html"
+#: The Accept-Encoding pip and uv send for index pages.
+PIP_ENCODING = "gzip, deflate"
+
 
 class ClientError(Exception):
     """

@@ -1,7 +1,7 @@
 """
 Optional sampling profiles of the proxy during a measurement
-(``python bench/run.py --profile``), with py-spy, which this module
-installs into the current environment with pip when it is missing.
+(``python -m bench --profile``), with py-spy (which ``python -m bench
+--setup`` installs).
 
 Each profile is written in py-spy's "raw" (collapsed stack) format to
 ``bench/results/profile-<name>.txt``; `top_frames` summarises one as the
@@ -11,45 +11,18 @@ functions holding the most samples (self time), which the report lists.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import signal
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 
 
-def find_py_spy(install: bool) -> str | None:
-    """
-    The py-spy executable next to this interpreter or on ``PATH``; with
-    ``install``, ``pip install py-spy`` first when there is none.
-    """
-    here = os.path.join(os.path.dirname(sys.executable), "py-spy")
-    for candidate in (here, shutil.which("py-spy")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    if not install:
-        return None
-    print("installing py-spy into this environment ...", flush=True)
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "py-spy"], timeout=600, check=False
-    )
-    if done.returncode != 0:
-        return None
-    return find_py_spy(install=False)
-
-
 @contextlib.contextmanager
-def sampling(py_spy: str | None, pid: int, output: str | None) -> Iterator[None]:
+def sampling(py_spy: str, pid: int, output: str) -> Iterator[None]:
     """
     Sample ``pid`` with py-spy (without pausing it) for the duration of the
-    block, writing the collapsed stacks to ``output``; does nothing when
-    either is ``None``.
+    block, writing the collapsed stacks to ``output``.
     """
-    if py_spy is None or output is None:
-        yield
-        return
     argv = [py_spy, "record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
     argv += ["--format", "raw", "--output", output]
     proc = subprocess.Popen(

@@ -16,7 +16,8 @@ Two extra resources beside the index, for the benchmark driver only:
   fake's knobs (``throttle=0`` means unthrottled) and/or forget the
   request log.  Answers the knobs now in force.
 
-Run by ``bench/run.py``; ``PYTHONPATH`` must hold the repository root.
+Started by the benchmark (``bench/services.py``); ``PYTHONPATH`` must hold
+the repository root.
 """
 
 from __future__ import annotations

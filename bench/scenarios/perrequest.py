@@ -10,18 +10,21 @@ HTTP requests to a connection of each site over an in-memory transport and
 reports the best of several rounds in microseconds per request.  Kernel
 and socket costs are left out on purpose: they are the same for both.
 
-    python bench/perrequest.py                    # JSON, uncompressed
-    python bench/perrequest.py --accept text/html --gzip
+Use it to A/B a change to the request path; the ``cached`` scenario remains
+the judge of throughput.
 
-Use it to A/B a change to the request path; ``bench/run.py`` remains the
-judge of throughput.
+The measurement runs in a process of its own, this file run as a script
+by `run`: Twisted's reactor runs only once per process and takes over its
+signals, and the benchmark goes on after this scenario.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,15 +36,59 @@ from twisted.logger import globalLogBeginner
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from upstream import PAGE_PROJECT, UPLOAD_TIME, PrehashedDist, page_set
-
+from bench import REPO, BenchError
+from bench.context import Bench
+from bench.processes import Processes, read_line
+from bench.report import Table
+from bench.upstream import PAGE_PROJECT, UPLOAD_TIME, PrehashedDist, page_set
 from proxypypi.config.settings import build_config
 from proxypypi.ops import logs
 from proxypypi.service.compose import make_service
 from proxypypi.service.lifecycle import WebServer
 from proxypypi.testing import FakeIndex, serve
+
+
+def run(b: Bench) -> None:
+    """
+    Measure in a process of its own; a table of the two sites' cost.
+    """
+    a, rep = b.args, b.report
+    rep.settings["perrequest"] = (
+        f"{a.page_files} files on the page, Accept {a.perrequest_accept}, "
+        f"gzip {'asked' if a.perrequest_gzip else 'not asked'}; best of "
+        f"{a.perrequest_rounds} rounds of {a.perrequest_count} requests"
+    )
+    # -P: this file's directory stays off sys.path, where its neighbours'
+    # names (pip, metrics) would shadow the real modules.
+    argv = [sys.executable, "-P", os.path.abspath(__file__), "--accept", a.perrequest_accept]
+    argv += ["--files", str(a.page_files), "--rounds", str(a.perrequest_rounds)]
+    argv += ["--count", str(a.perrequest_count), *(["--gzip"] if a.perrequest_gzip else [])]
+    with Processes() as procs:
+        proc = procs.start(
+            argv,
+            env={**os.environ, "PYTHONPATH": REPO},
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        line = read_line(proc, proc.stdout, timeout=600)
+    if not line:
+        raise BenchError("the per-request measurement printed no result")
+    got = json.loads(line)
+    proxy_us, floor_us = got["proxy_us"], got["floor_us"]
+    rep.table(
+        Table(
+            "perrequest: Python cost of one cached page request, in process",
+            ["", "per request"],
+            [
+                ["proxypypi", f"{proxy_us:.1f} us"],
+                ["bare twisted.web", f"{floor_us:.1f} us"],
+                ["proxypypi adds", f"{proxy_us - floor_us:.1f} us"],
+            ],
+            intro=f"page: {a.page_files} files, {got['bytes']:,} bytes, "
+            f"{a.perrequest_accept}, gzip={a.perrequest_gzip}",
+        )
+    )
 
 
 class Bytes(Resource):
@@ -96,13 +143,17 @@ def split_response(response: bytes) -> tuple[dict[bytes, bytes], bytes]:
     return headers, body
 
 
-async def main(reactor: Any, argv: list[str]) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--accept", default="application/vnd.pypi.simple.v1+json")
-    p.add_argument("--gzip", action="store_true", help="ask for gzip, as pip and uv do")
-    p.add_argument("--files", type=int, default=300, help="files on the page [300]")
-    p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--count", type=int, default=1000, help="requests per round")
+async def measure(reactor: Any, argv: list[str]) -> None:
+    """
+    The measurement process: print one JSON line, the page's size and
+    both sites' microseconds per request.
+    """
+    p = argparse.ArgumentParser()
+    p.add_argument("--accept", required=True)
+    p.add_argument("--gzip", action="store_true")
+    p.add_argument("--files", type=int, required=True)
+    p.add_argument("--rounds", type=int, required=True)
+    p.add_argument("--count", type=int, required=True)
     args = p.parse_args(argv)
 
     index = FakeIndex(reactor)
@@ -143,12 +194,13 @@ async def main(reactor: Any, argv: list[str]) -> None:
             floor_us, _ = per_request_us(bare, raw, args.rounds, args.count)
         finally:
             await service.stopService()
-            await upstream_port.stopListening()
-    print(f"page: {args.files} files, {len(body):,} bytes, {args.accept}, gzip={args.gzip}")
-    print(f"{'proxypypi':>20} {proxy_us:7.1f} us/request")
-    print(f"{'bare twisted.web':>20} {floor_us:7.1f} us/request")
-    print(f"{'proxypypi adds':>20} {proxy_us - floor_us:7.1f} us/request")
+            stopping = upstream_port.stopListening()
+            if stopping is not None:
+                await stopping
+    result = {"bytes": len(body), "proxy_us": proxy_us, "floor_us": floor_us}
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
-    task.react(lambda reactor: task.ensureDeferred(main(reactor, sys.argv[1:])))
+    task.react(lambda reactor: task.ensureDeferred(measure(reactor, sys.argv[1:])))
