@@ -10,6 +10,9 @@ regular expressions.
 
 from __future__ import annotations
 
+import functools
+import re
+
 import attrs
 from packaging.utils import (
     InvalidName,
@@ -24,6 +27,17 @@ from packaging.version import InvalidVersion, Version
 
 #: Longest file name accepted anywhere; common file systems stop at 255 bytes.
 MAX_FILENAME_BYTES = 255
+
+#: Distinct file names (and versions) whose verdicts are remembered: a page
+#: refreshed with the same files costs a dictionary lookup per file.  About
+#: a quarter of a kilobyte each.
+VERDICTS = 32768
+
+#: Path separators and control characters.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
+
+#: A wheel's build tag (PEP 427): digits first.
+_BUILD_TAG = re.compile(r"\d")
 
 #: Suffix of a PEP 658 core-metadata file, next to its distribution.
 METADATA_SUFFIX = ".metadata"
@@ -54,11 +68,7 @@ def is_safe_filename(filename: str) -> bool:
     Whether ``filename`` can name a file inside a project directory: one path
     segment, no traversal, nothing hidden, no control characters.
     """
-    if not filename or filename.startswith("."):
-        return False
-    if "/" in filename or "\\" in filename or "\x00" in filename:
-        return False
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in filename):
+    if not filename or filename.startswith(".") or _UNSAFE.search(filename) is not None:
         return False
     return len(filename.encode("utf-8", "replace")) <= MAX_FILENAME_BYTES
 
@@ -99,6 +109,39 @@ def _sdist_stem(filename: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=VERDICTS)
+def _version_text(text: str) -> str | None:
+    """
+    The normal form of a version, or ``None`` when ``text`` is none; each
+    distinct text is parsed once (a release's files share one).
+    """
+    try:
+        return str(Version(text))
+    except InvalidVersion:
+        return None
+
+
+def _wheel_version(filename: str, project: NormalizedName) -> str | None:
+    """
+    `version_of` for a wheel, doing only the work a listing needs: the
+    name part and the version (through ``packaging``), not the tags, whose
+    parsing is most of ``parse_wheel_filename``'s cost and which say
+    nothing about whose file it is.
+    """
+    parts = filename[: -len(".whl")].split("-")
+    if len(parts) not in (5, 6) or "__" in parts[0]:
+        return None
+    if len(parts) == 6 and _BUILD_TAG.match(parts[2]) is None:
+        return None
+    try:
+        if canonicalize_name(parts[0], validate=True) != project:
+            return None
+    except InvalidName:
+        return None
+    return _version_text(parts[1])
+
+
+@functools.lru_cache(maxsize=VERDICTS)
 def version_of(filename: str, project: NormalizedName) -> str | None:
     """
     The version a file of ``project`` declares in its name, or ``None`` when
@@ -106,23 +149,25 @@ def version_of(filename: str, project: NormalizedName) -> str | None:
 
     Wheels name their project unambiguously.  Old sdists do not: in
     ``cffi-1.0.2-2.tar.gz`` any dash may end the name, so the first dash
-    after which the rest is ``project``'s version decides.
+    after which the rest is ``project``'s version decides.  Remembered, so
+    a refreshed page costs a lookup per unchanged name.
     """
-    try:
-        dist = parse_dist_filename(filename)
-    except InvalidDistFilename:
+    if not is_safe_filename(filename):
         return None
-    if dist.project == project:
-        return str(dist.version)
+    if filename.endswith(".whl"):
+        return _wheel_version(filename, project)
     stem = _sdist_stem(filename)
-    if dist.kind != "sdist" or stem is None:
+    if stem is None:
         return None
+    try:
+        name, version = parse_sdist_filename(filename)
+    except InvalidSdistFilename:
+        return None
+    if name == project:
+        return _version_text(str(version))
     for i, c in enumerate(stem):
         if c == "-" and normalize(stem[:i]) == project:
-            try:
-                return str(Version(stem[i + 1 :]))
-            except InvalidVersion:
-                return None
+            return _version_text(stem[i + 1 :])
     return None
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from html.parser import HTMLParser
 from typing import Any, TypeVar
@@ -43,8 +44,9 @@ _HEX_LENGTHS = {
     for name in hashlib.algorithms_guaranteed
     if not name.startswith("shake_")
 }
-_HEX_DIGITS = frozenset("0123456789abcdef")
+_HEX = re.compile("[0-9a-f]*")
 _SCHEMES = frozenset({"http", "https"})
+_ABSOLUTE = ("https://", "http://")
 _BOM = b"\xef\xbb\xbf"
 
 _T = TypeVar("_T")
@@ -127,7 +129,11 @@ class _Collector:
             self.warnings.append(f"dropped {_brief(what)}: no URL")
             return None
         try:
-            url, fragment = urldefrag(urljoin(base or self.page_url, href))
+            if href.startswith(_ABSOLUTE):
+                # Most upstreams list absolute URLs: nothing to join.
+                url, _, fragment = href.partition("#")
+            else:
+                url, fragment = urldefrag(urljoin(base or self.page_url, href))
             scheme = urlsplit(url).scheme
         except ValueError:
             scheme = ""
@@ -147,13 +153,13 @@ class _Collector:
         if filename in self.files:
             self.warnings.append(f"dropped {_brief(filename)}: duplicate file name")
             return False
-        if not belongs_to(filename, self.expected):
+        version = version_of(filename, self.expected)
+        if version is not None:
+            self.file_versions[version] = None
+        elif not belongs_to(filename, self.expected):
             self.warnings.append(f"dropped {_brief(filename)}: not a file of {self.expected}")
             self.foreign += 1
             return False
-        version = version_of(filename, self.expected)
-        if version is not None:
-            self.file_versions.setdefault(version, None)
         return True
 
     def hashes(self, pairs: Iterable[tuple[object, object]], what: str) -> dict[str, str]:
@@ -165,7 +171,7 @@ class _Collector:
         for name, value in pairs:
             if isinstance(name, str) and isinstance(value, str):
                 name, value = name.lower(), value.lower()
-                if len(value) == _HEX_LENGTHS.get(name) and _HEX_DIGITS.issuperset(value):
+                if len(value) == _HEX_LENGTHS.get(name) and _HEX.fullmatch(value):
                     clean.setdefault(name, value)
                     continue
             self.warnings.append(f"{what}: dropped hash {_brief(name)}={_brief(value)}")
