@@ -48,6 +48,11 @@ QUICK: dict[str, Any] = {
     "metrics_load_seconds": 3.0,
     "crash_kills": 5,
     "outage_reps": 1,
+    "big_pages": 10,
+    "big_page_files": 6_000,
+    "largest_page": 2_000,
+    "list_names": 50_000,
+    "working_set": 100,
 }
 
 
@@ -127,6 +132,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=10.0,
         help="upstream body MB/s per response [10]",
     )
+
+    g = p.add_argument_group("pages", SCENARIOS["pages"].summary)
+    g.add_argument("--big-pages", type=int, default=40, help="project pages [40]")
+    g.add_argument("--big-page-files", type=int, default=37_000, help="files on them [37000]")
+    g.add_argument("--largest-page", type=int, default=8_000, help="files on the largest [8000]")
+    g.add_argument("--list-names", type=int, default=900_000, help="project list names [900000]")
+    g.add_argument("--working-set", type=int, default=1000, help="small projects [1000]")
 
     g = p.add_argument_group("perrequest", SCENARIOS["perrequest"].summary)
     g.add_argument(

@@ -61,7 +61,9 @@ class Fetch:
     body: bytes | None = attrs.field(default=None, repr=False)
 
 
-async def _fetch(url: str, accept: str | None, digest: bool, keep: bool) -> Fetch:
+async def _fetch(
+    url: str, accept: str | None, digest: bool, keep: bool, encoding: str = "identity"
+) -> Fetch:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     path = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -69,7 +71,7 @@ async def _fetch(url: str, accept: str | None, digest: bool, keep: bool) -> Fetc
         f"GET {path} HTTP/1.1",
         f"Host: {host}:{port}",
         "User-Agent: proxypypi-bench",
-        "Accept-Encoding: identity",
+        f"Accept-Encoding: {encoding}",
         "Connection: close",
     ]
     if accept is not None:
@@ -139,17 +141,53 @@ def fetch(
     accept: str | None = None,
     digest: bool = False,
     keep: bool = False,
+    encoding: str = "identity",
     timeout: float = 120.0,
 ) -> Fetch:
     """
     GET ``url`` (a loopback ``http://`` URL) once, timed.
 
     :param digest: compute the body's sha256.
-    :param keep: keep the body (for small responses only).
+    :param keep: keep the body (for small responses only), as sent: a
+        gzip-encoded body stays compressed.
+    :param encoding: the ``Accept-Encoding`` to send.
     :raises ClientError: on a broken or short response.
     :raises TimeoutError: after ``timeout`` seconds.
     """
-    return asyncio.run(asyncio.wait_for(_fetch(url, accept, digest, keep), timeout))
+    return asyncio.run(asyncio.wait_for(_fetch(url, accept, digest, keep, encoding), timeout))
+
+
+def fetch_each(
+    urls: Sequence[str],
+    clients: int,
+    *,
+    accept: str,
+    encoding: str,
+    timeout: float = 300.0,
+) -> tuple[dict[str, Fetch], float]:
+    """
+    GET every URL of ``urls`` once, ``clients`` at a time (each client
+    takes the next URL as soon as it is done), keeping the bodies.
+
+    :returns: each URL's fetch (times from its own start), and the wall
+        time of the whole set.
+    :raises ClientError: if any of them fails.
+    """
+
+    async def run() -> tuple[dict[str, Fetch], float]:
+        queue = list(reversed(urls))
+        done: dict[str, Fetch] = {}
+
+        async def client() -> None:
+            while queue:
+                url = queue.pop()
+                done[url] = await _fetch(url, accept, False, True, encoding)
+
+        start = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(*(client() for _ in range(clients))), timeout)
+        return done, time.perf_counter() - start
+
+    return asyncio.run(run())
 
 
 def fetch_many(

@@ -48,6 +48,7 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         root {root};
+        index {index};
         gzip_static on;
     }}
 }}
@@ -73,11 +74,18 @@ class Nginx:
 
 
 def start_nginx(
-    procs: Processes, workdir: str, root: str, port: int, workers: str, timeout: float = 20.0
+    procs: Processes,
+    workdir: str,
+    root: str,
+    port: int,
+    workers: str,
+    timeout: float = 20.0,
+    index: str = "index.html",
 ) -> Nginx:
     """
     Start Debian's nginx in the foreground with a generated configuration
-    (sendfile on, no access log) serving ``root`` on ``127.0.0.1:port``.
+    (sendfile on, no access log) serving ``root`` on ``127.0.0.1:port``,
+    ``index`` (nginx's directive) for directory URLs.
 
     :raises BenchError: if it does not accept connections in time.
     """
@@ -88,7 +96,9 @@ def start_nginx(
         os.chmod(path, 0o755)
     conf = os.path.join(prefix, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(_NGINX_CONF.format(workers=workers, prefix=prefix, port=port, root=root))
+        f.write(
+            _NGINX_CONF.format(workers=workers, prefix=prefix, port=port, root=root, index=index)
+        )
     nginx = require("nginx")
     log = open(os.path.join(prefix, "stderr.log"), "wb")
     proc = procs.start([nginx, "-p", prefix, "-c", conf], stdout=log, stderr=log)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import attrs
 
 from bench.context import Bench
-from bench.scenarios import cached, cold, crash, metrics, outage, perrequest, pip
+from bench.scenarios import cached, cold, crash, metrics, outage, pages, perrequest, pip
 
 
 @attrs.frozen
@@ -52,6 +52,12 @@ SCENARIOS: dict[str, Scenario] = {
         pip.run,
         "issue 3, 5: cold and warm pip download of a 37-file install set, against the upstream",
         default=True,
+    ),
+    "pages": Scenario(
+        pages.run,
+        "issue 12: index pages at real sizes (an 8,000-file page, 40 pages of 37,000 files, "
+        "1,000 projects, a 900,000-name list) against nginx serving them as the upstream",
+        needs=("nginx",),
     ),
     "perrequest": Scenario(
         perrequest.run,
