@@ -15,7 +15,7 @@ from typing import Any
 import bcrypt
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -30,12 +30,8 @@ from proxypypi.private.auth import (
     parse_htpasswd,
 )
 from proxypypi.service.tap import Options
-
-from .test_upload import htpasswd_line
-
-
-def sync_run(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-    return maybeDeferred(f, *args)
+from tests.support.auth import htpasswd_line
+from tests.support.disk import sync_run
 
 
 class CheckerTests(SynchronousTestCase):

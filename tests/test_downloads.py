@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import DNSLookupError
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -31,10 +31,7 @@ from proxypypi.interfaces import IFileSourceListener
 from proxypypi.testing import Dist, FakeIndex, Fault, make_wheel
 from proxypypi.upstream.fetch import FetchError
 from proxypypi.upstream.origin import Origin
-
-
-def sync_run(f: Any, *args: Any) -> Deferred[Any]:
-    return maybeDeferred(f, *args)
+from tests.support.disk import sync_run
 
 
 @implementer(IFileSourceListener)

@@ -31,28 +31,7 @@ from proxypypi.service.compose import build_proxy, make_service
 from proxypypi.simple.negotiate import JSON_V1
 from proxypypi.testing import FakeIndex, make_wheel
 from proxypypi.web.root import RootResource
-
-from .test_downloads import sync_run
-
-
-class HeldRunner:
-    """
-    A disk runner that holds every job until the test runs it, as a busy
-    thread pool would.
-    """
-
-    def __init__(self) -> None:
-        self.jobs: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
-
-    def __call__(self, f: Any, *args: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.jobs.append((f, args, d))
-        return d
-
-    def run_all(self) -> None:
-        jobs, self.jobs = self.jobs, []
-        for f, args, d in jobs:
-            maybeDeferred(f, *args).chainDeferred(d)
+from tests.support.disk import HeldRunner, sync_run
 
 
 class EvictorTests(SynchronousTestCase):

@@ -21,8 +21,7 @@ from proxypypi.simple.negotiate import HTML, JSON_V1
 from proxypypi.testing import FakeIndex, Fault, make_wheel
 from proxypypi.upstream.pages import PageFetcher, ProjectNotFound, UpstreamUnavailable
 from proxypypi.upstream.pool import Pool
-
-from .test_downloads import sync_run
+from tests.support.disk import sync_run
 
 UPSTREAM = "http://upstream.example/simple/"
 

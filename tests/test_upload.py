@@ -10,7 +10,6 @@ RequestTraversalAgent); bcrypt and disk work run synchronously.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -35,23 +34,11 @@ from proxypypi.service.compose import build_proxy, build_site
 from proxypypi.simple.negotiate import JSON_V1
 from proxypypi.testing import Dist, FakeIndex, make_sdist, make_wheel
 from proxypypi.web.root import RootResource
-
-from .test_downloads import sync_run
+from tests.support.auth import basic, htpasswd_line
+from tests.support.disk import sync_run
 
 BOUNDARY = "pRoXyPyPi-b0undary"
 BASE = "http://proxy.example"
-
-
-def htpasswd_line(user: str, password: str) -> bytes:
-    """
-    One entry as ``htpasswd -B`` writes it (``$2y$``; cost 4 keeps tests fast).
-    """
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4))
-    return user.encode() + b":" + hashed.replace(b"$2b$", b"$2y$", 1) + b"\n"
-
-
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def twine_fields(

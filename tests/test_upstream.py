@@ -44,8 +44,7 @@ from proxypypi.upstream.pages import (
 )
 from proxypypi.upstream.pool import Pool
 from proxypypi.web.root import RootResource
-
-from .test_downloads import sync_run
+from tests.support.disk import sync_run
 
 PROJECT: Any = "proto-alpha"
 

@@ -22,8 +22,7 @@ from proxypypi.service.compose import build_proxy
 from proxypypi.simple.negotiate import HTML, JSON_V1
 from proxypypi.testing import FakeIndex, Fault, make_sdist, make_wheel
 from proxypypi.web.root import RootResource
-
-from .test_downloads import sync_run
+from tests.support.disk import sync_run
 
 PIP_ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "

@@ -1,0 +1,25 @@
+"""
+Users for the upload and read guards: htpasswd entries as ``htpasswd -B``
+writes them, and Basic credentials as clients send them.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import bcrypt
+
+
+def htpasswd_line(user: str, password: str) -> bytes:
+    """
+    One entry as ``htpasswd -B`` writes it (``$2y$``; cost 4 keeps tests fast).
+    """
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4))
+    return user.encode() + b":" + hashed.replace(b"$2b$", b"$2y$", 1) + b"\n"
+
+
+def basic(user: str, password: str) -> str:
+    """
+    The ``Authorization`` value of HTTP Basic credentials.
+    """
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
