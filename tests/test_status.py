@@ -1,7 +1,7 @@
 """
 The status page (``GET /``), the address it advertises, and the start-up
 configuration block, against known sequences of requests (the in-memory
-harness of `tests.test_metrics`).
+harness of `tests.support.harness`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from proxypypi.service.describe import log_configuration
 from proxypypi.testing import Fault
 from proxypypi.web.address import is_trusted
 from proxypypi.web.status import human_bytes, human_duration
-
-from .test_metrics import PIP_ACCEPT, UPSTREAM, MeteredHarness
+from tests.support.harness import PIP_ACCEPT, UPSTREAM, MeteredHarness
 
 #: Elements that have no end tag.
 VOID = {"meta", "br", "hr", "img", "input", "link"}

@@ -84,6 +84,7 @@ class Response:
     """
 
     status: int
+    phrase: bytes
     headers: dict[bytes, list[bytes]]
     body: bytes
     #: Whether the body is complete by its own framing.
@@ -103,17 +104,18 @@ def parse_response(data: bytes) -> Response | None:
     if not sep:
         return None
     status_line, *lines = head.split(b"\r\n")
-    status = int(status_line.split(b" ")[1])
+    code, _, phrase = status_line.partition(b" ")[2].partition(b" ")
+    status = int(code)
     headers: dict[bytes, list[bytes]] = {}
     for line in lines:
         name, _, value = line.partition(b":")
         headers.setdefault(name.strip().lower(), []).append(value.strip())
     if headers.get(b"transfer-encoding") == [b"chunked"]:
         body, complete = _dechunk(rest)
-        return Response(status, headers, body, complete)
+        return Response(status, phrase, headers, body, complete)
     length = headers.get(b"content-length")
     expected = int(length[-1]) if length else None
-    return Response(status, headers, rest, expected is not None and len(rest) == expected)
+    return Response(status, phrase, headers, rest, expected is not None and len(rest) == expected)
 
 
 def _dechunk(data: bytes) -> tuple[bytes, bool]:
@@ -185,6 +187,37 @@ def get(
     lines += [b"%s: %s" % item for item in (headers or {}).items()]
     client.send(b"\r\n".join(lines) + b"\r\n\r\n")
     return client
+
+
+@attrs.frozen
+class Answer:
+    """
+    A complete response as a client reads it: the status code, the reason
+    phrase, each header's last value by lower-case name, and the body its
+    framing delimits.
+    """
+
+    code: int
+    phrase: str
+    headers: dict[str, str]
+    body: bytes
+
+
+def parse_answer(raw: bytes) -> Answer | None:
+    """
+    The first final response in ``raw`` (after any ``100 Continue``), or
+    ``None`` if its headers are not all there yet.
+    """
+    while raw.startswith(b"HTTP/1.1 100"):
+        raw = raw.split(b"\r\n\r\n", 1)[1]
+    response = parse_response(raw)
+    if response is None:
+        return None
+    headers = {k.decode("latin-1"): v[-1].decode("latin-1") for k, v in response.headers.items()}
+    body = response.body
+    if "content-length" in headers:
+        body = body[: int(headers["content-length"])]
+    return Answer(response.status, response.phrase.decode("latin-1"), headers, body)
 
 
 def make_site(resource: Resource, clock: Clock) -> Site:
