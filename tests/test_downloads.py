@@ -32,6 +32,7 @@ from proxypypi.testing import Dist, FakeIndex, Fault, make_wheel
 from proxypypi.upstream.fetch import FetchError
 from proxypypi.upstream.origin import Origin
 from tests.support.disk import sync_run
+from tests.support.pumping import Condition, pump
 
 
 @implementer(IFileSourceListener)
@@ -70,10 +71,12 @@ class DownloadTests(SynchronousTestCase):
             len(self.dist.data) if size is None else size,
         )
 
-    def pump(self, rounds: int = 50) -> None:
-        for _ in range(rounds):
-            self.agent.flush()
-            self.clock.advance(0.1)
+    def run_until(self, until: Condition, what: str = "the download to end") -> None:
+        """
+        Run the upstream and the clock, a tenth of a second a round, until
+        ``until`` holds.
+        """
+        pump(self.agent, clock=self.clock, advance=0.1, until=until, what=what)
 
     def stored(self) -> bytes | None:
         path = self.storage.file_path("big", self.dist.filename)
@@ -87,7 +90,7 @@ class DownloadTests(SynchronousTestCase):
         d = self.start()
         listener = Listener(d)
         d.add_listener(listener)
-        self.pump()
+        self.run_until(d.when_done())
         self.assertTrue(d.is_complete())
         self.assertEqual(self.stored(), self.dist.data)
         self.assertEqual(d.available(), len(self.dist.data))
@@ -103,7 +106,7 @@ class DownloadTests(SynchronousTestCase):
         first = self.start()
         second = self.start()
         self.assertIs(first, second)
-        self.pump()
+        self.run_until(first.when_done())
         self.assertEqual(self.index.count("/files/", "GET"), 1)
 
     def test_corrupt_body_never_committed(self) -> None:
@@ -112,7 +115,7 @@ class DownloadTests(SynchronousTestCase):
         d = self.start()
         listener = Listener(d)
         d.add_listener(listener)
-        self.pump()
+        self.run_until(d.when_done())
         self.assertIsNone(self.stored())
         self.assertEqual(len(listener.failed), 1)
         listener.failed[0].trap(IntegrityError)
@@ -123,7 +126,7 @@ class DownloadTests(SynchronousTestCase):
         """A connection reset mid-body is resumed with a Range request; the file is whole."""
         self.index.fault = Fault(drop_after=20_000, times=1)
         d = self.start()
-        self.pump()
+        self.run_until(d.when_done())
         self.assertTrue(d.is_complete())
         self.assertEqual(self.stored(), self.dist.data)
         ranges = [r.range for r in self.index.requests if r.path.startswith("/files/")]
@@ -134,10 +137,10 @@ class DownloadTests(SynchronousTestCase):
         """A stalled body is abandoned after the idle timeout and resumed."""
         self.index.fault = Fault(stall_after=8192, times=1)
         d = self.start()
-        self.pump(10)
+        self.run_until(lambda: d.progress()[0] == 8192, "the 8192 bytes before the stall")
         self.assertFalse(d.is_complete())
         self.clock.advance(11)
-        self.pump()
+        self.run_until(d.when_done())
         self.assertTrue(d.is_complete())
         self.assertEqual(self.stored(), self.dist.data)
 
@@ -146,7 +149,7 @@ class DownloadTests(SynchronousTestCase):
         self.index.remove("big", self.dist.filename)
         d = self.start()
         waiting = d.wait_for_headers()
-        self.pump()
+        self.run_until(d.when_done())
         self.failureResultOf(waiting, FileNotFoundUpstream)
         self.assertEqual(self.index.count("/files/"), 1)
 
@@ -154,7 +157,7 @@ class DownloadTests(SynchronousTestCase):
         """An upstream length that disagrees with the page's size is refused."""
         d = self.start(size=123)
         waiting = d.wait_for_headers()
-        self.pump()
+        self.run_until(d.when_done())
         self.failureResultOf(waiting, IntegrityError)
         self.assertIsNone(self.stored())
 
@@ -163,7 +166,7 @@ class DownloadTests(SynchronousTestCase):
         self.index.fault = Fault(status=500)
         d = self.start()
         waiting = d.wait_for_headers()
-        self.pump()
+        self.run_until(d.when_done())
         self.failureResultOf(waiting, FetchError)
         self.assertLessEqual(self.index.count("/files/"), 6)
         self.assertEqual(os.listdir(self.storage.tmp_dir), [])
@@ -193,10 +196,7 @@ class DownloadTests(SynchronousTestCase):
             {"sha256": self.dist.sha256},
             len(self.dist.data),
         )
-        for _ in range(50):
-            short.flush()
-            self.agent.flush()
-            self.clock.advance(0.1)
+        pump(short, self.agent, clock=self.clock, advance=0.1, until=d.when_done(), what="the end")
         self.assertIsNone(d.failure())
         self.assertTrue(d.is_complete())
         self.assertEqual(self.stored(), self.dist.data)
@@ -222,7 +222,7 @@ class DownloadTests(SynchronousTestCase):
             {"sha256": self.dist.sha256},
             len(self.dist.data),
         )
-        self.pump()
+        self.run_until(d.when_done())
         self.assertIsNone(d.failure())
         self.assertTrue(d.is_complete())
         self.assertEqual(self.stored(), self.dist.data)
@@ -241,7 +241,7 @@ class DownloadTests(SynchronousTestCase):
         d = self.start()
         listener = Listener(d)
         d.add_listener(listener)
-        self.pump()
+        self.run_until(d.when_done())
         self.assertEqual(len(listener.failed), 1)
         self.assertIsInstance(listener.failed[0].value, OSError)
         self.assertIsNone(self.stored())
@@ -306,9 +306,15 @@ class CancelTests(SynchronousTestCase):
         )
         waiting = d.wait_for_headers()
         manager.cancel_all()
-        for _ in range(20):
-            clock.advance(1)
-            agent.flush()
+        # Long enough for the upstream's answer, had the request not been
+        # cancelled: until no timer is left.
+        pump(
+            agent,
+            clock=clock,
+            advance=1,
+            until=lambda: not clock.getDelayedCalls(),
+            what="every timer to run or be cancelled",
+        )
         self.failureResultOf(waiting, FetchError)
         self.assertFalse(storage.has_file("slow", dist.filename))
         self.assertEqual(os.listdir(storage.tmp_dir), [])
