@@ -25,7 +25,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from proxypypi.cache.download import IntegrityError
+from proxypypi.cache.download import Download, IntegrityError
 from proxypypi.cache.downloads import Manager
 from proxypypi.cache.pages import PageCache
 from proxypypi.cache.storage import FileKey, Storage
@@ -44,7 +44,8 @@ from proxypypi.upstream.pages import (
 )
 from proxypypi.upstream.pool import Pool
 from proxypypi.web.root import RootResource
-from tests.support.disk import sync_run
+from tests.support.disk import stored, sync_run
+from tests.support.pumping import QUIET, pump
 
 PROJECT: Any = "proto-alpha"
 
@@ -145,11 +146,12 @@ class Members:
         assert member is not None
         return member
 
-    def flush(self, rounds: int = 6) -> None:
-        for _ in range(rounds):
-            for agent in self.agents.values():
-                agent.flush()
-            self.clock.advance(0)
+    def flush(self) -> None:
+        """
+        Carry requests and answers between the pool and the members until
+        nothing more happens without time passing.
+        """
+        pump(*self.agents.values(), clock=self.clock, until=QUIET, what="the members to answer")
 
     def pages(self, name: str) -> int:
         return self.index[name].count("/simple/proto-alpha/", "GET")
@@ -279,7 +281,7 @@ class SelectionTests(SynchronousTestCase):
             ds = [
                 Deferred.fromCoroutine(members.fetcher.fetch(PROJECT)) for _ in range(concurrency)
             ]
-            members.flush(2)
+            members.flush()
             for d in ds:
                 self.successResultOf(d)
         a, b = members.pages("a"), members.pages("b")
@@ -474,17 +476,21 @@ class FileFailoverTests(SynchronousTestCase):
             len(self.dist.data),
         )
 
-    def pump(self) -> None:
-        for _ in range(80):
-            self.members.flush(1)
-            self.clock.advance(0.05)
+    def run_until_done(self, download: Download) -> None:
+        """
+        Run the members and the clock, 50 ms a round, until ``download``
+        has ended.
+        """
+        pump(
+            *self.members.agents.values(),
+            clock=self.clock,
+            advance=0.05,
+            until=download.when_done(),
+            what="the download to end",
+        )
 
     def stored(self) -> bytes | None:
-        path = self.storage.file_path("proto-alpha", self.dist.filename)
-        if not os.path.exists(path):
-            return None
-        with open(path, "rb") as f:
-            return f.read()
+        return stored(self.storage, "proto-alpha", self.dist.filename)
 
     def test_origins(self) -> None:
         """The source member comes first, then its group at the same path; down ones last."""
@@ -517,7 +523,7 @@ class FileFailoverTests(SynchronousTestCase):
         """A reset half-way resumes with Range from the other member; the file is identical."""
         self.members.index["a"].fault = Fault(drop_after=30_000, times=1)
         download = self.start()
-        self.pump()
+        self.run_until_done(download)
         self.assertTrue(download.is_complete())
         self.assertEqual(self.stored(), self.dist.data)
         b_requests = [r for r in self.members.index["b"].requests if r.path.startswith("/files/")]
@@ -536,7 +542,7 @@ class FileFailoverTests(SynchronousTestCase):
         self.members.index["a"].fault = Fault(corrupt=True)
         download = self.start()
         waiting = download.when_done()
-        self.pump()
+        self.run_until_done(download)
         self.successResultOf(waiting)
         failure = download.failure()
         assert failure is not None
@@ -546,7 +552,7 @@ class FileFailoverTests(SynchronousTestCase):
         self.assertEqual(a.health.consecutive_failures, 1)
         self.assertIn("mismatch", a.health.last_error or "")
         again = self.start()
-        self.pump()
+        self.run_until_done(again)
         self.assertTrue(again.is_complete())
         self.assertEqual(self.stored(), self.dist.data)
         self.assertEqual(again.origins[0].url, "http://b.example/files/" + self.dist.filename)
@@ -556,7 +562,7 @@ class FileFailoverTests(SynchronousTestCase):
         """A mirror without the file (404) is skipped for the one that has it."""
         self.members.index["a"].remove("proto-alpha", self.dist.filename)
         download = self.start()
-        self.pump()
+        self.run_until_done(download)
         self.assertTrue(download.is_complete())
         self.assertEqual(self.members.member("a").health.state, State.HEALTHY)
 
@@ -625,9 +631,13 @@ class BadAnswerTests(SynchronousTestCase):
         members.index["bad"].throttle = 20
         members.index["bad"].chunk_size = 10
         d = Deferred.fromCoroutine(members.fetcher.fetch(PROJECT))
-        for _ in range(60):
-            members.flush(1)
-            members.clock.advance(0.5)
+        pump(
+            *members.agents.values(),
+            clock=members.clock,
+            advance=0.5,
+            until=d,
+            what="the page from the good member",
+        )
         self.assertEqual(self.successResultOf(d).source, url_of("good"))
         self.assertIn("within 5s", members.member("bad").health.last_error or "")
 
