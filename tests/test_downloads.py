@@ -31,7 +31,7 @@ from proxypypi.interfaces import IFileSourceListener
 from proxypypi.testing import Dist, FakeIndex, Fault, make_wheel
 from proxypypi.upstream.fetch import FetchError
 from proxypypi.upstream.origin import Origin
-from tests.support.disk import sync_run
+from tests.support.disk import FillableStorage, stored, sync_run
 from tests.support.pumping import Condition, pump
 
 
@@ -59,9 +59,11 @@ class DownloadTests(SynchronousTestCase):
         self.root = self.mktemp()
         self.storage = Storage(self.root, sync_run)
         self.storage.prepare()
-        usage = SizeAccounting(self.storage, self.clock)
-        self.manager = Manager(self.storage, self.clock, usage, idle_timeout=10)
+        self.manager = self.make_manager(self.storage)
         self.url = "http://upstream.example/files/" + self.dist.filename
+
+    def make_manager(self, storage: Storage) -> Manager:
+        return Manager(storage, self.clock, SizeAccounting(storage, self.clock), idle_timeout=10)
 
     def start(self, hashes: dict[str, str] | None = None, size: int | None = None) -> Download:
         return self.manager.get(
@@ -79,11 +81,7 @@ class DownloadTests(SynchronousTestCase):
         pump(self.agent, clock=self.clock, advance=0.1, until=until, what=what)
 
     def stored(self) -> bytes | None:
-        path = self.storage.file_path("big", self.dist.filename)
-        if not os.path.exists(path):
-            return None
-        with open(path, "rb") as f:
-            return f.read()
+        return stored(self.storage, "big", self.dist.filename)
 
     def test_complete_download(self) -> None:
         """A download streams to disk, is verified, committed, and readable by listeners."""
@@ -230,14 +228,7 @@ class DownloadTests(SynchronousTestCase):
 
     def test_disk_full(self) -> None:
         """A write that fails (disk full) aborts the download and removes the partial."""
-
-        class FullDisk(Storage):
-            def open_partial(self) -> tuple[int, str]:
-                fd, path = super().open_partial()
-                os.close(fd)
-                return os.open("/dev/full", os.O_WRONLY), path
-
-        self.manager.storage = FullDisk(self.root, sync_run)
+        self.manager = self.make_manager(FillableStorage(self.root, sync_run, full=True))
         d = self.start()
         listener = Listener(d)
         d.add_listener(listener)

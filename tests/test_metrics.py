@@ -208,34 +208,20 @@ class MetricsTests(MeteredHarness):
 
     def test_downloads_in_flight(self) -> None:
         """A download under way is counted with the bytes it has so far."""
-        self.get("/simple/proto-alpha/", accept=PIP_ACCEPT)
-        self.index.throttle = 100
-        self.index.chunk_size = 100
-        d = self.send(self.file_path(self.upstream_alpha))
-        self.settle()
-        self.clock.advance(1)
-        self.settle()
+        d = self.slow_download(1)
         s = self.scrape()
         self.assertEqual(value(s, "proxypypi_downloads_in_flight"), 1)
         (download,) = self.proxy.downloads.in_flight()
         written = download.progress()[0]
         self.assertGreater(written, 0)
         self.assertEqual(value(s, "proxypypi_downloads_in_flight_bytes"), written)
-        for _ in range(20):
-            self.clock.advance(1)
-            self.settle()
+        self.finish_downloads()
         self.body_of(d)
         self.assertEqual(value(self.scrape(), "proxypypi_downloads_in_flight"), 0)
 
     def test_aborted_requests(self) -> None:
         """A client that leaves mid-download is counted as aborted, with what it got."""
-        self.get("/simple/proto-alpha/", accept=PIP_ACCEPT)
-        self.index.throttle = 100
-        self.index.chunk_size = 100
-        d = self.send(self.file_path(self.upstream_alpha))
-        self.settle()
-        self.clock.advance(3)
-        self.settle()
+        d = self.slow_download(3)
         response = self.successResultOf(d)
         received: list[bytes] = []
 
@@ -253,9 +239,7 @@ class MetricsTests(MeteredHarness):
             value(s, "proxypypi_sent_bytes_total", route="file"), len(b"".join(received))
         )
         # The download goes on for the next client.
-        for _ in range(20):
-            self.clock.advance(1)
-            self.settle()
+        self.finish_downloads()
         response, body = self.get(self.file_path(self.upstream_alpha))
         self.assertEqual(body, self.upstream_alpha.data)
 

@@ -163,13 +163,7 @@ class StatusPageTests(MeteredHarness):
 
     def test_downloads_with_progress(self) -> None:
         """A download in flight is listed with its progress."""
-        self.get("/simple/proto-alpha/", accept=PIP_ACCEPT)
-        self.index.throttle = 100
-        self.index.chunk_size = 100
-        d = self.send(self.file_path(self.upstream_alpha))
-        self.settle()
-        self.clock.advance(3)
-        self.settle()
+        d = self.slow_download(3)
         response, body = self.get("/")
         page = Page(body.decode())
         self.assertEqual(page.value("downloads"), 1)
@@ -177,9 +171,7 @@ class StatusPageTests(MeteredHarness):
         written, size = download.progress()
         self.assertIn(f'<progress value="{written}" max="{size}"></progress>', body.decode())
         self.assertIn(self.upstream_alpha.filename, "".join(page.text))
-        for _ in range(20):
-            self.clock.advance(1)
-            self.settle()
+        self.finish_downloads()
         self.body_of(d)
 
     def test_upstream_down(self) -> None:

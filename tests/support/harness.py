@@ -32,6 +32,7 @@ from proxypypi.simple.negotiate import JSON_V1
 from proxypypi.testing import Dist, FakeIndex, make_wheel
 from tests.support.auth import basic, htpasswd_line
 from tests.support.disk import sync_run
+from tests.support.pumping import QUIET, pump
 from tests.support.uploads import BOUNDARY, multipart, twine_fields
 from tests.support.wire import Answer, parse_answer
 
@@ -61,7 +62,81 @@ def parse(text: str) -> Samples:
     return samples
 
 
-class ProxyHarness(SynchronousTestCase):
+class ProxyCase(SynchronousTestCase):
+    """
+    A test of the proxy the composition root builds, reached through
+    StubTreq.  ``setUp`` in the subclass makes `clock`, the fake upstream
+    `index` and the in-memory `upstream` agent reaching it, then calls
+    `make_proxy`.
+    """
+
+    clock: Clock
+    index: FakeIndex
+    upstream: RequestTraversalAgent
+
+    def make_proxy(self, storage_class: type[Storage] = Storage, **settings: Any) -> None:
+        """
+        Build the proxy and its site (again), on a new storage directory.
+
+        :param storage_class: the `Storage` to build, for a test that wants
+            one of its own (`tests.support.disk.FillableStorage`).
+        :param settings: other `Config` fields.
+        """
+        self.config = Config(
+            upstreams=((UpstreamConfig(UPSTREAM),),),
+            storage=os.path.abspath(self.mktemp()),
+            **settings,
+        )
+        storage = storage_class(self.config.storage, sync_run)
+        storage.prepare()
+        self.proxy = build_proxy(self.config, self.clock, storage, lambda cfg: self.upstream)
+        self.site = build_site(self.proxy)
+        self.root = self.site.resource
+        # StubTreq makes its methods at run time: typed Any.
+        self.client: Any = StubTreq(self.root)
+        self.data = self.config.storage
+
+    def start_usage(self) -> None:
+        """
+        Run the usage tracker's service (its start-up scan, then its
+        periodic passes on the clock), as the real service does.
+        """
+        usage = UsageService(self.proxy.usage, self.clock)
+        usage.startService()
+        self.addCleanup(usage.stopService)
+
+    def settle(self) -> None:
+        """
+        Carry bytes between client, proxy and upstream until nothing more
+        happens without time passing.
+        """
+        pump(
+            self.upstream,
+            self.client,
+            clock=self.clock,
+            until=QUIET,
+            what="the client, the proxy and the upstream to settle",
+        )
+
+    def request(self, method: str, path: str, **headers: str) -> tuple[Any, bytes]:
+        """
+        One request through StubTreq (redirects not followed), and its
+        body; header names are given with ``_`` for ``-``.
+        """
+        d: Deferred[Any] = self.client.request(
+            method,
+            BASE + path,
+            headers={k.replace("_", "-"): [v] for k, v in headers.items()},
+            allow_redirects=False,
+        )
+        self.settle()
+        response = self.successResultOf(d)
+        body = self.client.content(response)
+        self.settle()
+        return response, self.successResultOf(body)
+
+
+class ProxyHarness(ProxyCase):
     """
     A proxy with an htpasswd file (alice/secret) in front of a fake index
     that publishes ``proto-alpha`` 1.0 and 2.0.
@@ -83,21 +158,9 @@ class ProxyHarness(SynchronousTestCase):
             f.write(htpasswd_line("alice", "secret") + htpasswd_line("bob", "hunter2"))
         self.make_proxy(**self.settings)
 
-    def make_proxy(self, **settings: Any) -> None:
+    def make_proxy(self, storage_class: type[Storage] = Storage, **settings: Any) -> None:
         settings.setdefault("auth_file", self.auth_file)
-        self.config = Config(
-            upstreams=((UpstreamConfig(UPSTREAM),),),
-            storage=os.path.abspath(self.mktemp()),
-            **settings,
-        )
-        storage = Storage(self.config.storage, sync_run)
-        storage.prepare()
-        self.proxy = build_proxy(self.config, self.clock, storage, lambda cfg: self.upstream)
-        self.site = build_site(self.proxy)
-        self.root = self.site.resource
-        # StubTreq makes its methods at run time: typed Any.
-        self.client: Any = StubTreq(self.root)
-        self.data = self.config.storage
+        super().make_proxy(storage_class, **settings)
 
     # Raw HTTP against the real site
 
@@ -157,24 +220,8 @@ class ProxyHarness(SynchronousTestCase):
 
     # Reads through StubTreq
 
-    def settle(self) -> None:
-        for _ in range(10):
-            self.upstream.flush()
-            self.client.flush()
-            self.clock.advance(0)
-
     def get(self, path: str, **headers: str) -> tuple[Any, bytes]:
-        d: Deferred[Any] = self.client.request(
-            "GET",
-            BASE + path,
-            headers={k.replace("_", "-"): [v] for k, v in headers.items()},
-            allow_redirects=False,
-        )
-        self.settle()
-        response = self.successResultOf(d)
-        body = self.client.content(response)
-        self.settle()
-        return response, self.successResultOf(body)
+        return self.request("GET", path, **headers)
 
     def page(self, project: str, **headers: str) -> dict[str, Any]:
         response, body = self.get(f"/simple/{project}/", accept=JSON_V1, **headers)
@@ -229,20 +276,25 @@ class MeteredHarness(ProxyHarness):
         # built deterministically).
         self.beta = make_wheel("proto-beta", "1.0")
 
-    def make_proxy(self, **settings: Any) -> None:
+    def make_proxy(self, storage_class: type[Storage] = Storage, **settings: Any) -> None:
         self.upstream_site = CountingSite(self.index.resource(), reactor=MemoryReactorClock())
         self.upstream = SiteAgent(self.upstream_site)
-        super().make_proxy(**settings)
+        super().make_proxy(storage_class, **settings)
         self.agent = SiteAgent(self.site)
-        usage = UsageService(self.proxy.usage, self.clock)
-        usage.startService()
-        self.addCleanup(usage.stopService)
+        self.start_usage()
 
     def settle(self) -> None:
-        for _ in range(20):
-            self.upstream.flush()
-            self.agent.flush()
-            self.clock.advance(0)
+        """
+        Carry bytes between the agent, the production site and the upstream
+        until nothing more happens without time passing.
+        """
+        pump(
+            self.upstream,
+            self.agent,
+            clock=self.clock,
+            until=QUIET,
+            what="the agent, the site and the upstream to settle",
+        )
 
     def send(self, path: str, method: str = "GET", **headers: str) -> Deferred[IResponse]:
         """
@@ -275,3 +327,32 @@ class MeteredHarness(ProxyHarness):
 
     def file_path(self, dist: Dist) -> str:
         return f"/files/{dist.project}/{dist.filename}"
+
+    def slow_download(self, seconds: float) -> Deferred[IResponse]:
+        """
+        Start the download of the upstream's ``proto-alpha`` 2.0 at 100
+        bytes a second, and let ``seconds`` of it pass.
+
+        :returns: the client's response.
+        """
+        self.get("/simple/proto-alpha/", accept=PIP_ACCEPT)
+        self.index.throttle = 100
+        self.index.chunk_size = 100
+        d = self.send(self.file_path(self.upstream_alpha))
+        self.settle()
+        self.clock.advance(seconds)
+        self.settle()
+        return d
+
+    def finish_downloads(self) -> None:
+        """
+        Let time pass, a second a round, until no download is in flight.
+        """
+        pump(
+            self.upstream,
+            self.agent,
+            clock=self.clock,
+            advance=1,
+            until=lambda: not self.proxy.downloads.in_flight(),
+            what="every download to finish",
+        )
