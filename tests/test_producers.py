@@ -25,6 +25,7 @@ from zope.interface.verify import verifyObject
 from proxypypi.interfaces import IFileSourceListener
 from proxypypi.web.producers import TailProducer
 from tests.support.producers import FakeFileSource, make_source
+from tests.support.pumping import pump
 from tests.support.wire import get, make_site
 
 # --- Resource under test ---------------------------------------------------
@@ -444,9 +445,12 @@ class TailProducerBackpressureTests(ProducerTestsMixin, SynchronousTestCase):
         self.source.finish()
         client = get(self.site, limit=200)
         seen = [len(client.body())]
-        while not self.producer.done:
+
+        def read() -> None:
             client.transport.drain()
             seen.append(len(client.body()))
+
+        pump(step=read, until=lambda: self.producer.done, what="the response to finish")
         self.assertEqual(seen, sorted(set(seen)))
         self.assertEqual(client.body(), DATA)
         self.assertTrue(client.response().complete)
@@ -462,8 +466,11 @@ class TailProducerBackpressureTests(ProducerTestsMixin, SynchronousTestCase):
         self.source.append(DATA[200:])
         self.source.finish()
         self.assertEqual(len(client.body()), sent)
-        while not self.producer.done:
-            client.transport.drain()
+        pump(
+            step=client.transport.drain,
+            until=lambda: self.producer.done,
+            what="the response to finish",
+        )
         self.assertEqual(client.body(), DATA)
 
     def test_readers_at_different_paces(self) -> None:
@@ -481,8 +488,11 @@ class TailProducerBackpressureTests(ProducerTestsMixin, SynchronousTestCase):
         self.assertTrue(fast_producer.done)
         self.assertFalse(slow_producer.done)
         self.assertLess(len(slow.body()), len(DATA))
-        while not slow_producer.done:
-            slow.transport.drain()
+        pump(
+            step=slow.transport.drain,
+            until=lambda: slow_producer.done,
+            what="the slow reader's response to finish",
+        )
         self.assertEqual(slow.body(), DATA)
         self.assertTrue(slow.response().complete)
         self.assertEqual(self.source.open_fds(), set())
@@ -680,9 +690,13 @@ class TailProducerStallTests(ProducerTestsMixin, SynchronousTestCase):
         self.source.append(DATA)
         self.source.finish()
         client = get(self.site, limit=100)
-        while not self.producer.done:
-            self.clock.advance(200)
-            client.transport.drain()
+        pump(
+            clock=self.clock,
+            advance=200,
+            step=client.transport.drain,
+            until=lambda: self.producer.done,
+            what="the response to finish",
+        )
         self.assertEqual(client.body(), DATA)
         self.assertTrue(client.response().complete)
         self.assertEqual(self.clock.getDelayedCalls(), [])
