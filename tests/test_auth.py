@@ -9,10 +9,8 @@ of the same cost.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
-import bcrypt
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
@@ -30,8 +28,8 @@ from proxypypi.private.auth import (
     parse_htpasswd,
 )
 from proxypypi.service.tap import Options
-from tests.support.auth import htpasswd_line
-from tests.support.disk import sync_run
+from tests.support.auth import counting_checkpw, htpasswd_line
+from tests.support.disk import HeldRunner, sync_run
 
 
 class CheckerTests(SynchronousTestCase):
@@ -39,16 +37,11 @@ class CheckerTests(SynchronousTestCase):
         self.clock = Clock()
         self.path = os.path.abspath(self.mktemp())
         self.write(htpasswd_line("alice", "secret") + htpasswd_line("bob", "hunter2"))
-        self.checker = HtpasswdChecker(self.path, sync_run, self.clock)
-        self.checker.load()
         self.calls: list[bytes] = []
-        real = bcrypt.checkpw
-
-        def counting(password: bytes, hashed: bytes) -> bool:
-            self.calls.append(hashed)
-            return real(password, hashed)
-
-        self.patch(auth.bcrypt, "checkpw", counting)
+        self.checker = HtpasswdChecker(
+            self.path, sync_run, self.clock, verify=counting_checkpw(self.calls)
+        )
+        self.checker.load()
 
     def write(self, content: bytes) -> None:
         """
@@ -83,19 +76,14 @@ class CheckerTests(SynchronousTestCase):
 
     def test_runs_through_runner(self) -> None:
         """bcrypt never runs on the caller's thread: the runner decides."""
-        pending: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
-
-        def later(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-            d: Deferred[Any] = Deferred()
-            pending.append((f, args, d))
-            return d
-
-        checker = HtpasswdChecker(self.path, later, self.clock)
+        runner = HeldRunner()
+        checker = HtpasswdChecker(
+            self.path, runner, self.clock, verify=counting_checkpw(self.calls)
+        )
         d = checker.requestAvatarId(UsernamePassword(b"bob", b"hunter2"))
         self.assertNoResult(d)
         self.assertEqual(self.calls, [])
-        f, args, waiting = pending.pop()
-        waiting.callback(f(*args))
+        runner.run_all()
         self.assertEqual(self.successResultOf(d), b"bob")
 
     def test_success_remembered(self) -> None:
