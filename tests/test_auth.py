@@ -166,31 +166,21 @@ class ParseTests(SynchronousTestCase):
 
 
 class StartupTests(SynchronousTestCase):
-    def test_auth_read_needs_auth_file(self) -> None:
-        """--auth-read without users would lock everyone out: refused at start."""
+    def refusal(self, *options: str) -> str:
+        """
+        Why the plugin refuses ``options`` given after a storage and an
+        upstream.
+        """
         with self.assertRaises(usage.UsageError) as e:
             Options().parseOptions(
-                [
-                    "--storage",
-                    self.mktemp(),
-                    "--upstream",
-                    "http://u.example/simple/",
-                    "--auth-read",
-                ]
+                ["--storage", self.mktemp(), "--upstream", "http://u.example/simple/", *options]
             )
-        self.assertIn("--auth-file", str(e.exception))
+        return str(e.exception)
+
+    def test_auth_read_needs_auth_file(self) -> None:
+        """--auth-read without users would lock everyone out: refused at start."""
+        self.assertIn("--auth-file", self.refusal("--auth-read"))
 
     def test_unreadable_auth_file(self) -> None:
         """A missing auth file stops twistd with the fix in the message."""
-        with self.assertRaises(usage.UsageError) as e:
-            Options().parseOptions(
-                [
-                    "--storage",
-                    self.mktemp(),
-                    "--upstream",
-                    "http://u.example/simple/",
-                    "--auth-file",
-                    self.mktemp(),
-                ]
-            )
-        self.assertIn("htpasswd -cB", str(e.exception))
+        self.assertIn("htpasswd -cB", self.refusal("--auth-file", self.mktemp()))

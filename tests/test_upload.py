@@ -336,13 +336,7 @@ class BadUploadTests(ProxyHarness):
         big = make_wheel("proto-alpha", "1.0", payload_size=20_000)
         body = multipart(twine_fields(big), (big.filename, big.data))
         protocol, transport = self.connect()
-        head = (
-            "POST / HTTP/1.1\r\nHost: x\r\n"
-            f"Authorization: {basic('alice', 'secret')}\r\n"
-            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
-        protocol.dataReceived(head.encode() + body[: len(body) // 2])
+        protocol.dataReceived(self.head(len(body)) + body[: len(body) // 2])
         self.assertEqual(len(os.listdir(self.proxy.storage.tmp_dir)), 1)
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(transport.value(), b"")
@@ -355,13 +349,7 @@ class BadUploadTests(ProxyHarness):
         body = multipart(twine_fields(self.wheel), (self.wheel.filename, self.wheel.data))
         self.refused(self.raw(body, length=len(body) - 100), 400, "truncated")
         protocol, transport = self.connect()
-        head = (
-            "POST / HTTP/1.1\r\nHost: x\r\n"
-            f"Authorization: {basic('alice', 'secret')}\r\n"
-            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-            f"Content-Length: {len(body) + 1000}\r\n\r\n"
-        )
-        protocol.dataReceived(head.encode() + body)
+        protocol.dataReceived(self.head(len(body) + 1000) + body)
         self.assertEqual(transport.value(), b"")
         protocol.connectionLost(Failure(ConnectionDone()))
 
@@ -376,12 +364,9 @@ class BadUploadTests(ProxyHarness):
         big = make_wheel("proto-alpha", "1.0", payload_size=30_000)
         body = multipart(twine_fields(big), (big.filename, big.data))
         protocol, transport = self.connect()
-        head = (
-            "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-            f"Content-Length: {10 * 1024 * 1024}\r\n\r\n"
+        protocol.dataReceived(
+            self.head(10 * 1024 * 1024, auth=None, extra="Expect: 100-continue\r\n")
         )
-        protocol.dataReceived(head.encode())
         response = parse_answer(transport.value())
         assert response is not None
         self.assertFalse(transport.value().startswith(b"HTTP/1.1 100"))
@@ -436,13 +421,9 @@ class BadUploadTests(ProxyHarness):
         big = make_wheel("proto-alpha", "1.0", payload_size=20_000)
         body = multipart(twine_fields(big), (big.filename, big.data))
         protocol, transport = self.connect()
-        head = (
-            "POST / HTTP/1.1\r\nHost: x\r\n"
-            f"Authorization: {basic('alice', 'wrong')}\r\n"
-            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
+        protocol.dataReceived(
+            self.head(len(body), auth="Basic alice:wrong") + body[: len(body) // 2]
         )
-        protocol.dataReceived(head.encode() + body[: len(body) // 2])
         self.assertEqual(os.listdir(self.proxy.storage.tmp_dir), [])
         protocol.dataReceived(body[len(body) // 2 :])
         response = parse_answer(transport.value())

@@ -170,23 +170,24 @@ class ProxyHarness(ProxyCase):
         protocol.makeConnection(transport)
         return protocol, transport
 
-    def raw(
+    def head(
         self,
-        body: bytes,
+        length: int | None,
         *,
         path: str = "/",
         method: str = "POST",
         auth: str | None = "Basic alice:secret",
         content_type: str | None = f"multipart/form-data; boundary={BOUNDARY}",
-        length: int | None = None,
-        chunked: bool = False,
         extra: str = "",
-    ) -> Answer:
+    ) -> bytes:
         """
-        Send one request and return the response (the body is sent whole,
-        or in chunks of 16 KiB with ``chunked``).
+        The head of one request, announcing a body of ``length`` bytes, or
+        a chunked one when ``length`` is ``None``.
+
+        :param auth: the ``Authorization`` value; ``Basic user:password``
+            is encoded as clients send it.
+        :param extra: more header lines, each ending with CRLF.
         """
-        protocol, transport = self.connect()
         head = f"{method} {path} HTTP/1.1\r\nHost: proxy.example\r\n"
         if auth is not None:
             if auth.startswith("Basic ") and ":" in auth:
@@ -195,11 +196,30 @@ class ProxyHarness(ProxyCase):
             head += f"Authorization: {auth}\r\n"
         if content_type is not None:
             head += f"Content-Type: {content_type}\r\n"
-        if chunked:
+        if length is None:
             head += "Transfer-Encoding: chunked\r\n"
         else:
-            head += f"Content-Length: {len(body) if length is None else length}\r\n"
-        protocol.dataReceived((head + extra + "\r\n").encode())
+            head += f"Content-Length: {length}\r\n"
+        return (head + extra + "\r\n").encode()
+
+    def raw(
+        self,
+        body: bytes,
+        *,
+        length: int | None = None,
+        chunked: bool = False,
+        **head: Any,
+    ) -> Answer:
+        """
+        Send one request and return the response (the body is sent whole,
+        or in chunks of 16 KiB with ``chunked``).
+
+        :param length: the ``Content-Length`` announced, if not the body's.
+        :param head: for `head`.
+        """
+        protocol, transport = self.connect()
+        announced = None if chunked else len(body) if length is None else length
+        protocol.dataReceived(self.head(announced, **head))
         if chunked:
             for i in range(0, len(body), 16384):
                 piece = body[i : i + 16384]
