@@ -91,9 +91,8 @@ class ProxyCase(SynchronousTestCase):
         storage.prepare()
         self.proxy = build_proxy(self.config, self.clock, storage, lambda cfg: self.upstream)
         self.site = build_site(self.proxy)
-        self.root = self.site.resource
         # StubTreq makes its methods at run time: typed Any.
-        self.client: Any = StubTreq(self.root)
+        self.client: Any = StubTreq(self.site.resource)
         self.data = self.config.storage
 
     def start_usage(self) -> None:
