@@ -25,11 +25,9 @@ from proxypypi.private.model import PAGE_FILE, PrivateFile, PrivateProject
 from proxypypi.simple.negotiate import JSON_V1
 from proxypypi.simple.parse import parse_project_page
 from proxypypi.testing import Dist, make_sdist, make_wheel
-
-from .conftest import RunningProxy, Upstream
-from .test_downloads import sync_run
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.support.clients import ROOT
+from tests.support.disk import sync_run
+from tests.support.proxies import CHAIN_FILES, RunningProxy, Upstream
 
 
 def page_json(project: str, entries: list[tuple[Dist, bool]]) -> bytes:
@@ -247,7 +245,7 @@ async def test_prefetch_through_running_service(
         f.write("proto-alpha\n")
     argv = ["-m", "proxypypi.ops.admin", "prefetch", "-r", requirements, "proto-gamma"]
     argv += ["--index-url", proxy.simple]
-    env = {**clean_env, "PYTHONPATH": REPO}
+    env = {**clean_env, "PYTHONPATH": ROOT}
     out, err, code = await getProcessOutputAndValue(sys.executable, argv, env=env, reactor=reactor)
     text = (out + err).decode()
     assert code == 0, text
@@ -255,9 +253,5 @@ async def test_prefetch_through_running_service(
     stored = set()
     for _dirpath, _dirs, names in os.walk(os.path.join(proxy.storage, "files")):
         stored.update(names)
-    for name in (
-        "proto_alpha-1.0-py3-none-any.whl",
-        "proto_beta-1.1+local-py3-none-any.whl",
-        "proto_gamma-2.0.tar.gz",
-    ):
+    for name in CHAIN_FILES:
         assert name in stored, (name, sorted(stored))

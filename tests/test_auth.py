@@ -9,13 +9,11 @@ of the same cost.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
-import bcrypt
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -30,12 +28,8 @@ from proxypypi.private.auth import (
     parse_htpasswd,
 )
 from proxypypi.service.tap import Options
-
-from .test_upload import htpasswd_line
-
-
-def sync_run(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-    return maybeDeferred(f, *args)
+from tests.support.auth import counting_checkpw, htpasswd_line
+from tests.support.disk import HeldRunner, sync_run
 
 
 class CheckerTests(SynchronousTestCase):
@@ -43,16 +37,11 @@ class CheckerTests(SynchronousTestCase):
         self.clock = Clock()
         self.path = os.path.abspath(self.mktemp())
         self.write(htpasswd_line("alice", "secret") + htpasswd_line("bob", "hunter2"))
-        self.checker = HtpasswdChecker(self.path, sync_run, self.clock)
-        self.checker.load()
         self.calls: list[bytes] = []
-        real = bcrypt.checkpw
-
-        def counting(password: bytes, hashed: bytes) -> bool:
-            self.calls.append(hashed)
-            return real(password, hashed)
-
-        self.patch(auth.bcrypt, "checkpw", counting)
+        self.checker = HtpasswdChecker(
+            self.path, sync_run, self.clock, verify=counting_checkpw(self.calls)
+        )
+        self.checker.load()
 
     def write(self, content: bytes) -> None:
         """
@@ -87,19 +76,14 @@ class CheckerTests(SynchronousTestCase):
 
     def test_runs_through_runner(self) -> None:
         """bcrypt never runs on the caller's thread: the runner decides."""
-        pending: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
-
-        def later(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-            d: Deferred[Any] = Deferred()
-            pending.append((f, args, d))
-            return d
-
-        checker = HtpasswdChecker(self.path, later, self.clock)
+        runner = HeldRunner()
+        checker = HtpasswdChecker(
+            self.path, runner, self.clock, verify=counting_checkpw(self.calls)
+        )
         d = checker.requestAvatarId(UsernamePassword(b"bob", b"hunter2"))
         self.assertNoResult(d)
         self.assertEqual(self.calls, [])
-        f, args, waiting = pending.pop()
-        waiting.callback(f(*args))
+        runner.run_all()
         self.assertEqual(self.successResultOf(d), b"bob")
 
     def test_success_remembered(self) -> None:
@@ -182,31 +166,21 @@ class ParseTests(SynchronousTestCase):
 
 
 class StartupTests(SynchronousTestCase):
-    def test_auth_read_needs_auth_file(self) -> None:
-        """--auth-read without users would lock everyone out: refused at start."""
+    def refusal(self, *options: str) -> str:
+        """
+        Why the plugin refuses ``options`` given after a storage and an
+        upstream.
+        """
         with self.assertRaises(usage.UsageError) as e:
             Options().parseOptions(
-                [
-                    "--storage",
-                    self.mktemp(),
-                    "--upstream",
-                    "http://u.example/simple/",
-                    "--auth-read",
-                ]
+                ["--storage", self.mktemp(), "--upstream", "http://u.example/simple/", *options]
             )
-        self.assertIn("--auth-file", str(e.exception))
+        return str(e.exception)
+
+    def test_auth_read_needs_auth_file(self) -> None:
+        """--auth-read without users would lock everyone out: refused at start."""
+        self.assertIn("--auth-file", self.refusal("--auth-read"))
 
     def test_unreadable_auth_file(self) -> None:
         """A missing auth file stops twistd with the fix in the message."""
-        with self.assertRaises(usage.UsageError) as e:
-            Options().parseOptions(
-                [
-                    "--storage",
-                    self.mktemp(),
-                    "--upstream",
-                    "http://u.example/simple/",
-                    "--auth-file",
-                    self.mktemp(),
-                ]
-            )
-        self.assertIn("htpasswd -cB", str(e.exception))
+        self.assertIn("htpasswd -cB", self.refusal("--auth-file", self.mktemp()))

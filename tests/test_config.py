@@ -5,8 +5,6 @@ Settings: option parsing, TOML, validation, and the twistd plugin.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -14,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from proxypypi.config.settings import build_config
 from proxypypi.config.urls import ConfigError, parse_upstream_url
 from proxypypi.service.tap import Options
+from tests.support.clients import ROOT, twistd
 
 
 class UpstreamURLTests(SynchronousTestCase):
@@ -129,27 +128,6 @@ class OptionsTests(SynchronousTestCase):
                 ]
             )
         self.assertIn("--storage", str(e.exception))
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
-
-
-def twistd(*args: str) -> subprocess.CompletedProcess[str]:
-    """
-    Run twistd with the working tree importable, as an installed copy is.
-    """
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    return subprocess.run(
-        [sys.executable, "-c", TWISTD, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
 
 
 class PluginTests(SynchronousTestCase):

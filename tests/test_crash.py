@@ -18,9 +18,8 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 
 from proxypypi.testing import make_wheel
-
-from .conftest import Upstream
-from .test_twistd import spawn
+from tests.support.clients import spawn
+from tests.support.proxies import Upstream
 
 KILLS = 3
 

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import DNSLookupError
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -31,10 +31,8 @@ from proxypypi.interfaces import IFileSourceListener
 from proxypypi.testing import Dist, FakeIndex, Fault, make_wheel
 from proxypypi.upstream.fetch import FetchError
 from proxypypi.upstream.origin import Origin
-
-
-def sync_run(f: Any, *args: Any) -> Deferred[Any]:
-    return maybeDeferred(f, *args)
+from tests.support.disk import FillableStorage, stored, sync_run
+from tests.support.pumping import Condition, pump
 
 
 @implementer(IFileSourceListener)
@@ -61,9 +59,11 @@ class DownloadTests(SynchronousTestCase):
         self.root = self.mktemp()
         self.storage = Storage(self.root, sync_run)
         self.storage.prepare()
-        usage = SizeAccounting(self.storage, self.clock)
-        self.manager = Manager(self.storage, self.clock, usage, idle_timeout=10)
+        self.manager = self.make_manager(self.storage)
         self.url = "http://upstream.example/files/" + self.dist.filename
+
+    def make_manager(self, storage: Storage) -> Manager:
+        return Manager(storage, self.clock, SizeAccounting(storage, self.clock), idle_timeout=10)
 
     def start(self, hashes: dict[str, str] | None = None, size: int | None = None) -> Download:
         return self.manager.get(
@@ -73,24 +73,22 @@ class DownloadTests(SynchronousTestCase):
             len(self.dist.data) if size is None else size,
         )
 
-    def pump(self, rounds: int = 50) -> None:
-        for _ in range(rounds):
-            self.agent.flush()
-            self.clock.advance(0.1)
+    def run_until(self, until: Condition, what: str = "the download to end") -> None:
+        """
+        Run the upstream and the clock, a tenth of a second a round, until
+        ``until`` holds.
+        """
+        pump(self.agent, clock=self.clock, advance=0.1, until=until, what=what)
 
     def stored(self) -> bytes | None:
-        path = self.storage.file_path("big", self.dist.filename)
-        if not os.path.exists(path):
-            return None
-        with open(path, "rb") as f:
-            return f.read()
+        return stored(self.storage, "big", self.dist.filename)
 
     def test_complete_download(self) -> None:
         """A download streams to disk, is verified, committed, and readable by listeners."""
         d = self.start()
         listener = Listener(d)
         d.add_listener(listener)
-        self.pump()
+        self.run_until(d.when_done())
         self.assertTrue(d.is_complete())
         self.assertEqual(self.stored(), self.dist.data)
         self.assertEqual(d.available(), len(self.dist.data))
@@ -106,7 +104,7 @@ class DownloadTests(SynchronousTestCase):
         first = self.start()
         second = self.start()
         self.assertIs(first, second)
-        self.pump()
+        self.run_until(first.when_done())
         self.assertEqual(self.index.count("/files/", "GET"), 1)
 
     def test_corrupt_body_never_committed(self) -> None:
@@ -115,7 +113,7 @@ class DownloadTests(SynchronousTestCase):
         d = self.start()
         listener = Listener(d)
         d.add_listener(listener)
-        self.pump()
+        self.run_until(d.when_done())
         self.assertIsNone(self.stored())
         self.assertEqual(len(listener.failed), 1)
         listener.failed[0].trap(IntegrityError)
@@ -126,7 +124,7 @@ class DownloadTests(SynchronousTestCase):
         """A connection reset mid-body is resumed with a Range request; the file is whole."""
         self.index.fault = Fault(drop_after=20_000, times=1)
         d = self.start()
-        self.pump()
+        self.run_until(d.when_done())
         self.assertTrue(d.is_complete())
         self.assertEqual(self.stored(), self.dist.data)
         ranges = [r.range for r in self.index.requests if r.path.startswith("/files/")]
@@ -137,10 +135,10 @@ class DownloadTests(SynchronousTestCase):
         """A stalled body is abandoned after the idle timeout and resumed."""
         self.index.fault = Fault(stall_after=8192, times=1)
         d = self.start()
-        self.pump(10)
+        self.run_until(lambda: d.progress()[0] == 8192, "the 8192 bytes before the stall")
         self.assertFalse(d.is_complete())
         self.clock.advance(11)
-        self.pump()
+        self.run_until(d.when_done())
         self.assertTrue(d.is_complete())
         self.assertEqual(self.stored(), self.dist.data)
 
@@ -149,7 +147,7 @@ class DownloadTests(SynchronousTestCase):
         self.index.remove("big", self.dist.filename)
         d = self.start()
         waiting = d.wait_for_headers()
-        self.pump()
+        self.run_until(d.when_done())
         self.failureResultOf(waiting, FileNotFoundUpstream)
         self.assertEqual(self.index.count("/files/"), 1)
 
@@ -157,7 +155,7 @@ class DownloadTests(SynchronousTestCase):
         """An upstream length that disagrees with the page's size is refused."""
         d = self.start(size=123)
         waiting = d.wait_for_headers()
-        self.pump()
+        self.run_until(d.when_done())
         self.failureResultOf(waiting, IntegrityError)
         self.assertIsNone(self.stored())
 
@@ -166,7 +164,7 @@ class DownloadTests(SynchronousTestCase):
         self.index.fault = Fault(status=500)
         d = self.start()
         waiting = d.wait_for_headers()
-        self.pump()
+        self.run_until(d.when_done())
         self.failureResultOf(waiting, FetchError)
         self.assertLessEqual(self.index.count("/files/"), 6)
         self.assertEqual(os.listdir(self.storage.tmp_dir), [])
@@ -196,10 +194,7 @@ class DownloadTests(SynchronousTestCase):
             {"sha256": self.dist.sha256},
             len(self.dist.data),
         )
-        for _ in range(50):
-            short.flush()
-            self.agent.flush()
-            self.clock.advance(0.1)
+        pump(short, self.agent, clock=self.clock, advance=0.1, until=d.when_done(), what="the end")
         self.assertIsNone(d.failure())
         self.assertTrue(d.is_complete())
         self.assertEqual(self.stored(), self.dist.data)
@@ -225,7 +220,7 @@ class DownloadTests(SynchronousTestCase):
             {"sha256": self.dist.sha256},
             len(self.dist.data),
         )
-        self.pump()
+        self.run_until(d.when_done())
         self.assertIsNone(d.failure())
         self.assertTrue(d.is_complete())
         self.assertEqual(self.stored(), self.dist.data)
@@ -233,18 +228,11 @@ class DownloadTests(SynchronousTestCase):
 
     def test_disk_full(self) -> None:
         """A write that fails (disk full) aborts the download and removes the partial."""
-
-        class FullDisk(Storage):
-            def open_partial(self) -> tuple[int, str]:
-                fd, path = super().open_partial()
-                os.close(fd)
-                return os.open("/dev/full", os.O_WRONLY), path
-
-        self.manager.storage = FullDisk(self.root, sync_run)
+        self.manager = self.make_manager(FillableStorage(self.root, sync_run, full=True))
         d = self.start()
         listener = Listener(d)
         d.add_listener(listener)
-        self.pump()
+        self.run_until(d.when_done())
         self.assertEqual(len(listener.failed), 1)
         self.assertIsInstance(listener.failed[0].value, OSError)
         self.assertIsNone(self.stored())
@@ -309,9 +297,15 @@ class CancelTests(SynchronousTestCase):
         )
         waiting = d.wait_for_headers()
         manager.cancel_all()
-        for _ in range(20):
-            clock.advance(1)
-            agent.flush()
+        # Long enough for the upstream's answer, had the request not been
+        # cancelled: until no timer is left.
+        pump(
+            agent,
+            clock=clock,
+            advance=1,
+            until=lambda: not clock.getDelayedCalls(),
+            what="every timer to run or be cancelled",
+        )
         self.failureResultOf(waiting, FetchError)
         self.assertFalse(storage.has_file("slow", dist.filename))
         self.assertEqual(os.listdir(storage.tmp_dir), [])

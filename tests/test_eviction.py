@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from typing import Any, cast
 
-from treq.testing import RequestTraversalAgent, StubTreq
+from treq.testing import RequestTraversalAgent
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
@@ -27,32 +27,11 @@ from proxypypi.cache.journal import JOURNAL
 from proxypypi.cache.storage import FileKey, Storage
 from proxypypi.cache.usage import SizeAccounting, UsageService
 from proxypypi.config.model import Config, UpstreamConfig
-from proxypypi.service.compose import build_proxy, make_service
+from proxypypi.service.compose import make_service
 from proxypypi.simple.negotiate import JSON_V1
 from proxypypi.testing import FakeIndex, make_wheel
-from proxypypi.web.root import RootResource
-
-from .test_downloads import sync_run
-
-
-class HeldRunner:
-    """
-    A disk runner that holds every job until the test runs it, as a busy
-    thread pool would.
-    """
-
-    def __init__(self) -> None:
-        self.jobs: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
-
-    def __call__(self, f: Any, *args: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.jobs.append((f, args, d))
-        return d
-
-    def run_all(self) -> None:
-        jobs, self.jobs = self.jobs, []
-        for f, args, d in jobs:
-            maybeDeferred(f, *args).chainDeferred(d)
+from tests.support.disk import HeldRunner, sync_run
+from tests.support.harness import ProxyCase
 
 
 class EvictorTests(SynchronousTestCase):
@@ -271,7 +250,7 @@ class EvictorTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError, RuntimeError)), 2)
 
 
-class EvictionWebTests(SynchronousTestCase):
+class EvictionWebTests(ProxyCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.index = FakeIndex(self.clock)
@@ -280,30 +259,12 @@ class EvictionWebTests(SynchronousTestCase):
         for dist in (self.alpha, self.beta):
             self.index.add(dist)
         self.upstream = RequestTraversalAgent(self.index.resource())
-        limit = len(self.alpha.data) + len(self.beta.data) - 1
-        config = Config(
-            upstreams=((UpstreamConfig("http://upstream.example/simple/"),),),
-            storage=self.mktemp(),
-            max_cache_size=limit,
-        )
-        storage = Storage(config.storage, sync_run)
-        storage.prepare()
-        self.proxy = build_proxy(config, self.clock, storage, lambda cfg: self.upstream)
-        self.service = UsageService(self.proxy.usage, self.clock)
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
-        self.client = StubTreq(RootResource(self.proxy))
+        self.make_proxy(max_cache_size=len(self.alpha.data) + len(self.beta.data) - 1)
+        self.start_usage()
 
     def get(self, path: str) -> tuple[int, bytes]:
-        d = self.client.get("http://proxy.example" + path, headers={"accept": JSON_V1})
-        for _ in range(20):
-            self.upstream.flush()
-            self.client.flush()
-            self.clock.advance(0)
-        response = self.successResultOf(d)
-        body = self.client.content(response)
-        self.client.flush()
-        return response.code, self.successResultOf(body)
+        response, body = self.request("GET", path, accept=JSON_V1)
+        return response.code, body
 
     def test_evicted_file_is_fetched_again(self) -> None:
         """The LRU file is evicted when another lands; its page keeps it; it is fetched again."""

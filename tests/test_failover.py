@@ -18,13 +18,9 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory
 
-from proxypypi.config.model import Config, UpstreamConfig
-from proxypypi.service.compose import make_service
-from proxypypi.service.lifecycle import WebServer
 from proxypypi.testing import FakeIndex, Fault, serve
-
-from .conftest import install_set
-from .test_integration import find_uv, run
+from tests.support.clients import find_uv, pip_download, run
+from tests.support.proxies import CHAIN, CHAIN_FILES, install_set, start_proxy
 
 
 async def free_port() -> int:
@@ -57,26 +53,12 @@ async def test_pip_through_dead_broken_and_working_member(
     bad_port, bad_base = await serve(reactor, bad.resource())
     dead_base = f"http://127.0.0.1:{await free_port()}/"
     urls = [dead_base + "simple/", bad_base + "simple/", good_base + "simple/"]
-    config = Config(
-        upstreams=(tuple(UpstreamConfig(u) for u in urls),),
-        listen=("tcp:0:interface=127.0.0.1",),
-        storage=os.path.join(str(tmp_path), "data"),
-    )
-    service = make_service(config, reactor)
-    service.startService()
+    running = await start_proxy(urls, os.path.join(str(tmp_path), "data"), grouped=True)
     try:
-        web = next(s for s in service if isinstance(s, WebServer))  # type: ignore[attr-defined]
-        port = await web.when_listening()
-        base = f"http://127.0.0.1:{port.getHost().port}/"
+        base = running.base
         dest = os.path.join(str(tmp_path), "d")
-        argv = [sys.executable, "-m", "pip", "download", "--no-cache-dir", "-i", base + "simple/"]
-        out, code = await run([*argv, "-d", dest, "proto-alpha", "proto-gamma"], clean_env)
-        assert code == 0, out
-        assert sorted(os.listdir(dest)) == [
-            "proto_alpha-1.0-py3-none-any.whl",
-            "proto_beta-1.1+local-py3-none-any.whl",
-            "proto_gamma-2.0.tar.gz",
-        ]
+        await pip_download(running.simple, dest, clean_env, *CHAIN)
+        assert sorted(os.listdir(dest)) == CHAIN_FILES
         for name in os.listdir(dest):
             with open(os.path.join(dest, name), "rb") as f:
                 assert hashlib.sha256(f.read()).hexdigest() == dists[name].sha256
@@ -113,6 +95,6 @@ async def test_pip_through_dead_broken_and_working_member(
         assert 1 <= bad.count("/simple/proto-", "GET") <= 3
         assert bad.count("/files/") <= 1
     finally:
-        await service.stopService()  # type: ignore[attr-defined]
+        await running.stop()
         await good_port.stopListening()
         await bad_port.stopListening()

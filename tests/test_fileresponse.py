@@ -2,7 +2,7 @@
 Tests for `proxypypi.web.fileresponse`.
 
 Requests go through a real `twisted.web.server.Site` over a
-`StringTransport` (helpers in ``tests.test_producers``), so what is checked
+`StringTransport` (`tests.support.wire`), so what is checked
 is what a client would receive on the wire.
 """
 
@@ -16,7 +16,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from proxypypi.web.fileresponse import IMMUTABLE, respond_with_file
-from tests.test_producers import Client, FakeFileSource, Response, get, make_site, make_source
+from tests.support.producers import FakeFileSource, make_source
+from tests.support.wire import Client, Response, get, make_site
 
 DATA = bytes(range(256)) * 5
 SIZE = len(DATA)

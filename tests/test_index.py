@@ -21,8 +21,8 @@ from proxypypi.simple.negotiate import HTML, JSON_V1
 from proxypypi.testing import FakeIndex, Fault, make_wheel
 from proxypypi.upstream.pages import PageFetcher, ProjectNotFound, UpstreamUnavailable
 from proxypypi.upstream.pool import Pool
-
-from .test_downloads import sync_run
+from tests.support.disk import sync_run
+from tests.support.pumping import QUIET, pump
 
 UPSTREAM = "http://upstream.example/simple/"
 
@@ -297,8 +297,7 @@ class ReviewRegressionTests(SynchronousTestCase):
 
         def get():  # type: ignore[no-untyped-def]
             d = cache.get("proto-alpha")  # type: ignore[arg-type]
-            for agent in agents.values():
-                agent.flush()
+            pump(*agents.values(), until=QUIET, what="the mirrors to answer")
             return d
 
         first = self.successResultOf(get())

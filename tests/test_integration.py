@@ -7,35 +7,29 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sys
-import sysconfig
 
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import reactor
-from twisted.internet.utils import getProcessOutputAndValue
 
-from .conftest import RunningProxy, Upstream, committed
-
-
-async def run(argv: list[str], env: dict[str, str]) -> tuple[str, int]:
-    """
-    Run a subprocess without blocking the reactor; return its output and
-    exit code.
-    """
-    out, err, code = await getProcessOutputAndValue(argv[0], argv[1:], env=env, reactor=reactor)
-    return (out + err).decode("utf-8", "replace"), code
+from tests.support.clients import find_uv, pip_download, run
+from tests.support.disk import listing
+from tests.support.proxies import (
+    CHAIN,
+    CHAIN_FILES,
+    RunningProxy,
+    Upstream,
+    committed,
+    running_proxy,
+)
 
 
 def stored_files(root: str) -> dict[str, str]:
-    found = {}
-    for dirpath, _dirs, names in os.walk(os.path.join(root, "files")):
-        for name in names:
-            with open(os.path.join(dirpath, name), "rb") as f:
-                found[name] = hashlib.sha256(f.read()).hexdigest()
-    return found
+    """
+    The sha256 of every file the service stored, by file name.
+    """
+    return {os.path.basename(p): d for p, d in listing(os.path.join(root, "files")).items()}
 
 
 @pytest_twisted.ensureDeferred
@@ -46,15 +40,9 @@ async def test_pip_download_twice(
     pip downloads a dependency chain through the proxy; every stored file
     matches the upstream's hash, and a second run fetches no file upstream.
     """
-    argv = [sys.executable, "-m", "pip", "download", "--no-cache-dir", "-i", proxy.simple]
     dest = os.path.join(str(tmp_path), "d1")
-    out, code = await run([*argv, "-d", dest, "proto-alpha", "proto-gamma"], clean_env)
-    assert code == 0, out
-    assert sorted(os.listdir(dest)) == [
-        "proto_alpha-1.0-py3-none-any.whl",
-        "proto_beta-1.1+local-py3-none-any.whl",
-        "proto_gamma-2.0.tar.gz",
-    ]
+    await pip_download(proxy.simple, dest, clean_env, *CHAIN)
+    assert sorted(os.listdir(dest)) == CHAIN_FILES
     await committed(proxy)
     stored = stored_files(proxy.storage)
     for name, digest in stored.items():
@@ -66,8 +54,7 @@ async def test_pip_download_twice(
     fetched = upstream.index.count("/files/")
 
     dest2 = os.path.join(str(tmp_path), "d2")
-    out, code = await run([*argv, "-d", dest2, "proto-alpha", "proto-gamma"], clean_env)
-    assert code == 0, out
+    await pip_download(proxy.simple, dest2, clean_env, *CHAIN)
     assert upstream.index.count("/files/") == fetched
     for name in os.listdir(dest2):
         with open(os.path.join(dest2, name), "rb") as f:
@@ -103,14 +90,6 @@ async def test_pip_install_pinned_yanked(
     assert "broken build, use 1.x" in out
     assert os.path.isdir(os.path.join(target, "proto_beta"))
     assert os.path.isdir(os.path.join(target, "proto_delta"))
-
-
-def find_uv() -> str | None:
-    """
-    uv from the test extra: next to this Python, or on PATH.
-    """
-    here = os.path.join(sysconfig.get_path("scripts"), "uv")
-    return here if os.path.exists(here) else shutil.which("uv")
 
 
 @pytest.mark.skipif(find_uv() is None, reason="uv is in the test extra")
@@ -155,14 +134,9 @@ async def test_unreachable_upstream_gives_502(tmp_path: object) -> None:
     With no upstream listening, a project page is a 502 with a one-line
     reason, not a traceback.
     """
-    from .conftest import start_proxy
-
-    running = await start_proxy(["http://127.0.0.1:9/simple/"], str(tmp_path))
-    try:
+    async with running_proxy(["http://127.0.0.1:9/simple/"], str(tmp_path)) as running:
         response = await treq.get(running.simple + "anything/", persistent=False)
         body = await response.text()
         assert response.code == 502
         assert "127.0.0.1:9" in body and "Traceback" not in body
         assert len(body.strip().splitlines()) == 1
-    finally:
-        await running.service.stopService()  # type: ignore[attr-defined]

@@ -13,64 +13,14 @@ from __future__ import annotations
 import gzip
 from typing import Any
 
-import treq
-from prometheus_client.parser import text_string_to_metric_families
-from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
-from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IResponse
-from twisted.web.server import Site
 
 from proxypypi import __version__
-from proxypypi.cache.usage import UsageService
 from proxypypi.config.urls import display_url
 from proxypypi.ops.metrics import Histogram, route_of
-from proxypypi.testing import Dist, Fault, make_wheel
-
-from .test_upload import ProxyHarness, Response
-
-BASE = "http://proxy.example"
-UPSTREAM = "http://upstream.example/simple/"
-PIP_ACCEPT = "application/vnd.pypi.simple.v1+json"
-
-
-class SiteAgent(RequestTraversalAgent):
-    """
-    treq's in-memory agent, answering through the given site (the
-    production `ProxySite`, say) rather than a plain one it would build.
-    """
-
-    def __init__(self, site: Site) -> None:
-        super().__init__(site.resource)
-        self._serverFactory = site
-
-
-class CountingSite(Site):
-    """
-    The fake upstream's site: it sums the body bytes it sends.
-    """
-
-    sent = 0
-
-    def log(self, request: Any) -> None:
-        self.sent += request.sentLength
-
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def parse(text: str) -> Samples:
-    """
-    Every sample of a scrape, keyed by name and sorted labels.
-    """
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
+from proxypypi.testing import Fault, make_wheel
+from tests.support.harness import PIP_ACCEPT, UPSTREAM, MeteredHarness, Samples
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -83,67 +33,6 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     """
     want = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
-
-
-class MeteredHarness(ProxyHarness):
-    """
-    `ProxyHarness` with reads through the production site and a counted
-    upstream; the usage tracker's service runs (its scan is synchronous
-    here).
-    """
-
-    def setUp(self) -> None:
-        super().setUp()
-        self.corp = make_wheel("corp-lib", "1.0")
-        # The same bytes as the harness's upstream proto-beta (wheels are
-        # built deterministically).
-        self.beta = make_wheel("proto-beta", "1.0")
-
-    def make_proxy(self, **settings: Any) -> None:
-        self.upstream_site = CountingSite(self.index.resource(), reactor=MemoryReactorClock())
-        self.upstream = SiteAgent(self.upstream_site)
-        super().make_proxy(**settings)
-        self.agent = SiteAgent(self.site)
-        usage = UsageService(self.proxy.usage, self.clock)
-        usage.startService()
-        self.addCleanup(usage.stopService)
-
-    def settle(self) -> None:
-        for _ in range(20):
-            self.upstream.flush()
-            self.agent.flush()
-            self.clock.advance(0)
-
-    def send(self, path: str, method: str = "GET", **headers: str) -> Deferred[IResponse]:
-        """
-        One request through the plain agent: no redirects followed, and no
-        gzip unless asked for (treq's client would add it), so the bodies
-        read are the bytes sent.
-        """
-        h = Headers({k.replace("_", "-"): [v] for k, v in headers.items()})
-        return self.agent.request(method.encode(), (BASE + path).encode(), h)
-
-    def body_of(self, d: Deferred[IResponse]) -> tuple[IResponse, bytes]:
-        self.settle()
-        response = self.successResultOf(d)
-        body = treq.content(response)
-        self.settle()
-        return response, self.successResultOf(body)
-
-    def get(self, path: str, method: str = "GET", **headers: str) -> tuple[IResponse, bytes]:
-        return self.body_of(self.send(path, method, **headers))
-
-    def scrape(self) -> Samples:
-        response, body = self.get("/metrics")
-        self.assertEqual(response.code, 200)
-        self.assertTrue(response.headers.getRawHeaders("content-type")[0].startswith("text/plain"))
-        return parse(body.decode())
-
-    def upload_corp(self, password: str = "secret") -> Response:
-        return self.upload(self.corp, auth=f"Basic alice:{password}")
-
-    def file_path(self, dist: Dist) -> str:
-        return f"/files/{dist.project}/{dist.filename}"
 
 
 class MetricsTests(MeteredHarness):
@@ -319,34 +208,20 @@ class MetricsTests(MeteredHarness):
 
     def test_downloads_in_flight(self) -> None:
         """A download under way is counted with the bytes it has so far."""
-        self.get("/simple/proto-alpha/", accept=PIP_ACCEPT)
-        self.index.throttle = 100
-        self.index.chunk_size = 100
-        d = self.send(self.file_path(self.upstream_alpha))
-        self.settle()
-        self.clock.advance(1)
-        self.settle()
+        d = self.slow_download(1)
         s = self.scrape()
         self.assertEqual(value(s, "proxypypi_downloads_in_flight"), 1)
         (download,) = self.proxy.downloads.in_flight()
         written = download.progress()[0]
         self.assertGreater(written, 0)
         self.assertEqual(value(s, "proxypypi_downloads_in_flight_bytes"), written)
-        for _ in range(20):
-            self.clock.advance(1)
-            self.settle()
+        self.finish_downloads()
         self.body_of(d)
         self.assertEqual(value(self.scrape(), "proxypypi_downloads_in_flight"), 0)
 
     def test_aborted_requests(self) -> None:
         """A client that leaves mid-download is counted as aborted, with what it got."""
-        self.get("/simple/proto-alpha/", accept=PIP_ACCEPT)
-        self.index.throttle = 100
-        self.index.chunk_size = 100
-        d = self.send(self.file_path(self.upstream_alpha))
-        self.settle()
-        self.clock.advance(3)
-        self.settle()
+        d = self.slow_download(3)
         response = self.successResultOf(d)
         received: list[bytes] = []
 
@@ -364,9 +239,7 @@ class MetricsTests(MeteredHarness):
             value(s, "proxypypi_sent_bytes_total", route="file"), len(b"".join(received))
         )
         # The download goes on for the next client.
-        for _ in range(20):
-            self.clock.advance(1)
-            self.settle()
+        self.finish_downloads()
         response, body = self.get(self.file_path(self.upstream_alpha))
         self.assertEqual(body, self.upstream_alpha.data)
 

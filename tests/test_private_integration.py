@@ -17,10 +17,9 @@ import treq
 from twisted.internet import reactor
 
 from proxypypi.testing import Dist, FakeIndex, make_sdist, make_wheel, serve
-
-from .conftest import RunningProxy, start_proxy
-from .test_integration import find_uv, run
-from .test_upload import htpasswd_line
+from tests.support.auth import htpasswd_line
+from tests.support.clients import find_uv, run
+from tests.support.proxies import RunningProxy, running_proxy
 
 PY = f"python{sys.version_info[0]}.{sys.version_info[1]}"
 
@@ -49,13 +48,10 @@ async def private_proxy(
     auth_file = os.path.join(str(tmp_path), "htpasswd")
     with open(auth_file, "wb") as f:
         f.write(htpasswd_line("alice", "secret"))
-    running = await start_proxy(
+    async with running_proxy(
         [confusion[1]], os.path.join(str(tmp_path), "data"), auth_file=auth_file
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        await running.service.stopService()  # type: ignore[attr-defined]
 
 
 def write_dists(directory: str, *dists: Dist) -> list[str]:
@@ -170,10 +166,9 @@ async def test_auth_read_with_pip(
     auth_file = os.path.join(tmp, "htpasswd")
     with open(auth_file, "wb") as f:
         f.write(htpasswd_line("alice", "secret"))
-    running = await start_proxy(
+    async with running_proxy(
         [confusion[1]], os.path.join(tmp, "data"), auth_file=auth_file, auth_read=True
-    )
-    try:
+    ) as running:
         pip = [sys.executable, "-m", "pip", "download", "--no-cache-dir", "--no-deps"]
         url = running.simple.replace("http://", "http://alice:secret@")
         out, code = await run(
@@ -186,5 +181,3 @@ async def test_auth_read_with_pip(
             clean_env,
         )
         assert code != 0, out
-    finally:
-        await running.service.stopService()  # type: ignore[attr-defined]

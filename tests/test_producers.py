@@ -4,325 +4,29 @@ Tests for `proxypypi.web.producers`.
 Responses run through a real `twisted.web.server.Site` over a
 `StringTransport`, because a producer's contract is with the real
 ``Request``/``HTTPChannel`` pair (backpressure, finish, disconnects), which
-``DummyRequest`` does not model.  The helpers here are reused by
-``tests.test_fileresponse``.
+``DummyRequest`` does not model (`tests.support.wire`); the file is a
+`tests.support.producers.FakeFileSource` the test appends to.
 """
 
 from __future__ import annotations
 
 import errno
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from typing import Any
 
-import attrs
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import Request
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Site
-from zope.interface import implementer
+from twisted.web.server import NOT_DONE_YET
 from zope.interface.verify import verifyObject
 
-from proxypypi.interfaces import IFileSource, IFileSourceListener
+from proxypypi.interfaces import IFileSourceListener
 from proxypypi.web.producers import TailProducer
-
-# --- An IFileSource fake ---------------------------------------------------
-
-
-class DownloadFailed(Exception):
-    """
-    The upstream went away in the middle of a file (for tests).
-    """
-
-
-@implementer(IFileSource)
-class FakeFileSource:
-    """
-    An `IFileSource` backed by a real file that the test appends to, as a
-    download would.
-
-    :ivar held_back: How many of the written bytes `available` withholds,
-        as a real download withholds its unverified tail.
-    :ivar opened: Every descriptor handed out by `open`.
-    :ivar listeners: The current listeners.
-    """
-
-    def __init__(self, path: str, expected_size: int | None = None) -> None:
-        self.path = path
-        self._expected_size = expected_size
-        self.written = 0
-        self.held_back = 0
-        self.complete = False
-        self._failure: Failure | None = None
-        self.listeners: list[IFileSourceListener] = []
-        self.opened: list[int] = []
-        self.open_error: OSError | None = None
-        with open(path, "wb"):
-            pass
-
-    def append(self, data: bytes) -> None:
-        """
-        Write ``data`` at the end of the file and tell the listeners.
-        """
-        assert not self.complete and self._failure is None
-        with open(self.path, "ab") as f:
-            f.write(data)
-        self.written += len(data)
-        for listener in list(self.listeners):
-            listener.data_available()
-
-    def finish(self) -> None:
-        """
-        Mark the file complete and verified, tell the listeners and drop them.
-        """
-        self.complete = True
-        self.held_back = 0
-        listeners, self.listeners = self.listeners, []
-        for listener in listeners:
-            listener.data_available()
-
-    def fail(self, reason: Exception | None = None) -> None:
-        """
-        Fail the download, tell the listeners and drop them.
-        """
-        self._failure = Failure(reason or DownloadFailed("upstream went away"))
-        listeners, self.listeners = self.listeners, []
-        for listener in listeners:
-            listener.source_failed(self._failure)
-
-    def open_fds(self) -> set[int]:
-        """
-        The descriptors handed out by `open` that are still open.
-        """
-        return {fd for fd in self.opened if _is_open(fd)}
-
-    # IFileSource
-
-    def open(self) -> int:
-        if self.open_error is not None:
-            raise self.open_error
-        fd = os.open(self.path, os.O_RDONLY)
-        self.opened.append(fd)
-        return fd
-
-    def available(self) -> int:
-        return self.written - self.held_back
-
-    def expected_size(self) -> int | None:
-        return self.written if self.complete else self._expected_size
-
-    def is_complete(self) -> bool:
-        return self.complete
-
-    def failure(self) -> Failure | None:
-        return self._failure
-
-    def add_listener(self, listener: IFileSourceListener) -> None:
-        assert not self.complete and self._failure is None, "listener on a finished source"
-        self.listeners.append(listener)
-
-    def remove_listener(self, listener: IFileSourceListener) -> None:
-        if listener in self.listeners:
-            self.listeners.remove(listener)
-
-
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError as e:
-        assert e.errno == errno.EBADF
-        return False
-    return True
-
-
-def make_source(testcase: SynchronousTestCase, expected_size: int | None = None) -> FakeFileSource:
-    """
-    A new empty `FakeFileSource` in a temporary directory removed after
-    ``testcase`` (trial's ``mktemp`` would litter the working directory when
-    run under pytest).
-    """
-    directory = tempfile.mkdtemp(prefix="proxypypi-test-")
-    testcase.addCleanup(shutil.rmtree, directory)
-    return FakeFileSource(os.path.join(directory, "file"), expected_size)
-
-
-# --- An HTTP client over StringTransport ----------------------------------
-
-
-class PacedTransport(StringTransport):
-    """
-    A `StringTransport` that, like a real TCP transport, pauses its
-    producer from inside ``write`` once ``limit`` bytes are unsent, and
-    resumes it when the test calls `drain`.
-
-    :ivar on_write: Called after every write, to provoke re-entrancy.
-    """
-
-    def __init__(self, limit: int | None = None) -> None:
-        super().__init__()
-        self.limit = limit
-        self.unsent = 0
-        self.pauses = 0
-        self.on_write: Callable[[bytes], None] | None = None
-
-    def write(self, data: bytes) -> None:
-        super().write(data)
-        self._wrote(len(data))
-        if self.on_write is not None:
-            self.on_write(data)
-
-    def writeSequence(self, data: list[bytes]) -> None:
-        super().writeSequence(data)
-        self._wrote(sum(map(len, data)))
-
-    def _wrote(self, length: int) -> None:
-        self.unsent += length
-        producer = self.channel()
-        if (
-            self.limit is not None
-            and self.unsent >= self.limit
-            and self.producerState == "producing"
-            and producer is not None
-        ):
-            self.pauses += 1
-            self.producerState = "paused"
-            producer.pauseProducing()
-
-    def channel(self) -> IPushProducer | None:
-        """
-        The producer registered with this transport: the ``HTTPChannel``.
-        """
-        producer: IPushProducer | None = getattr(self, "producer", None)
-        return producer
-
-    def drain(self) -> None:
-        """
-        The peer read everything: resume the producer, as the reactor does.
-        """
-        self.unsent = 0
-        producer = self.channel()
-        if self.producerState == "paused" and producer is not None:
-            self.producerState = "producing"
-            producer.resumeProducing()
-
-
-@attrs.frozen
-class Response:
-    """
-    A parsed (possibly partial) HTTP response.
-    """
-
-    status: int
-    headers: dict[bytes, list[bytes]]
-    body: bytes
-    #: Whether the body is complete by its own framing.
-    complete: bool
-
-    def header(self, name: bytes) -> bytes | None:
-        values = self.headers.get(name.lower())
-        return None if values is None else values[-1]
-
-
-def parse_response(data: bytes) -> Response | None:
-    """
-    Parse one response from raw bytes, or ``None`` if the headers are not
-    all there yet.
-    """
-    head, sep, rest = data.partition(b"\r\n\r\n")
-    if not sep:
-        return None
-    status_line, *lines = head.split(b"\r\n")
-    status = int(status_line.split(b" ")[1])
-    headers: dict[bytes, list[bytes]] = {}
-    for line in lines:
-        name, _, value = line.partition(b":")
-        headers.setdefault(name.strip().lower(), []).append(value.strip())
-    if headers.get(b"transfer-encoding") == [b"chunked"]:
-        body, complete = _dechunk(rest)
-        return Response(status, headers, body, complete)
-    length = headers.get(b"content-length")
-    expected = int(length[-1]) if length else None
-    return Response(status, headers, rest, expected is not None and len(rest) == expected)
-
-
-def _dechunk(data: bytes) -> tuple[bytes, bool]:
-    body: list[bytes] = []
-    while True:
-        size_line, sep, data = data.partition(b"\r\n")
-        if not sep:
-            return b"".join(body), False
-        size = int(size_line, 16)
-        if size == 0:
-            return b"".join(body), data.startswith(b"\r\n")
-        body.append(data[:size])
-        data = data[size + 2 :]
-
-
-@attrs.define
-class Client:
-    """
-    One client connection to a `Site`, over a `PacedTransport`.
-    """
-
-    site: Site
-    transport: PacedTransport
-    protocol: object
-
-    def send(self, raw: bytes) -> None:
-        self.protocol.dataReceived(raw)  # type: ignore[attr-defined]
-
-    def response(self) -> Response:
-        parsed = parse_response(self.transport.value())
-        assert parsed is not None, f"no complete headers in {self.transport.value()!r}"
-        return parsed
-
-    def body(self) -> bytes:
-        return self.response().body
-
-    def disconnect(self) -> None:
-        """
-        The client goes away, as the reactor reports it.
-        """
-        self.transport.connected = False
-        self.protocol.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
-
-
-def connect(site: Site, limit: int | None = None) -> Client:
-    """
-    Open a client connection to ``site``.
-    """
-    protocol = site.buildProtocol(None)
-    assert protocol is not None
-    transport = PacedTransport(limit)
-    protocol.makeConnection(transport)
-    return Client(site, transport, protocol)
-
-
-def get(
-    site: Site,
-    path: bytes = b"/f",
-    headers: dict[bytes, bytes] | None = None,
-    method: bytes = b"GET",
-    version: bytes = b"HTTP/1.1",
-    limit: int | None = None,
-) -> Client:
-    """
-    Open a connection to ``site`` and send one request.
-    """
-    client = connect(site, limit)
-    lines = [b"%s %s %s" % (method, path, version), b"Host: proxy.test"]
-    lines += [b"%s: %s" % item for item in (headers or {}).items()]
-    client.send(b"\r\n".join(lines) + b"\r\n\r\n")
-    return client
-
+from tests.support.producers import FakeFileSource, make_source
+from tests.support.pumping import pump
+from tests.support.wire import get, make_site
 
 # --- Resource under test ---------------------------------------------------
 
@@ -370,14 +74,6 @@ class ProducerResource(Resource):
         self.producers.append(producer)
         producer.start()
         return NOT_DONE_YET
-
-
-def make_site(resource: Resource, clock: Clock) -> Site:
-    """
-    A `Site` for ``resource`` whose timers run on ``clock``; its idle
-    timeout is off, so the only delayed calls are the code under test's.
-    """
-    return Site(resource, reactor=clock, timeout=None)
 
 
 class ProducerTestsMixin:
@@ -749,9 +445,12 @@ class TailProducerBackpressureTests(ProducerTestsMixin, SynchronousTestCase):
         self.source.finish()
         client = get(self.site, limit=200)
         seen = [len(client.body())]
-        while not self.producer.done:
+
+        def read() -> None:
             client.transport.drain()
             seen.append(len(client.body()))
+
+        pump(step=read, until=lambda: self.producer.done, what="the response to finish")
         self.assertEqual(seen, sorted(set(seen)))
         self.assertEqual(client.body(), DATA)
         self.assertTrue(client.response().complete)
@@ -767,8 +466,11 @@ class TailProducerBackpressureTests(ProducerTestsMixin, SynchronousTestCase):
         self.source.append(DATA[200:])
         self.source.finish()
         self.assertEqual(len(client.body()), sent)
-        while not self.producer.done:
-            client.transport.drain()
+        pump(
+            step=client.transport.drain,
+            until=lambda: self.producer.done,
+            what="the response to finish",
+        )
         self.assertEqual(client.body(), DATA)
 
     def test_readers_at_different_paces(self) -> None:
@@ -786,8 +488,11 @@ class TailProducerBackpressureTests(ProducerTestsMixin, SynchronousTestCase):
         self.assertTrue(fast_producer.done)
         self.assertFalse(slow_producer.done)
         self.assertLess(len(slow.body()), len(DATA))
-        while not slow_producer.done:
-            slow.transport.drain()
+        pump(
+            step=slow.transport.drain,
+            until=lambda: slow_producer.done,
+            what="the slow reader's response to finish",
+        )
         self.assertEqual(slow.body(), DATA)
         self.assertTrue(slow.response().complete)
         self.assertEqual(self.source.open_fds(), set())
@@ -985,9 +690,13 @@ class TailProducerStallTests(ProducerTestsMixin, SynchronousTestCase):
         self.source.append(DATA)
         self.source.finish()
         client = get(self.site, limit=100)
-        while not self.producer.done:
-            self.clock.advance(200)
-            client.transport.drain()
+        pump(
+            clock=self.clock,
+            advance=200,
+            step=client.transport.drain,
+            until=lambda: self.producer.done,
+            what="the response to finish",
+        )
         self.assertEqual(client.body(), DATA)
         self.assertTrue(client.response().complete)
         self.assertEqual(self.clock.getDelayedCalls(), [])

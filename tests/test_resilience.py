@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator
 import pytest_twisted
 
 from proxypypi.testing import Fault
-
-from .conftest import RunningProxy, Upstream, start_proxy
-from .test_integration import find_uv, run
+from tests.support.clients import find_uv, pip_download, run
+from tests.support.proxies import RunningProxy, Upstream, running_proxy
 
 PACKAGES = ["proto-alpha", "proto-gamma", "proto-delta"]
 
@@ -25,22 +24,10 @@ async def eager(upstream: Upstream, tmp_path: object) -> AsyncIterator[RunningPr
     A proxy whose pages are always stale, so every request tries the
     upstream again (in the background) and must not depend on it.
     """
-    running = await start_proxy(
+    async with running_proxy(
         [upstream.simple], os.path.join(str(tmp_path), "data"), page_ttl=0.001
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        await running.service.stopService()  # type: ignore[attr-defined]
-
-
-async def pip_download(proxy: RunningProxy, env: dict[str, str], dest: str) -> None:
-    out, code = await run(
-        [sys.executable, "-m", "pip", "download", "--no-cache-dir", "-i", proxy.simple,
-         "-d", dest, *PACKAGES],
-        env,
-    )  # fmt: skip
-    assert code == 0, out
 
 
 @pytest_twisted.ensureDeferred
@@ -51,11 +38,11 @@ async def test_upstream_gone_refused_then_hanging(
     With a warm cache, pip and uv installs succeed while the upstream hangs,
     and while it refuses connections.
     """
-    await pip_download(eager, clean_env, os.path.join(str(tmp_path), "warm"))
+    await pip_download(eager.simple, os.path.join(str(tmp_path), "warm"), clean_env, *PACKAGES)
     upstream.index.fault = Fault(hang=True)
-    await pip_download(eager, clean_env, os.path.join(str(tmp_path), "hanging"))
+    await pip_download(eager.simple, os.path.join(str(tmp_path), "hanging"), clean_env, *PACKAGES)
     await upstream.port.stopListening()
-    await pip_download(eager, clean_env, os.path.join(str(tmp_path), "refused"))
+    await pip_download(eager.simple, os.path.join(str(tmp_path), "refused"), clean_env, *PACKAGES)
     uv = find_uv()
     assert uv is not None
     target = os.path.join(str(tmp_path), "uv-target")
@@ -76,12 +63,12 @@ async def test_project_deleted_upstream_stays_installable(
     A project its author deleted upstream can still be installed from the
     files stored here.
     """
-    await pip_download(eager, clean_env, os.path.join(str(tmp_path), "warm"))
+    await pip_download(eager.simple, os.path.join(str(tmp_path), "warm"), clean_env, *PACKAGES)
     for name in PACKAGES + ["proto-beta"]:
         upstream.index.remove(name)
     # One request sees the deletion (in the background), the next the kept files.
-    await pip_download(eager, clean_env, os.path.join(str(tmp_path), "after1"))
-    await pip_download(eager, clean_env, os.path.join(str(tmp_path), "after2"))
+    await pip_download(eager.simple, os.path.join(str(tmp_path), "after1"), clean_env, *PACKAGES)
+    await pip_download(eager.simple, os.path.join(str(tmp_path), "after2"), clean_env, *PACKAGES)
     assert sorted(os.listdir(os.path.join(str(tmp_path), "after2"))) == sorted(
         os.listdir(os.path.join(str(tmp_path), "warm"))
     )

@@ -16,8 +16,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.protocol import ClientFactory, Protocol
 
 from proxypypi.testing import make_wheel
-
-from .conftest import RunningProxy, Upstream, committed
+from tests.support.proxies import RunningProxy, Upstream, committed
 
 
 async def cached(upstream: Upstream, proxy: RunningProxy, size: int) -> tuple[str, bytes, str]:

@@ -1,7 +1,7 @@
 """
 The status page (``GET /``), the address it advertises, and the start-up
 configuration block, against known sequences of requests (the in-memory
-harness of `tests.test_metrics`).
+harness of `tests.support.harness`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from proxypypi.sizes import human_bytes
 from proxypypi.testing import Fault
 from proxypypi.web.address import is_trusted
 from proxypypi.web.status import human_duration
-
-from .test_metrics import PIP_ACCEPT, UPSTREAM, MeteredHarness
+from tests.support.harness import PIP_ACCEPT, UPSTREAM, MeteredHarness
 
 #: Elements that have no end tag.
 VOID = {"meta", "br", "hr", "img", "input", "link"}
@@ -166,13 +165,7 @@ class StatusPageTests(MeteredHarness):
 
     def test_downloads_with_progress(self) -> None:
         """A download in flight is listed with its progress."""
-        self.get("/simple/proto-alpha/", accept=PIP_ACCEPT)
-        self.index.throttle = 100
-        self.index.chunk_size = 100
-        d = self.send(self.file_path(self.upstream_alpha))
-        self.settle()
-        self.clock.advance(3)
-        self.settle()
+        d = self.slow_download(3)
         response, body = self.get("/")
         page = Page(body.decode())
         self.assertEqual(page.value("downloads"), 1)
@@ -180,9 +173,7 @@ class StatusPageTests(MeteredHarness):
         written, size = download.progress()
         self.assertIn(f'<progress value="{written}" max="{size}"></progress>', body.decode())
         self.assertIn(self.upstream_alpha.filename, "".join(page.text))
-        for _ in range(20):
-            self.clock.advance(1)
-            self.settle()
+        self.finish_downloads()
         self.body_of(d)
 
     def test_upstream_down(self) -> None:

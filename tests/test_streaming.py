@@ -17,8 +17,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.web.client import HTTPConnectionPool, ResponseFailed
 
 from proxypypi.testing import Fault, make_wheel
-
-from .conftest import RunningProxy, Upstream, committed
+from tests.support.proxies import RunningProxy, Upstream, committed
 
 SIZE = 600_000
 

@@ -33,6 +33,7 @@ from twisted.web.server import Site
 
 from proxypypi.testing import FakeIndex, Fault, make_sdist, make_wheel, serve
 from proxypypi.testing.index import HTML_TYPE, JSON_TYPE
+from tests.support.pumping import pump
 
 BASE = "http://mirror.example"
 WHEEL_PATH = "/files/proto_alpha-1.0-py3-none-any.whl"
@@ -456,9 +457,15 @@ class FakeIndexTests(SynchronousTestCase):
         self.clock.advance(1)
         self.stub.flush()
         self.assertEqual(len(reader.data), 20_000)
-        for _ in range(3):
-            self.clock.advance(1)
-            self.stub.flush()
+        # The bound is the claim: three more seconds bring the last chunks.
+        pump(
+            self.stub,
+            clock=self.clock,
+            advance=1,
+            until=lambda: reader.data == self.wheel.data,
+            what="the rest of the body",
+            rounds=3,
+        )
         self.assertEqual(reader.data, self.wheel.data)
         self.successResultOf(reader.done)
 

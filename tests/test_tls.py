@@ -7,8 +7,6 @@ endpoints that cannot be used, refused with a message that says why.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 from typing import Any
@@ -16,10 +14,6 @@ from typing import Any
 import pytest
 import pytest_twisted
 import treq
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail
@@ -37,52 +31,8 @@ from proxypypi.service.compose import listen_endpoint, make_service
 from proxypypi.service.lifecycle import WebServer
 from proxypypi.simple.negotiate import JSON_V1
 from proxypypi.web.site import ProxySite
-
-from .conftest import Upstream
-
-
-def self_signed(directory: str, dns_names: tuple[str, ...] = ()) -> tuple[str, str, bytes]:
-    """
-    A key and a certificate for 127.0.0.1 (and ``dns_names``), valid for a
-    day either side of now, written as PEM files.
-
-    :returns: the key's path, the certificate's path, the certificate.
-    """
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "proxypypi test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                + [x509.DNSName(name) for name in dns_names]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_path = os.path.join(directory, "key.pem")
-    cert_path = os.path.join(directory, "cert.pem")
-    with open(key_path, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    with open(cert_path, "wb") as f:
-        f.write(pem)
-    return key_path, cert_path, pem
+from tests.support.proxies import Upstream
+from tests.support.tls import self_signed
 
 
 # Twisted's ssl: endpoint still hands pyOpenSSL objects to pyOpenSSL.

@@ -52,8 +52,7 @@ from proxypypi.upstream.tunnel import (
     parse_response_head,
     proxy_authorization,
 )
-
-from .test_tls import self_signed
+from tests.support.tls import self_signed
 
 # Twisted's ssl: endpoint still hands pyOpenSSL objects to pyOpenSSL.
 pytestmark = pytest.mark.filterwarnings("ignore:Passing pyOpenSSL:DeprecationWarning")

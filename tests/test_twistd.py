@@ -6,67 +6,15 @@ The service as operators run it: ``twistd -n proxypypi`` and
 from __future__ import annotations
 
 import os
-import re
 import signal
-import sys
 from collections.abc import AsyncIterator
 
 import pytest_twisted
 import treq
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ProcessProtocol
-from twisted.python.failure import Failure
 
 from proxypypi.testing import make_wheel
-
-from .conftest import Upstream
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
-LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
-
-
-class Twistd(ProcessProtocol):
-    """
-    A twistd child: fires ``port`` once it logs its address, ``ended`` with
-    its exit code (minus the signal number when a signal ended it).
-    """
-
-    def __init__(self) -> None:
-        self.output = bytearray()
-        self.port: Deferred[int] = Deferred()
-        self.ended: Deferred[int] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output.extend(data)
-        match = LISTENING.search(self.output)
-        if match and not self.port.called:
-            self.port.callback(int(match.group(1)))
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Failure) -> None:
-        # twistd stopped by a signal re-raises it on exit, as daemons should.
-        code = getattr(reason.value, "exitCode", None)
-        sig = getattr(reason.value, "signal", None)
-        if not self.port.called:
-            self.port.errback(RuntimeError(self.output.decode("utf-8", "replace")))
-        self.ended.callback(code if code is not None else -(sig or 0))
-
-
-def spawn(args: list[str], cwd: str, **env: str) -> Twistd:
-    proto = Twistd()
-    environ = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": ROOT, **env}
-    reactor.spawnProcess(
-        proto,
-        sys.executable,
-        [sys.executable, "-c", TWISTD, "-n", "--pidfile=", *args],
-        env=environ,
-        path=cwd,
-    )
-    proto.port.addTimeout(30, reactor)
-    return proto
+from tests.support.clients import ROOT, Twistd, spawn
+from tests.support.proxies import Upstream
 
 
 @pytest_twisted.async_yield_fixture

@@ -10,7 +10,6 @@ RequestTraversalAgent); bcrypt and disk work run synchronously.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -18,274 +17,21 @@ from io import BytesIO
 from typing import Any
 
 import attrs
-import bcrypt
-from treq.testing import RequestTraversalAgent, StubTreq
-from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
+from treq.testing import StubTreq
 from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
 
 from proxypypi.cache.storage import Storage
-from proxypypi.config.model import Config, UpstreamConfig
-from proxypypi.private import auth
+from proxypypi.private.auth import Authenticator
 from proxypypi.service.compose import build_proxy, build_site
 from proxypypi.simple.negotiate import JSON_V1
-from proxypypi.testing import Dist, FakeIndex, make_sdist, make_wheel
+from proxypypi.testing import make_sdist, make_wheel
 from proxypypi.web.root import RootResource
-
-from .test_downloads import sync_run
-
-BOUNDARY = "pRoXyPyPi-b0undary"
-BASE = "http://proxy.example"
-
-
-def htpasswd_line(user: str, password: str) -> bytes:
-    """
-    One entry as ``htpasswd -B`` writes it (``$2y$``; cost 4 keeps tests fast).
-    """
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4))
-    return user.encode() + b":" + hashed.replace(b"$2b$", b"$2y$", 1) + b"\n"
-
-
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def twine_fields(
-    dist: Dist, project_name: str | None = None, **overrides: str | None
-) -> list[tuple[str, str]]:
-    """
-    The form fields twine 7 sends with ``dist`` (``PROTOCOL.md`` §1.9 P2);
-    an override of ``None`` leaves a field out.
-    """
-    wheel = dist.filename.endswith(".whl")
-    fields: dict[str, str | None] = {
-        "name": project_name or dist.project,
-        "version": dist.version,
-        "metadata_version": "2.1",
-        "summary": "test package",
-        "pyversion": "py3" if wheel else "source",
-        "filetype": "bdist_wheel" if wheel else "sdist",
-        "sha256_digest": dist.sha256,
-        "blake2_256_digest": hashlib.blake2b(dist.data, digest_size=32).hexdigest(),
-        ":action": "file_upload",
-        "protocol_version": "1",
-    }
-    fields.update(overrides)
-    return [(k, v) for k, v in fields.items() if v is not None]
-
-
-def multipart(
-    fields: list[tuple[str, str]],
-    file: tuple[str, bytes] | None,
-    *,
-    disposition: str | None = None,
-    close: bool = True,
-) -> bytes:
-    """
-    A ``multipart/form-data`` body, fields first and the file last (as
-    twine and uv order them).
-    """
-    parts = [
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-        for k, v in fields
-    ]
-    if file is not None:
-        filename, data = file
-        cd = disposition or f'form-data; name="content"; filename="{filename}"'
-        parts.append(
-            f"--{BOUNDARY}\r\nContent-Disposition: {cd}\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n".encode()
-            + data
-            + b"\r\n"
-        )
-    if close:
-        parts.append(f"--{BOUNDARY}--\r\n".encode())
-    return b"".join(parts)
-
-
-@attrs.frozen
-class Response:
-    code: int
-    phrase: str
-    headers: dict[str, str]
-    body: bytes
-
-
-def parse_response(raw: bytes) -> Response | None:
-    """
-    The first response (after any ``100 Continue``) in ``raw``, or ``None``.
-    """
-    while raw.startswith(b"HTTP/1.1 100"):
-        raw = raw.split(b"\r\n\r\n", 1)[1]
-    if b"\r\n\r\n" not in raw:
-        return None
-    head, body = raw.split(b"\r\n\r\n", 1)
-    status, *lines = head.decode("latin-1").split("\r\n")
-    _, code, phrase = status.split(" ", 2)
-    headers = {}
-    for line in lines:
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip()
-    if "content-length" in headers:
-        body = body[: int(headers["content-length"])]
-    elif headers.get("transfer-encoding") == "chunked":
-        out = b""
-        while True:
-            size, _, rest = body.partition(b"\r\n")
-            n = int(size, 16)
-            if n == 0:
-                break
-            out, body = out + rest[:n], rest[n + 2 :]
-        body = out
-    return Response(int(code), phrase, headers, body)
-
-
-def listing(root: str) -> dict[str, str]:
-    """
-    Every file under ``root`` with the sha256 of its content.
-    """
-    found = {}
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                found[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return found
-
-
-class ProxyHarness(SynchronousTestCase):
-    """
-    A proxy with an htpasswd file (alice/secret) in front of a fake index
-    that publishes ``proto-alpha`` 1.0 and 2.0.
-    """
-
-    settings: dict[str, Any] = {}
-
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(1_750_000_000)
-        self.index = FakeIndex(self.clock)
-        self.upstream_alpha = make_wheel("proto-alpha", "2.0")
-        self.index.add(make_wheel("proto-alpha", "1.0"))
-        self.index.add(self.upstream_alpha)
-        self.index.add(make_wheel("proto-beta", "1.0"))
-        self.upstream = RequestTraversalAgent(self.index.resource())
-        self.auth_file = os.path.abspath(self.mktemp())
-        with open(self.auth_file, "wb") as f:
-            f.write(htpasswd_line("alice", "secret") + htpasswd_line("bob", "hunter2"))
-        self.make_proxy(**self.settings)
-
-    def make_proxy(self, **settings: Any) -> None:
-        settings.setdefault("auth_file", self.auth_file)
-        self.config = Config(
-            upstreams=((UpstreamConfig("http://upstream.example/simple/"),),),
-            storage=os.path.abspath(self.mktemp()),
-            **settings,
-        )
-        storage = Storage(self.config.storage, sync_run)
-        storage.prepare()
-        self.proxy = build_proxy(self.config, self.clock, storage, lambda cfg: self.upstream)
-        self.site = build_site(self.proxy)
-        self.root = self.site.resource
-        self.client = StubTreq(self.root)
-        self.data = self.config.storage
-
-    # Raw HTTP against the real site
-
-    def connect(self) -> tuple[Any, StringTransport]:
-        protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        return protocol, transport
-
-    def raw(
-        self,
-        body: bytes,
-        *,
-        path: str = "/",
-        method: str = "POST",
-        auth: str | None = "Basic alice:secret",
-        content_type: str | None = f"multipart/form-data; boundary={BOUNDARY}",
-        length: int | None = None,
-        chunked: bool = False,
-        extra: str = "",
-    ) -> Response:
-        """
-        Send one request and return the response (the body is sent whole,
-        or in chunks of 16 KiB with ``chunked``).
-        """
-        protocol, transport = self.connect()
-        head = f"{method} {path} HTTP/1.1\r\nHost: proxy.example\r\n"
-        if auth is not None:
-            if auth.startswith("Basic ") and ":" in auth:
-                user, password = auth[len("Basic ") :].split(":", 1)
-                auth = basic(user, password)
-            head += f"Authorization: {auth}\r\n"
-        if content_type is not None:
-            head += f"Content-Type: {content_type}\r\n"
-        if chunked:
-            head += "Transfer-Encoding: chunked\r\n"
-        else:
-            head += f"Content-Length: {len(body) if length is None else length}\r\n"
-        protocol.dataReceived((head + extra + "\r\n").encode())
-        if chunked:
-            for i in range(0, len(body), 16384):
-                piece = body[i : i + 16384]
-                if transport.disconnecting:
-                    break
-                protocol.dataReceived(b"%x\r\n%s\r\n" % (len(piece), piece))
-            if not transport.disconnecting:
-                protocol.dataReceived(b"0\r\n\r\n")
-        else:
-            protocol.dataReceived(body)
-        response = parse_response(transport.value())
-        assert response is not None, transport.value()
-        return response
-
-    def upload(self, dist: Dist, **kwargs: Any) -> Response:
-        fields = kwargs.pop("fields", None) or twine_fields(dist)
-        return self.raw(multipart(fields, (dist.filename, dist.data)), **kwargs)
-
-    # Reads through StubTreq
-
-    def settle(self) -> None:
-        for _ in range(10):
-            self.upstream.flush()
-            self.client.flush()
-            self.clock.advance(0)
-
-    def get(self, path: str, **headers: str) -> tuple[Any, bytes]:
-        d: Deferred[Any] = self.client.request(
-            "GET",
-            BASE + path,
-            headers={k.replace("_", "-"): [v] for k, v in headers.items()},
-            allow_redirects=False,
-        )
-        self.settle()
-        response = self.successResultOf(d)
-        body = self.client.content(response)
-        self.settle()
-        return response, self.successResultOf(body)
-
-    def page(self, project: str, **headers: str) -> dict[str, Any]:
-        response, body = self.get(f"/simple/{project}/", accept=JSON_V1, **headers)
-        self.assertEqual(response.code, 200, body)
-        page: dict[str, Any] = json.loads(body)
-        return page
-
-    def assertRefused(self, response: Response, code: int, fragment: str) -> None:
-        """
-        A one-line refusal, the same line in the status and the body.
-        """
-        self.assertEqual(response.code, code, response)
-        line = response.body.decode()
-        self.assertEqual(len(line.strip().splitlines()), 1, line)
-        self.assertIn(fragment, line)
-        self.assertEqual(response.phrase, line.strip())
+from tests.support.auth import basic, counting_checkpw
+from tests.support.disk import listing, sync_run
+from tests.support.harness import BASE, ProxyHarness
+from tests.support.uploads import BOUNDARY, multipart, twine_fields
+from tests.support.wire import Answer, parse_answer
 
 
 class UploadTests(ProxyHarness):
@@ -504,7 +250,7 @@ class BadUploadTests(ProxyHarness):
     def tearDown(self) -> None:
         self.assertEqual(listing(self.data), self.before)
 
-    def refused(self, response: Response, code: int, fragment: str) -> None:
+    def refused(self, response: Answer, code: int, fragment: str) -> None:
         self.assertRefused(response, code, fragment)
 
     def test_missing_fields(self) -> None:
@@ -590,13 +336,7 @@ class BadUploadTests(ProxyHarness):
         big = make_wheel("proto-alpha", "1.0", payload_size=20_000)
         body = multipart(twine_fields(big), (big.filename, big.data))
         protocol, transport = self.connect()
-        head = (
-            "POST / HTTP/1.1\r\nHost: x\r\n"
-            f"Authorization: {basic('alice', 'secret')}\r\n"
-            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
-        protocol.dataReceived(head.encode() + body[: len(body) // 2])
+        protocol.dataReceived(self.head(len(body)) + body[: len(body) // 2])
         self.assertEqual(len(os.listdir(self.proxy.storage.tmp_dir)), 1)
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(transport.value(), b"")
@@ -609,13 +349,7 @@ class BadUploadTests(ProxyHarness):
         body = multipart(twine_fields(self.wheel), (self.wheel.filename, self.wheel.data))
         self.refused(self.raw(body, length=len(body) - 100), 400, "truncated")
         protocol, transport = self.connect()
-        head = (
-            "POST / HTTP/1.1\r\nHost: x\r\n"
-            f"Authorization: {basic('alice', 'secret')}\r\n"
-            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-            f"Content-Length: {len(body) + 1000}\r\n\r\n"
-        )
-        protocol.dataReceived(head.encode() + body)
+        protocol.dataReceived(self.head(len(body) + 1000) + body)
         self.assertEqual(transport.value(), b"")
         protocol.connectionLost(Failure(ConnectionDone()))
 
@@ -630,13 +364,10 @@ class BadUploadTests(ProxyHarness):
         big = make_wheel("proto-alpha", "1.0", payload_size=30_000)
         body = multipart(twine_fields(big), (big.filename, big.data))
         protocol, transport = self.connect()
-        head = (
-            "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-            f"Content-Length: {10 * 1024 * 1024}\r\n\r\n"
+        protocol.dataReceived(
+            self.head(10 * 1024 * 1024, auth=None, extra="Expect: 100-continue\r\n")
         )
-        protocol.dataReceived(head.encode())
-        response = parse_response(transport.value())
+        response = parse_answer(transport.value())
         assert response is not None
         self.assertFalse(transport.value().startswith(b"HTTP/1.1 100"))
         self.refused(response, 413, "--max-upload-size")
@@ -681,22 +412,21 @@ class BadUploadTests(ProxyHarness):
         ones, nothing of the body reaches the disk, and the refusal costs
         one bcrypt, not two.
         """
+        # The same proxy, with a checker that counts its bcrypt verifications.
         calls: list[bytes] = []
-        real = bcrypt.checkpw
-        self.patch(auth.bcrypt, "checkpw", lambda p, h: calls.append(h) or real(p, h))
+        counted = Authenticator.from_htpasswd(
+            self.auth_file, sync_run, self.clock, verify=counting_checkpw(calls)
+        )
+        self.site = build_site(attrs.evolve(self.proxy, auth=counted))
         big = make_wheel("proto-alpha", "1.0", payload_size=20_000)
         body = multipart(twine_fields(big), (big.filename, big.data))
         protocol, transport = self.connect()
-        head = (
-            "POST / HTTP/1.1\r\nHost: x\r\n"
-            f"Authorization: {basic('alice', 'wrong')}\r\n"
-            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
+        protocol.dataReceived(
+            self.head(len(body), auth="Basic alice:wrong") + body[: len(body) // 2]
         )
-        protocol.dataReceived(head.encode() + body[: len(body) // 2])
         self.assertEqual(os.listdir(self.proxy.storage.tmp_dir), [])
         protocol.dataReceived(body[len(body) // 2 :])
-        response = parse_response(transport.value())
+        response = parse_answer(transport.value())
         assert response is not None
         self.refused(response, 401, "credentials")
         self.assertEqual(len(calls), 1)
@@ -720,7 +450,7 @@ class PrivateApiTests(ProxyHarness):
         for dist in (self.wheel, self.sdist):
             self.assertEqual(self.upload(dist).code, 200)
 
-    def api(self, method: str, path: str, body: bytes = b"", **kwargs: Any) -> Response:
+    def api(self, method: str, path: str, body: bytes = b"", **kwargs: Any) -> Answer:
         kwargs.setdefault("content_type", "application/json" if body else None)
         return self.raw(body, method=method, path="/api/private/" + path, **kwargs)
 

@@ -25,7 +25,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from proxypypi.cache.download import IntegrityError
+from proxypypi.cache.download import Download, IntegrityError
 from proxypypi.cache.downloads import Manager
 from proxypypi.cache.pages import PageCache
 from proxypypi.cache.storage import FileKey, Storage
@@ -46,8 +46,8 @@ from proxypypi.upstream.pages import (
 )
 from proxypypi.upstream.pool import Pool
 from proxypypi.web.root import RootResource
-
-from .test_downloads import sync_run
+from tests.support.disk import stored, sync_run
+from tests.support.pumping import QUIET, pump
 
 PROJECT: Any = "proto-alpha"
 
@@ -148,11 +148,12 @@ class Members:
         assert member is not None
         return member
 
-    def flush(self, rounds: int = 6) -> None:
-        for _ in range(rounds):
-            for agent in self.agents.values():
-                agent.flush()
-            self.clock.advance(0)
+    def flush(self) -> None:
+        """
+        Carry requests and answers between the pool and the members until
+        nothing more happens without time passing.
+        """
+        pump(*self.agents.values(), clock=self.clock, until=QUIET, what="the members to answer")
 
     def pages(self, name: str) -> int:
         return self.index[name].count("/simple/proto-alpha/", "GET")
@@ -282,7 +283,7 @@ class SelectionTests(SynchronousTestCase):
             ds = [
                 Deferred.fromCoroutine(members.fetcher.fetch(PROJECT)) for _ in range(concurrency)
             ]
-            members.flush(2)
+            members.flush()
             for d in ds:
                 self.successResultOf(d)
         a, b = members.pages("a"), members.pages("b")
@@ -477,17 +478,21 @@ class FileFailoverTests(SynchronousTestCase):
             len(self.dist.data),
         )
 
-    def pump(self) -> None:
-        for _ in range(80):
-            self.members.flush(1)
-            self.clock.advance(0.05)
+    def run_until_done(self, download: Download) -> None:
+        """
+        Run the members and the clock, 50 ms a round, until ``download``
+        has ended.
+        """
+        pump(
+            *self.members.agents.values(),
+            clock=self.clock,
+            advance=0.05,
+            until=download.when_done(),
+            what="the download to end",
+        )
 
     def stored(self) -> bytes | None:
-        path = self.storage.file_path("proto-alpha", self.dist.filename)
-        if not os.path.exists(path):
-            return None
-        with open(path, "rb") as f:
-            return f.read()
+        return stored(self.storage, "proto-alpha", self.dist.filename)
 
     def test_origins(self) -> None:
         """The source member comes first, then its group at the same path; down ones last."""
@@ -520,7 +525,7 @@ class FileFailoverTests(SynchronousTestCase):
         """A reset half-way resumes with Range from the other member; the file is identical."""
         self.members.index["a"].fault = Fault(drop_after=30_000, times=1)
         download = self.start()
-        self.pump()
+        self.run_until_done(download)
         self.assertTrue(download.is_complete())
         self.assertEqual(self.stored(), self.dist.data)
         b_requests = [r for r in self.members.index["b"].requests if r.path.startswith("/files/")]
@@ -539,7 +544,7 @@ class FileFailoverTests(SynchronousTestCase):
         self.members.index["a"].fault = Fault(corrupt=True)
         download = self.start()
         waiting = download.when_done()
-        self.pump()
+        self.run_until_done(download)
         self.successResultOf(waiting)
         failure = download.failure()
         assert failure is not None
@@ -549,7 +554,7 @@ class FileFailoverTests(SynchronousTestCase):
         self.assertEqual(a.health.consecutive_failures, 1)
         self.assertIn("mismatch", a.health.last_error or "")
         again = self.start()
-        self.pump()
+        self.run_until_done(again)
         self.assertTrue(again.is_complete())
         self.assertEqual(self.stored(), self.dist.data)
         self.assertEqual(again.origins[0].url, "http://b.example/files/" + self.dist.filename)
@@ -559,7 +564,7 @@ class FileFailoverTests(SynchronousTestCase):
         """A mirror without the file (404) is skipped for the one that has it."""
         self.members.index["a"].remove("proto-alpha", self.dist.filename)
         download = self.start()
-        self.pump()
+        self.run_until_done(download)
         self.assertTrue(download.is_complete())
         self.assertEqual(self.members.member("a").health.state, State.HEALTHY)
 
@@ -628,9 +633,13 @@ class BadAnswerTests(SynchronousTestCase):
         members.index["bad"].throttle = 20
         members.index["bad"].chunk_size = 10
         d = Deferred.fromCoroutine(members.fetcher.fetch(PROJECT))
-        for _ in range(60):
-            members.flush(1)
-            members.clock.advance(0.5)
+        pump(
+            *members.agents.values(),
+            clock=members.clock,
+            advance=0.5,
+            until=d,
+            what="the page from the good member",
+        )
         self.assertEqual(self.successResultOf(d).source, url_of("good"))
         self.assertIn("within 5s", members.member("bad").health.last_error or "")
 

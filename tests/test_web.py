@@ -11,28 +11,22 @@ import json
 import os
 from typing import Any
 
-from treq.testing import RequestTraversalAgent, StubTreq
-from twisted.internet.defer import Deferred
+from treq.testing import RequestTraversalAgent
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from proxypypi.cache.storage import Storage
-from proxypypi.config.model import Config, UpstreamConfig
-from proxypypi.service.compose import build_proxy
 from proxypypi.simple.negotiate import HTML, JSON_V1
 from proxypypi.testing import FakeIndex, Fault, make_sdist, make_wheel
-from proxypypi.web.root import RootResource
-
-from .test_downloads import sync_run
+from tests.support.disk import FillableStorage
+from tests.support.harness import BASE, ProxyCase
 
 PIP_ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
     "text/html; q=0.01"
 )
-BASE = "http://proxy.example"
 
 
-class WebTests(SynchronousTestCase):
+class WebTests(ProxyCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.index = FakeIndex(self.clock)
@@ -42,33 +36,7 @@ class WebTests(SynchronousTestCase):
         for dist in (self.alpha, self.beta, self.gamma):
             self.index.add(dist)
         self.upstream = RequestTraversalAgent(self.index.resource())
-        config = Config(
-            upstreams=((UpstreamConfig("http://upstream.example/simple/"),),),
-            storage=self.mktemp(),
-        )
-        storage = Storage(config.storage, sync_run)
-        storage.prepare()
-        self.proxy = build_proxy(config, self.clock, storage, lambda cfg: self.upstream)
-        self.client = StubTreq(RootResource(self.proxy))
-
-    def settle(self) -> None:
-        for _ in range(20):
-            self.upstream.flush()
-            self.client.flush()
-            self.clock.advance(0)
-
-    def request(self, method: str, path: str, **headers: str) -> Any:
-        d: Deferred[Any] = self.client.request(
-            method,
-            BASE + path,
-            headers={k.replace("_", "-"): [v] for k, v in headers.items()},
-            allow_redirects=False,
-        )
-        self.settle()
-        response = self.successResultOf(d)
-        body = self.client.content(response)
-        self.settle()
-        return response, self.successResultOf(body)
+        self.make_proxy()
 
     def header(self, response: Any, name: str) -> str | None:
         values = response.headers.getRawHeaders(name)
@@ -279,18 +247,12 @@ class WebTests(SynchronousTestCase):
         A full disk fails new downloads cleanly, keeps cached files served,
         shows in /health, and clears by itself once writes work again.
         """
+        self.make_proxy(storage_class=FillableStorage)
+        storage = self.proxy.storage
+        assert isinstance(storage, FillableStorage)
         cached_path = "/files/proto-gamma/" + self.gamma.filename
         self.assertEqual(self.request("GET", cached_path)[1], self.gamma.data)
-        storage = self.proxy.storage
-        real_open = Storage.open_partial
-
-        def full_disk(self: Storage) -> tuple[int, str]:
-            fd, path = real_open(self)
-            os.close(fd)
-            return os.open("/dev/full", os.O_WRONLY), path
-
-        Storage.open_partial = full_disk  # type: ignore[method-assign]
-        self.addCleanup(setattr, Storage, "open_partial", real_open)
+        storage.full = True
         response, body = self.request("GET", "/files/proto-alpha/" + self.alpha.filename)
         self.assertNotEqual(body, self.alpha.data)
         self.assertEqual(os.listdir(storage.tmp_dir), [])
@@ -299,7 +261,7 @@ class WebTests(SynchronousTestCase):
         self.assertIn("space", json.loads(body)["storage-error"])
         self.assertEqual(self.request("GET", cached_path)[1], self.gamma.data)
 
-        Storage.open_partial = real_open  # type: ignore[method-assign]
+        storage.full = False
         self.successResultOf(storage.check_writable())
         response, body = self.request("GET", "/health")
         self.assertEqual(response.code, 200)

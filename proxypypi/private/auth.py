@@ -32,6 +32,7 @@ import hashlib
 import os
 import threading
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -67,6 +68,9 @@ CACHE_ENTRIES = 1024
 
 #: Cost of the dummy hash when the file has no bcrypt entry to copy.
 _DEFAULT_COST = 10
+
+#: Checks a password against a bcrypt hash (`bcrypt.checkpw`).
+Verify = Callable[[bytes, bytes], bool]
 
 
 class AuthFileError(Exception):
@@ -168,6 +172,8 @@ class HtpasswdChecker:
     :ivar run: runs the blocking verification off the reactor thread.
     :ivar clock: for the expiry of remembered checks.
     :ivar cache_seconds: how long a successful check is remembered.
+    :ivar verify: checks a password against a hash; `bcrypt.checkpw`, or
+        a function that counts the verifications (tests).
     """
 
     credentialInterfaces = (IUsernamePassword,)
@@ -177,6 +183,7 @@ class HtpasswdChecker:
     run: Runner
     clock: IReactorTime
     cache_seconds: float = CACHE_SECONDS
+    verify: Verify = attrs.field(default=bcrypt.checkpw, kw_only=True)
     _users: _Users = attrs.field(factory=_Users, init=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     _key: bytes = attrs.field(factory=lambda: os.urandom(32), init=False)
@@ -257,7 +264,7 @@ class HtpasswdChecker:
         hashed = users.entries.get(user)
         candidate = password[:BCRYPT_MAX_PASSWORD]
         try:
-            ok = bcrypt.checkpw(candidate, hashed if hashed is not None else users.dummy)
+            ok = self.verify(candidate, hashed if hashed is not None else users.dummy)
         except ValueError:
             ok = False
         return signature if ok and hashed is not None else None
@@ -349,15 +356,22 @@ class Authenticator:
 
     @classmethod
     def from_htpasswd(
-        cls, path: str, run: Runner, clock: IReactorTime, *, load: bool = True
+        cls,
+        path: str,
+        run: Runner,
+        clock: IReactorTime,
+        *,
+        load: bool = True,
+        verify: Verify = bcrypt.checkpw,
     ) -> Authenticator:
         """
         The usual set-up: one `HtpasswdChecker` behind a `UserRealm`.
 
         :param load: read the file now, so a missing file stops start-up.
+        :param verify: the checker's `HtpasswdChecker.verify`.
         :raises AuthFileError: when ``load`` and the file cannot be read.
         """
-        checker = HtpasswdChecker(path, run, clock)
+        checker = HtpasswdChecker(path, run, clock, verify=verify)
         if load:
             checker.load()
         return cls(Portal(UserRealm(), [checker]))
