@@ -137,6 +137,24 @@ class ImportGraphTests(SynchronousTestCase):
         self.assertEqual(long, [])
 
 
+class TestLayoutTests(SynchronousTestCase):
+    def test_no_test_module_imports_another(self) -> None:
+        """Test modules share helpers through tests/support only, never one another."""
+        tests = os.path.join(ROOT, "tests")
+        wrong = []
+        for name in sorted(os.listdir(tests)):
+            if not name.endswith(".py"):
+                continue
+            tree = ast.parse(open(os.path.join(tests, name), encoding="utf-8").read())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and (node.level or ""):
+                    wrong.append(f"{name}: relative import")
+                module = node.module if isinstance(node, ast.ImportFrom) else None
+                if module and module.startswith("tests") and not module.startswith("tests.support"):
+                    wrong.append(f"{name} imports {module}")
+        self.assertEqual(wrong, [])
+
+
 class MapTests(SynchronousTestCase):
     def test_map_names_every_module_and_nothing_else(self) -> None:
         """docs/architecture.rst names each module's file, and every path it names exists."""
