@@ -28,6 +28,8 @@ setup(
         "bcrypt>=4.1",
         # Incremental multipart parsing of uploads; treq needs it already.
         "multipart>=1.2",
+        # JSON pages: 13x faster to write than the standard library (issue 12).
+        "orjson>=3.10",
         # /metrics in the Prometheus text format.
         "prometheus-client>=0.20",
     ],

@@ -133,12 +133,22 @@ def _wheel_version(filename: str, project: NormalizedName) -> str | None:
         return None
     if len(parts) == 6 and _BUILD_TAG.match(parts[2]) is None:
         return None
-    try:
-        if canonicalize_name(parts[0], validate=True) != project:
-            return None
-    except InvalidName:
+    if _wheel_project(parts[0]) != project:
         return None
     return _version_text(parts[1])
+
+
+@functools.lru_cache(maxsize=VERDICTS)
+def _wheel_project(name: str) -> NormalizedName | None:
+    """
+    The project a wheel's name part names, or ``None`` when it is no
+    project name; each distinct name part (a page has one or two) is
+    checked once.
+    """
+    try:
+        return canonicalize_name(name, validate=True)
+    except InvalidName:
+        return None
 
 
 @functools.lru_cache(maxsize=VERDICTS)

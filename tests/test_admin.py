@@ -85,7 +85,7 @@ class StorageFixture(SynchronousTestCase):
             "2025-01-02T03:04:05Z",
             metadata_sha256=self.secret.metadata_sha256,
         )
-        project = PrivateProject.build(NormalizedName("secret"), [upload], 1000.0)
+        project = PrivateProject.build(NormalizedName("secret"), [upload])
         self.write(f"private/secret/{PAGE_FILE}", project.to_bytes())
         self.write(f"private/secret/{self.secret.filename}", self.secret.data)
         self.write(f"private/secret/{self.secret.filename}.metadata", self.secret.metadata or b"")

@@ -1,23 +1,26 @@
 """
 The page cache: freshness, stale-while-revalidate, stale-if-error, files
-kept after the upstream drops them, serial regressions, negative caching.
+kept after the upstream drops them, serial regressions, negative caching,
+the forms pages are served in, and the bounds of what memory keeps.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
 from typing import Any
 
 from treq.testing import RequestTraversalAgent
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from proxypypi.cache.forms import Form
 from proxypypi.cache.page import CachedPage
-from proxypypi.cache.pages import BYTES_PER_FILE, PageCache, page_weight
+from proxypypi.cache.pagememory import PageMemory
+from proxypypi.cache.pages import Answer, PageCache
 from proxypypi.cache.storage import Storage
 from proxypypi.config.model import UpstreamConfig
-from proxypypi.simple.model import ProjectPage
-from proxypypi.simple.negotiate import HTML, JSON_V1
 from proxypypi.testing import FakeIndex, Fault, make_wheel
 from proxypypi.upstream.pages import PageFetcher, ProjectNotFound, UpstreamUnavailable
 from proxypypi.upstream.pool import Pool
@@ -45,10 +48,24 @@ class PageCacheTests(SynchronousTestCase):
     def make_cache(self) -> PageCache:
         return PageCache(PageFetcher(self.pool), self.storage, self.clock, ttl=600, negative_ttl=60)
 
-    def get(self, name: str = "proto-alpha"):  # type: ignore[no-untyped-def]
-        d = self.cache.get(name)  # type: ignore[arg-type]
+    def get(self, name: str = "proto-alpha") -> Deferred[CachedPage]:
+        """
+        The page of ``name`` as the cache holds it now (fetched, stale,
+        or read from disk), whole.
+        """
+        d = Deferred.fromCoroutine(self.cache.stored(name))  # type: ignore[arg-type]
         self.agent.flush()
         return d
+
+    def answer(self, form: Form, name: str = "proto-alpha") -> Answer:
+        d = Deferred.fromCoroutine(self.cache.answer(name, form))  # type: ignore[arg-type]
+        self.agent.flush()
+        return self.successResultOf(d)
+
+    def body(self, answer: Answer) -> bytes:
+        assert answer.source is not None
+        with open(answer.source.path, "rb") as f:
+            return f.read()
 
     def pages_fetched(self) -> int:
         return self.index.count("/simple/proto-alpha/", "GET")
@@ -67,13 +84,39 @@ class PageCacheTests(SynchronousTestCase):
         self.assertEqual(again.page, cached.page)
         self.assertEqual(self.pages_fetched(), 1)
 
-    def test_rendered_once(self) -> None:
-        """Each representation is rendered once and links to the proxy's own files."""
-        cached = self.successResultOf(self.get())
-        html = cached.render(HTML)
-        self.assertIs(cached.render(HTML), html)
-        self.assertIn(b"../../files/proto-alpha/" + self.old.filename.encode(), html.body)
-        self.assertNotEqual(cached.render(JSON_V1).etag, html.etag)
+    def test_forms_rendered_once_on_disk(self) -> None:
+        """
+        Each form is rendered once, into a file of its own that later
+        requests are sent from, and links to the proxy's own files.
+        """
+        html = self.answer(Form.HTML)
+        self.assertEqual(html.cache, "miss")
+        again = self.answer(Form.HTML)
+        assert html.source is not None and again.source is not None
+        self.assertEqual((again.etag, again.source.identity), (html.etag, html.source.identity))
+        self.assertEqual(again.cache, "hit")
+        self.assertIn(b"../../files/proto-alpha/" + self.old.filename.encode(), self.body(html))
+        packed = self.answer(Form.JSON_GZ)
+        self.assertNotEqual(packed.etag, html.etag)
+        self.assertEqual(gzip.decompress(self.body(packed)), self.body(self.answer(Form.JSON)))
+        self.assertEqual(self.pages_fetched(), 1)
+
+    def test_refresh_rewrites_only_changed_forms(self) -> None:
+        """
+        A refresh re-renders the forms on disk; one whose bytes did not
+        change keeps its file (and so its entity tag).
+        """
+        before = self.answer(Form.JSON)
+        self.clock.advance(601)
+        self.successResultOf(self.get())  # stale; refreshed meanwhile
+        self.assertEqual(self.pages_fetched(), 2)
+        self.assertEqual(self.answer(Form.JSON).etag, before.etag)
+        self.index.add(self.new)
+        self.clock.advance(601)
+        self.successResultOf(self.get())
+        changed = self.answer(Form.JSON)
+        self.assertNotEqual(changed.etag, before.etag)
+        self.assertIn(self.new.filename.encode(), self.body(changed))
 
     def test_stale_while_revalidate(self) -> None:
         """A stale page is answered at once and refreshed once in the background."""
@@ -81,8 +124,8 @@ class PageCacheTests(SynchronousTestCase):
         self.index.add(self.new)
         self.clock.advance(601)
         self.index.latency = 1.0
-        stale = self.successResultOf(self.cache.get("proto-alpha"))  # type: ignore[arg-type]
-        self.successResultOf(self.cache.get("proto-alpha"))  # type: ignore[arg-type]
+        stale = self.successResultOf(self.get())
+        self.successResultOf(self.get())
         self.assertEqual(len(stale.page.files), 1)
         self.clock.advance(1.0)
         self.agent.flush()
@@ -148,7 +191,7 @@ class PageCacheTests(SynchronousTestCase):
         by_name = {f.filename: f for f in cached.page.files}
         self.assertTrue(by_name[self.old.filename].removed_upstream)
         self.assertFalse(by_name[self.new.filename].removed_upstream)
-        self.assertIn(b"_proxypypi-removed-upstream", cached.render(JSON_V1).body)
+        self.assertIn(b"_proxypypi-removed-upstream", self.body(self.answer(Form.JSON)))
         # The whole project disappears upstream: its stored files remain.
         self.index.remove("proto-alpha")
         self.clock.advance(601)
@@ -205,35 +248,44 @@ class OfflineTests(SynchronousTestCase):
 
         offline = PageCache(PageFetcher(pool), storage, clock, offline=True)
         clock.advance(10_000)  # long stale: still no refresh offline
-        cached = self.successResultOf(offline.get("proto-alpha"))  # type: ignore[arg-type]
+        cached = self.successResultOf(
+            Deferred.fromCoroutine(offline.stored("proto-alpha"))  # type: ignore[arg-type]
+        )
         self.assertEqual([f.filename for f in cached.page.files], [stored.filename])
         self.failureResultOf(offline.get("proto-beta"), ProjectNotFound)  # type: ignore[arg-type]
         agent.flush()
         self.assertEqual(len(index.requests), requests)
 
 
-class MemoryBudgetTests(SynchronousTestCase):
-    def test_least_recently_used_pages_leave_memory(self) -> None:
-        """Past the memory budget the least recently used page is dropped (and re-read later)."""
+class MemoryTests(SynchronousTestCase):
+    def test_memory_keeps_little_and_is_bounded(self) -> None:
+        """
+        Memory keeps facts of a bounded number of pages and the file entries
+        of a bounded number of files; pages beyond are read from disk again.
+        """
         clock = Clock()
         index = FakeIndex(clock)
         for name in ("proto-a", "proto-b", "proto-c"):
             index.add(make_wheel(name, "1.0"))
+            index.add(make_wheel(name, "2.0"))
         agent = RequestTraversalAgent(index.resource())
         pool = Pool.from_config([[UpstreamConfig(UPSTREAM)]], lambda cfg: agent, clock)
         storage = Storage(self.mktemp(), sync_run)
         storage.prepare()
-        one_page = page_weight(CachedPage(ProjectPage("x"), "", 0.0))  # type: ignore[arg-type]
-        budget = 2 * one_page + BYTES_PER_FILE * 2
-        cache = PageCache(PageFetcher(pool), storage, clock, memory_budget=budget)
+        memory = PageMemory(facts_limit=2, listed_limit=4)
+        cache = PageCache(PageFetcher(pool), storage, clock, memory=memory)
         for name in ("proto-a", "proto-b", "proto-c"):
             d = cache.get(name)  # type: ignore[arg-type]
             agent.flush()
             self.successResultOf(d)
-        self.assertEqual(list(cache._memory), ["proto-b", "proto-c"])
-        again = cache.peek("proto-a")  # type: ignore[arg-type]
-        assert again is not None
-        self.assertEqual(len(again.page.files), 1)
+        self.assertIsNone(cache.known("proto-a"))  # type: ignore[arg-type]
+        self.assertIsNotNone(cache.known("proto-c"))  # type: ignore[arg-type]
+        self.assertIsNone(memory.listing("proto-a"))
+        self.assertIsNotNone(memory.listing("proto-c"))
+        d = Deferred.fromCoroutine(cache.listing("proto-a"))  # type: ignore[arg-type]
+        facts, files = self.successResultOf(d)
+        self.assertEqual(len(files), 2)
+        self.assertEqual(facts.files, 2)
         self.assertEqual(index.count("/simple/proto-a/"), 1)
 
 
@@ -260,21 +312,24 @@ class ReviewRegressionTests(SynchronousTestCase):
         pool = Pool.from_config([[UpstreamConfig(UPSTREAM)]], lambda cfg: agent, self.clock)
         cache = PageCache(PageFetcher(pool), self.storage, self.clock, ttl=600, negative_ttl=60)
 
-        def get():  # type: ignore[no-untyped-def]
-            d = cache.get("proto-alpha")  # type: ignore[arg-type]
+        def get() -> Deferred[CachedPage]:
+            d = Deferred.fromCoroutine(cache.stored("proto-alpha"))  # type: ignore[arg-type]
             agent.flush()
             return d
 
         self.successResultOf(get())
         index.remove("proto-alpha")
         self.clock.advance(601)
+        index.latency = 1.0
         self.successResultOf(get())  # stale answer; the refresh learns it is gone
+        self.clock.advance(1.0)
+        agent.flush()
+        index.latency = 0.0
         self.failureResultOf(get(), ProjectNotFound)
         self.failureResultOf(get(), ProjectNotFound)
         self.assertEqual(index.count("/simple/proto-alpha/"), 2)
         # Not back after a restart either.
-        again = PageCache(PageFetcher(pool), self.storage, self.clock, ttl=600, negative_ttl=60)
-        self.assertIsNone(again.peek("proto-alpha"))  # type: ignore[arg-type]
+        self.assertFalse(os.path.exists(self.storage.page_path("proto-alpha")))
 
     def test_lagging_mirror_of_the_group_ignored(self) -> None:
         """
@@ -295,8 +350,8 @@ class ReviewRegressionTests(SynchronousTestCase):
         )
         cache = PageCache(PageFetcher(pool), self.storage, self.clock, ttl=600, negative_ttl=60)
 
-        def get():  # type: ignore[no-untyped-def]
-            d = cache.get("proto-alpha")  # type: ignore[arg-type]
+        def get() -> Deferred[CachedPage]:
+            d = Deferred.fromCoroutine(cache.stored("proto-alpha"))  # type: ignore[arg-type]
             pump(*agents.values(), until=QUIET, what="the mirrors to answer")
             return d
 
@@ -329,36 +384,38 @@ class ReviewRegressionTests(SynchronousTestCase):
 
 
 class OffReactorTests(SynchronousTestCase):
-    def test_stored_pages_load_and_store_through_the_runner(self) -> None:
+    def test_pages_parsed_rendered_and_written_off_the_reactor(self) -> None:
         """
-        A page not in memory is read and parsed through the storage runner
-        (the disk threads), and so is rendering it for storage; ready() never
-        touches the disk.
+        A page is prepared (rendered) and loaded by the page workers, and
+        written by the disk threads; ready() never touches the disk.
         """
         clock = Clock()
         index = FakeIndex(clock)
         index.add(make_wheel("proto-alpha", "1.0"))
         agent = RequestTraversalAgent(index.resource())
         pool = Pool.from_config([[UpstreamConfig(UPSTREAM)]], lambda cfg: agent, clock)
-        ran: list[str] = []
+        disk: list[str] = []
+        pages: list[str] = []
 
-        def runner(f: Any, *args: Any) -> Any:
-            ran.append(getattr(f, "__name__", repr(f)))
-            return sync_run(f, *args)
+        def recording(names: list[str]) -> Any:
+            def run(f: Any, *args: Any) -> Any:
+                names.append(getattr(f, "__name__", repr(f)))
+                return sync_run(f, *args)
 
-        storage = Storage(self.mktemp(), runner)
+            return run
+
+        storage = Storage(self.mktemp(), recording(disk))
         storage.prepare()
-        cache = PageCache(PageFetcher(pool), storage, clock, prerender_files=1)
-        d = cache.get("proto-alpha")  # type: ignore[arg-type]
+        cache = PageCache(PageFetcher(pool), storage, clock, work=recording(pages))
+        d = Deferred.fromCoroutine(cache.answer("proto-alpha", Form.JSON_GZ))  # type: ignore[arg-type]
         agent.flush()
-        fetched = self.successResultOf(d)
-        self.assertIn("to_bytes", ran)
-        self.assertIn("prerender", ran)
-        self.assertEqual(len(fetched._renders), 2)
-        restarted = PageCache(PageFetcher(pool), storage, clock)
+        self.successResultOf(d)
+        # "load" finds nothing stored yet, then the fetched page is prepared.
+        self.assertEqual((pages, disk), (["load", "prepare_merged"], ["write"]))
+        restarted = PageCache(PageFetcher(pool), storage, clock, work=recording(pages))
         self.assertIsNone(restarted.ready("proto-alpha"))  # type: ignore[arg-type]
-        ran.clear()
-        cached = self.successResultOf(restarted.get("proto-alpha"))  # type: ignore[arg-type]
-        self.assertEqual(ran, ["_load"])
-        self.assertIs(restarted.ready("proto-alpha"), cached)  # type: ignore[arg-type]
+        pages.clear()
+        facts = self.successResultOf(restarted.get("proto-alpha"))  # type: ignore[arg-type]
+        self.assertEqual(pages, ["load"])
+        self.assertIs(restarted.ready("proto-alpha"), facts)  # type: ignore[arg-type]
         self.assertEqual(index.count("/simple/proto-alpha/"), 1)

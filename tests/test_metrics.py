@@ -17,6 +17,7 @@ from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SynchronousTestCase
 
 from proxypypi import __version__
+from proxypypi.cache.pagememory import PageMemory
 from proxypypi.config.urls import display_url
 from proxypypi.ops.metrics import Histogram, route_of
 from proxypypi.testing import Fault, make_wheel
@@ -197,8 +198,7 @@ class MetricsTests(MeteredHarness):
         """After a restart, a page read back from disk is a hit, not an upstream miss."""
         self.get("/simple/proto-beta/")
         # As after a restart: the page is on disk, nothing in memory.
-        self.proxy.pages._memory.clear()
-        self.proxy.pages._memory_bytes = 0
+        self.proxy.pages.memory = PageMemory()
         self.clock.advance(1)
         self.get("/simple/proto-beta/")
         s = self.scrape()

@@ -14,8 +14,7 @@ from proxypypi.simple.model import DistFile, ProjectPage, ProjectStatus
 from proxypypi.simple.negotiate import HTML, HTML_V1, JSON_V1
 from proxypypi.simple.parse import (
     PageParseError,
-    ProjectListParser,
-    parse_project_list_json,
+    ProjectListScanner,
     parse_project_page,
 )
 
@@ -478,56 +477,83 @@ class HTMLPageTests(SynchronousTestCase):
 
 class ProjectListTests(SynchronousTestCase):
     """
-    `ProjectListParser` and `parse_project_list_json`.
+    `ProjectListScanner`, HTML and JSON.
     """
 
     BODY = (
         '<!DOCTYPE html><html><body>\n<a href="/simple/proto-alpha/">Proto_Alpha</a>\n'
-        '<a href="/simple/zebra/">z\u00e9bra\u2603</a>\n<a href="x/">  </a><a href="/y/">last'
+        '<A HREF="/simple/zebra/">z\u00e9bra\u2603</A >\n<a href="x/">  </a>'
+        '<a href="/c/">C&amp;D</a><a href="/y/">never closed'
     ).encode()
+    NAMES = ["Proto_Alpha", "z\u00e9bra\u2603", "C&D"]
+
+    def scan(self, body: bytes, content_type: str = "text/html", step: int = 0) -> list[str]:
+        scanner = ProjectListScanner(content_type)
+        names: list[str] = []
+        step = step or len(body)
+        for i in range(0, len(body), step):
+            names += scanner.feed(body[i : i + step])
+        return names + scanner.close()
 
     def test_whole_body(self) -> None:
         """
-        All anchor texts are returned, in order, blank ones skipped.
+        Every closed anchor's text is returned, in order, entities decoded;
+        blank ones and an anchor never closed are not names.
         """
-        parser = ProjectListParser()
-        names = parser.feed(self.BODY) + parser.close()
-        self.assertEqual(names, ["Proto_Alpha", "z\u00e9bra\u2603", "last"])
+        self.assertEqual(self.scan(self.BODY), self.NAMES)
 
     def test_byte_by_byte(self) -> None:
         """
         Chunks splitting tags, names and UTF-8 sequences give the same names.
         """
-        parser = ProjectListParser()
-        names: list[str] = []
-        for i in range(len(self.BODY)):
-            names += parser.feed(self.BODY[i : i + 1])
-        self.assertEqual(names + parser.close(), ["Proto_Alpha", "z\u00e9bra\u2603", "last"])
+        self.assertEqual(self.scan(self.BODY, step=1), self.NAMES)
 
     def test_names_returned_as_completed(self) -> None:
         """
         A name is returned by the feed that closes its anchor, not before.
         """
-        parser = ProjectListParser()
-        self.assertEqual(parser.feed(b"<a href=a/>al"), [])
-        self.assertEqual(parser.feed(b"pha</a><a href=b/>be"), ["alpha"])
-        self.assertEqual(parser.close(), ["be"])
+        scanner = ProjectListScanner("text/html")
+        self.assertEqual(scanner.feed(b"<a href=a/>al"), [])
+        self.assertEqual(scanner.feed(b"pha</a><a href=b/>be"), ["alpha"])
+        self.assertEqual(scanner.feed(b"ta</a></body>"), ["beta"])
+        self.assertEqual(scanner.close(), [])
+        self.assertTrue(scanner.complete)
+
+    def test_cut_short_is_not_complete(self) -> None:
+        """
+        A list whose end never came (the connection cut) is not complete,
+        HTML or JSON; one that ends is.
+        """
+        for body, content_type, complete in (
+            (self.BODY, "text/html", False),
+            (self.BODY + b"</body></html>", "text/html", True),
+            (b'{"projects": [{"name": "a"}', JSON_V1, False),
+            (b'{"projects": [{"name": "a"}]}\n', JSON_V1, True),
+        ):
+            scanner = ProjectListScanner(content_type)
+            scanner.feed(body)
+            scanner.close()
+            self.assertEqual(scanner.complete, complete, body)
 
     def test_json_list(self) -> None:
         """
-        ``projects[].name`` are returned; malformed entries are skipped.
+        ``projects[].name`` are returned, escapes decoded, whatever the chunks;
+        malformed entries are skipped.
         """
         body = json.dumps(
             {
                 "meta": {"api-version": "1.0"},
-                "projects": [{"name": "Alpha"}, {"name": 3}, "beta", {}, {"name": "gamma"}],
+                "projects": [{"name": "Alpha"}, {"name": 3}, "beta", {}, {"name": 'ga"mma'}],
             }
         ).encode()
-        self.assertEqual(parse_project_list_json(body), ["Alpha", "gamma"])
+        for step in (0, 1, 7):
+            self.assertEqual(self.scan(body, JSON_V1, step), ["Alpha", 'ga"mma'])
 
-    def test_json_list_not_a_list(self) -> None:
+    def test_json_recognised_whatever_the_content_type(self) -> None:
         """
-        Bodies that are not a JSON project list raise `PageParseError`.
+        A JSON list sent as HTML (or as nothing) is read as JSON: the first
+        byte tells.
         """
-        for body in (b"[]", b"{}", b'{"projects": {}}', b"<html>"):
-            self.assertRaises(PageParseError, parse_project_list_json, body)
+        body = b'\n  {"projects": [{"name": "alpha"}]}'
+        for content_type in ("text/html", ""):
+            self.assertEqual(self.scan(body, content_type), ["alpha"])

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from proxypypi.simple.model import DistFile, ProjectPage, ProjectStatus
 from proxypypi.simple.negotiate import HTML, JSON_V1
-from proxypypi.simple.parse import ProjectListParser, parse_project_list_json, parse_project_page
+from proxypypi.simple.parse import ProjectListScanner, parse_project_page
 from proxypypi.simple.render import (
     project_list_html_entry,
     project_list_html_head,
@@ -310,8 +310,9 @@ class ProjectListRenderTests(SynchronousTestCase):
         )
         self.assertIn(b'<a href="proto-alpha/">Proto_Alpha</a>', body)
         self.assertIn(b'<meta name="pypi:repository-version" content="1.0">', body)
-        parser = ProjectListParser()
-        self.assertEqual(parser.feed(body) + parser.close(), self.NAMES)
+        scanner = ProjectListScanner("text/html")
+        self.assertEqual(scanner.feed(body) + scanner.close(), self.NAMES)
+        self.assertTrue(scanner.complete)
 
     def test_json_list(self) -> None:
         """
@@ -328,4 +329,6 @@ class ProjectListRenderTests(SynchronousTestCase):
                 json.loads(body),
                 {"meta": {"api-version": "1.0"}, "projects": [{"name": n} for n in names]},
             )
-            self.assertEqual(parse_project_list_json(body), names)
+            scanner = ProjectListScanner("application/vnd.pypi.simple.v1+json")
+            self.assertEqual(scanner.feed(body) + scanner.close(), names)
+            self.assertTrue(scanner.complete)

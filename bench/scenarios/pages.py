@@ -119,7 +119,7 @@ def _largest_alone(b: Bench, upstream: str, page: Page) -> None:
     direct = fetch(f"{upstream}{page.project}/", accept=UV_ACCEPT, encoding=PIP_ENCODING)
     proxy = _fresh(b, "pages-largest", upstream)
     try:
-        with RssMonitor(proxy.pid) as mon:
+        with RssMonitor(proxy.pid) as mon, b.profile(proxy, "pages-largest"):
             got = fetch(f"{proxy.simple}{page.project}/", accept=UV_ACCEPT, encoding=PIP_ENCODING)
         if got.status != 200:
             raise BenchError(f"the largest page answered {got.status}")
@@ -156,7 +156,7 @@ def _forty_pages(b: Bench, upstream: str, pages: list[Page], total: int) -> None
     )
     proxy = _fresh(b, "pages-forty", upstream)
     try:
-        with RssMonitor(proxy.pid) as mon:
+        with RssMonitor(proxy.pid) as mon, b.profile(proxy, "pages-forty"):
             cold, cold_wall = fetch_each(
                 _page_urls(proxy.simple, pages), clients, accept=UV_ACCEPT, encoding=PIP_ENCODING
             )

@@ -1,47 +1,49 @@
 # -*- test-case-name: tests.test_index -*-
 """
-One project page as the cache holds it: the parsed page, where and when it
-came from, its validators, and its renderings (HTML and JSON, each plain
-and gzip), made once and kept, so a hot page costs no rendering per
-request.  Stored on disk as PEP 691 JSON with a bookkeeping block.
+One project page as the cache stores it: the parsed page, where and when it
+came from, and its validators.  Stored on disk as PEP 691 JSON with the
+upstream's file URLs and a bookkeeping block; what clients get are its
+forms (`proxypypi.cache.forms`).
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import json
 from collections.abc import Callable
-from urllib.parse import quote
 
 import attrs
+import orjson
 from packaging.utils import NormalizedName
 
 from proxypypi.simple.model import DistFile, ProjectPage
-from proxypypi.simple.negotiate import HTML, JSON_V1
+from proxypypi.simple.negotiate import JSON_V1
 from proxypypi.simple.parse import parse_project_page
-from proxypypi.simple.render import render_project_html, render_project_json
+from proxypypi.simple.render import render_project_json
 from proxypypi.upstream.pages import Validators
 
+#: What precedes the bookkeeping block, the last key of a stored page.
+_MARK = b',"_proxypypi":'
 
-@attrs.frozen
-class Rendered:
+
+def stored_head(raw: bytes) -> bytes:
     """
-    One representation of a page: the bytes, the same gzip-compressed
-    (installers accept gzip, and a large page shrinks four- to fivefold),
-    and an entity tag for each.
+    A stored page without its bookkeeping block (and closing brace).
+
+    :raises ValueError: when it has none.
     """
+    return raw[: raw.rindex(_MARK)]
 
-    body: bytes
-    etag: str
-    gzipped: bytes
-    gzip_etag: str
 
-    @classmethod
-    def of(cls, body: bytes) -> Rendered:
-        tag = hashlib.sha256(body).hexdigest()[:32]
-        # mtime=0 keeps the compressed bytes (and so their ETag) stable.
-        return cls(body, f'"{tag}"', gzip.compress(body, 6, mtime=0), f'"{tag}-gz"')
+def with_bookkeeping(
+    head: bytes, source: str, fetched_at: float, etag: str | None, last_modified: str | None
+) -> bytes:
+    """
+    ``head`` (a stored page up to its bookkeeping) with this bookkeeping,
+    closed: where the page came from, when, and its validators.
+    """
+    bookkeeping = orjson.dumps(
+        {"source": source, "fetched-at": fetched_at, "etag": etag, "last-modified": last_modified}
+    )
+    return head + _MARK + bookkeeping + b"}"
 
 
 @attrs.define(eq=False)
@@ -55,37 +57,6 @@ class CachedPage:
     fetched_at: float
     etag: str | None = None
     last_modified: str | None = None
-    _renders: dict[str, Rendered] = attrs.field(factory=dict)
-
-    def render(self, media_type: str) -> Rendered:
-        """
-        The page as ``media_type``, rendered once and kept (both HTML media
-        types share one rendering).
-        """
-        kind = "json" if media_type == JSON_V1 else "html"
-        r = self._renders.get(kind)
-        if r is None:
-            name = self.page.name
-
-            def url(f: DistFile) -> str:
-                return "../../files/{}/{}".format(name, quote(f.filename, safe="+!"))
-
-            if kind == "json":
-                body = render_project_json(self.page, url, private_keys=True)
-            else:
-                body = render_project_html(self.page, url)
-            r = Rendered.of(body)
-            self._renders[kind] = r
-        return r
-
-    def prerender(self) -> None:
-        """
-        Render both formats now.  Blocking, and meant for a thread: a page of
-        thousands of files takes a good part of a second to render and
-        compress, which must not stall the reactor on its first request.
-        """
-        self.render(JSON_V1)
-        self.render(HTML)
 
     def touched(
         self, now: float, etag: str | None = None, last_modified: str | None = None
@@ -100,7 +71,6 @@ class CachedPage:
             now,
             etag or self.etag,
             last_modified or self.last_modified,
-            self._renders,
         )
 
     def only(self, keep: Callable[[DistFile], bool], now: float) -> CachedPage:
@@ -113,24 +83,19 @@ class CachedPage:
     def validators(self) -> Validators:
         return Validators(self.source, self.etag, self.last_modified)
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, body: bytes | None = None) -> bytes:
         """
         The stored form: the page as PEP 691 JSON with the upstream URLs,
         plus our own bookkeeping under a private key.
+
+        :param body: that JSON, when the caller rendered it already.
         """
-        body = render_project_json(self.page, lambda f: f.url)
-        bookkeeping = json.dumps(
-            {
-                "source": self.source,
-                "fetched-at": self.fetched_at,
-                "etag": self.etag,
-                "last-modified": self.last_modified,
-            },
-            separators=(",", ":"),
-        ).encode()
+        if body is None:
+            body = render_project_json(self.page, lambda f: f.url)
         # The rendering is one JSON object: add our key before its last brace
         # rather than parsing and serializing a large page once more.
-        return body[: body.rindex(b"}")] + b',"_proxypypi":' + bookkeeping + b"}"
+        head = body[: body.rindex(b"}")]
+        return with_bookkeeping(head, self.source, self.fetched_at, self.etag, self.last_modified)
 
     @classmethod
     def from_bytes(cls, name: NormalizedName, raw: bytes) -> CachedPage:
@@ -139,7 +104,10 @@ class CachedPage:
 
         :raises ValueError: when it is damaged.
         """
-        meta = json.loads(raw).get("_proxypypi")
+        try:
+            meta = orjson.loads(raw[len(stored_head(raw)) + len(_MARK) : -1])
+        except ValueError:
+            meta = None
         if not isinstance(meta, dict) or not isinstance(meta.get("source"), str):
             raise ValueError("no bookkeeping block")
         page, _ = parse_project_page(raw, JSON_V1, meta["source"], name)

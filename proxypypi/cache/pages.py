@@ -1,20 +1,25 @@
 # -*- test-case-name: tests.test_index -*-
 """
-Project pages: cached on disk, fresh for a while, refreshed from the
+Project pages: stored on disk, fresh for a while, refreshed from the
 upstreams, and never lost.
 
-A page is answered from memory or disk while fresh.  A stale page is
-answered at once and refreshed in the background (one refresh per project
-however many requests); when no upstream answers, the last page stays in
-use.  Files we stored stay listed after the upstream drops them, marked as
-removed upstream.  Rendered HTML and JSON are kept with the page, so a hot
-page costs no rendering per request.
+A page is answered from its forms on disk (`proxypypi.cache.pagestore`)
+while fresh.  A stale page is answered at once and refreshed in the
+background (one refresh per project however many requests); when no
+upstream answers, the last page stays in use.  Files we stored stay listed
+after the upstream drops them, marked as removed upstream.
+
+Memory holds only small facts per page (where and when it came from, its
+validators) and, for the requests of files, the entries of the pages whose
+files were asked for most recently, bounded by their number: a page of ten
+thousand files costs its size on disk, not in memory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections import OrderedDict
+from collections.abc import Mapping
 
 import attrs
 from packaging.utils import NormalizedName
@@ -23,44 +28,42 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from proxypypi.cache.complete import CompleteFile
+from proxypypi.cache.forms import Form, file_etag
 from proxypypi.cache.page import CachedPage
-from proxypypi.cache.storage import Storage, unlink_all
-from proxypypi.simple.model import ProjectPage
-from proxypypi.simple.parse import PageParseError
+from proxypypi.cache.pagememory import PageFacts, PageMemory
+from proxypypi.cache.pagestore import PageStore, Prepared, Stored, listing
+from proxypypi.cache.storage import Runner, Storage
+from proxypypi.simple.model import DistFile
 from proxypypi.upstream.fetch import describe_failure
 from proxypypi.upstream.pages import PageFetcher, PageResult, ProjectNotFound
 from proxypypi.waiting import SingleFlight
-
-#: Default bytes of pages (parsed, and rendered as HTML and JSON, plain and
-#: gzip) kept in memory; the least recently used beyond it are read from
-#: disk again when asked for.  A 300-file page weighs about 0.6 MB.
-MEMORY_BYTES = 128 * 1024 * 1024
 
 #: Seconds a stale page is served without another refresh attempt after
 #: one failed (stale-if-error without hammering a dead upstream).
 STALE_RETRY_AFTER = 30.0
 
-#: Pages with at least this many files are rendered in the disk threads
-#: before they are first served (smaller ones render faster than the
-#: hand-over to a thread costs).
-PRERENDER_FILES = 500
-
-#: What one listed file costs in memory, parsed and rendered four ways.
-BYTES_PER_FILE = 2048
-
-
-def page_weight(cached: CachedPage) -> int:
+@attrs.frozen
+class Answer:
     """
-    The memory a page is expected to take once rendered (an estimate: the
-    renderings are made lazily, after the page is remembered).
+    A form of a page, ready to send: its file, or (when the disk would not
+    take it) its bytes, with its entity tag.
+
+    :ivar cache: ``hit``, ``stale`` or ``miss`` (fetched for this request).
     """
-    return 4096 + BYTES_PER_FILE * len(cached.page.files)
+
+    facts: PageFacts
+    form: Form
+    etag: str
+    cache: str
+    source: CompleteFile | None = None
+    body: bytes | None = None
 
 
 @attrs.define
 class PageCache:
     """
-    Project pages from the upstreams, kept on disk and in memory.
+    Project pages from the upstreams, kept on disk.
     """
 
     #: Asks the upstreams for pages.
@@ -71,150 +74,207 @@ class PageCache:
     negative_ttl: float = 60.0
     forget_removed: bool = False
     offline: bool = False
-    #: Bytes of pages held in memory (see `MEMORY_BYTES`).
-    memory_budget: int = MEMORY_BYTES
-    #: Pages with at least this many files are rendered in the disk
-    #: threads before they are first served (see `PRERENDER_FILES`).
-    prerender_files: int = PRERENDER_FILES
+    #: The facts and file entries kept in memory.
+    memory: PageMemory = attrs.field(factory=PageMemory)
+    #: Runs the parsing and rendering of stored pages off the reactor
+    #: thread (a pool of their own in the service, so that they never wait
+    #: behind fsyncs, nor fsyncs behind them); the storage's runner when
+    #: not given.
+    work: Runner = attrs.field(
+        kw_only=True, default=attrs.Factory(lambda self: self.storage.run, takes_self=True)
+    )
     log = Logger()
 
-    _memory: OrderedDict[str, CachedPage] = attrs.field(factory=OrderedDict)
-    _memory_bytes: int = 0
-    _refreshing: SingleFlight[str, CachedPage] = attrs.field(factory=SingleFlight)
+    _store: PageStore = attrs.field(init=False)
+    _refreshing: SingleFlight[str, PageFacts] = attrs.field(factory=SingleFlight)
+    _rendering: SingleFlight[tuple[str, Form], PageFacts] = attrs.field(factory=SingleFlight)
+    _loading: SingleFlight[str, tuple[PageFacts, str]] = attrs.field(factory=SingleFlight)
     _not_found: dict[str, float] = attrs.field(factory=dict)
 
-    def in_memory(self, name: NormalizedName) -> CachedPage | None:
-        """
-        The page of ``name`` if it is in memory (no I/O at all).
-        """
-        cached = self._memory.get(name)
-        if cached is not None:
-            self._memory.move_to_end(name)
-        return cached
+    def __attrs_post_init__(self) -> None:
+        self._store = PageStore(self.storage, self.offline)
 
-    def peek(self, name: NormalizedName) -> CachedPage | None:
-        """
-        The page we hold for ``name``, fresh or not, without asking any
-        upstream; reads the disk on the calling thread when it is not in
-        memory (the service itself loads pages with `get`, off the reactor).
-        """
-        cached = self.in_memory(name)
-        if cached is None:
-            cached = self._load(name)
-            if cached is not None:
-                self._remember(cached)
-        return cached
+    # Facts
 
-    def _load(self, name: NormalizedName) -> CachedPage | None:
+    def known(self, name: NormalizedName) -> PageFacts | None:
         """
-        Read and parse the stored page of ``name``.  Blocking, and safe in a
-        thread: it touches no shared state.
+        The facts of ``name``'s page if memory has them (no I/O at all).
         """
-        raw = self.storage.read_page(name)
-        if raw is None:
-            return None
-        try:
-            cached = CachedPage.from_bytes(name, raw)
-        except (ValueError, PageParseError) as e:
-            self.log.warn(
-                "ignoring damaged stored page for {project}: {error}", project=name, error=e
-            )
-            return None
-        if self.offline:
-            # Offline, a file that is not on disk cannot be had: listing it
-            # would only make an installer choose it and fail.
-            cached = cached.only(
-                lambda f: self.storage.has_file(name, f.filename), self.clock.seconds()
-            )
-        return cached
+        return self.memory.known(name)
 
-    def _remember(self, cached: CachedPage) -> None:
-        name = cached.page.name
-        previous = self._memory.pop(name, None)
-        if previous is not None:
-            self._memory_bytes -= page_weight(previous)
-        self._memory[name] = cached
-        self._memory_bytes += page_weight(cached)
-        while self._memory_bytes > self.memory_budget and len(self._memory) > 1:
-            _, evicted = self._memory.popitem(last=False)
-            self._memory_bytes -= page_weight(evicted)
+    def is_fresh(self, facts: PageFacts) -> bool:
+        """
+        Whether ``facts``' page is within its TTL (offline, every page is).
+        """
+        return self.offline or self.clock.seconds() - facts.fetched_at < self.ttl
 
-    def ready(self, name: NormalizedName) -> CachedPage | None:
+    def ready(self, name: NormalizedName) -> PageFacts | None:
         """
-        The page of ``name`` if one can be answered without waiting: fresh,
-        or stale (a background refresh is then started).  This is the hot
-        path of every index request, so it does no I/O at all: a page that
-        is not in memory is loaded from disk by `get`, off the reactor.
+        The facts of ``name``'s page if it can be answered without waiting:
+        fresh, or stale (a background refresh is then started).  The hot
+        path of every index request: no I/O at all.
         """
-        cached = self.in_memory(name)
-        if cached is not None:
-            self._refresh_if_stale(name, cached)
-        return cached
+        facts = self.known(name)
+        if facts is not None and not self.is_fresh(facts):
+            self._refresh(name, facts, None).addErrback(lambda _: None)
+        return facts
 
-    def _refresh_if_stale(self, name: NormalizedName, cached: CachedPage) -> None:
-        if not self.is_fresh(cached):
-            self._refresh(name, cached).addErrback(lambda _: None)
-
-    def is_fresh(self, cached: CachedPage) -> bool:
+    def get(self, name: NormalizedName, form: Form | None = None) -> Deferred[PageFacts]:
         """
-        Whether ``cached`` is within its TTL (offline, every page is).
-        """
-        return self.offline or self.clock.seconds() - cached.fetched_at < self.ttl
-
-    def get(self, name: NormalizedName) -> Deferred[CachedPage]:
-        """
-        The page of ``name``: fresh from cache, stale from cache (refreshed
-        in the background), or fetched now.
+        The page of ``name``: fresh, stale (refreshed in the background),
+        read from disk, or fetched now (with ``form`` rendered on the way).
 
         :returns: a Deferred failing with `ProjectNotFound` or
-            `proxypypi.upstream.pages.UpstreamUnavailable` when there is nothing
-            to serve.
+            `proxypypi.upstream.pages.UpstreamUnavailable` when there is
+            nothing to serve.
         """
-        cached = self.ready(name)
-        if cached is not None:
-            return succeed(cached)
-        return Deferred.fromCoroutine(self._get_from_disk_or_upstream(name))
+        return self._obtain(name, form).addCallback(lambda found: found[0])
 
-    async def _get_from_disk_or_upstream(self, name: NormalizedName) -> CachedPage:
-        loaded: CachedPage | None = await self.storage.run(self._load, name)
+    def _obtain(
+        self, name: NormalizedName, form: Form | None
+    ) -> Deferred[tuple[PageFacts, str]]:
+        """
+        `get`, with where the page came from: ``hit`` or ``stale`` from
+        what is stored, ``miss`` when fetched for this request.
+        """
+        facts = self.ready(name)
+        if facts is not None:
+            return succeed((facts, self._result(facts)))
+        return self._loading.run(
+            name, lambda: Deferred.fromCoroutine(self._get_from_disk_or_upstream(name, form))
+        )
+
+    def _result(self, facts: PageFacts) -> str:
+        return "hit" if self.is_fresh(facts) else "stale"
+
+    async def _get_from_disk_or_upstream(
+        self, name: NormalizedName, form: Form | None
+    ) -> tuple[PageFacts, str]:
+        loaded: CachedPage | None = await self.work(self._store.load, name)
         if loaded is not None:
-            # Another request may have brought a newer page meanwhile.
-            cached = self.in_memory(name)
-            if cached is None:
-                cached = loaded
-                self._remember(cached)
-            self._refresh_if_stale(name, cached)
-            return cached
+            facts = self.known(name) or self.memory.remember(Stored(loaded), loaded)
+            if not self.is_fresh(facts):
+                self._refresh(name, facts, None).addErrback(lambda _: None)
+            return facts, self._result(facts)
         missing_since = self._not_found.get(name)
         if self.offline or (
             missing_since is not None and self.clock.seconds() - missing_since < self.negative_ttl
         ):
             raise ProjectNotFound(name)
-        return await self._refresh(name, None)
+        return await self._refresh(name, None, form), "miss"
 
-    def _refresh(self, name: NormalizedName, cached: CachedPage | None) -> Deferred[CachedPage]:
-        return self._refreshing.run(name, lambda: Deferred.fromCoroutine(self._fetch(name, cached)))
+    # Forms
 
-    async def _fetch(self, name: NormalizedName, cached: CachedPage | None) -> CachedPage:
-        validators = cached.validators() if cached is not None else None
+    def answer_ready(self, name: NormalizedName, form: Form) -> Answer | None:
+        """
+        ``form`` of ``name``'s page if it can be sent without waiting: the
+        facts are in memory and the form is on disk (one ``stat``).
+        """
+        facts = self.ready(name)
+        if facts is None:
+            return None
+        return self._answer(facts, form, self._result(facts))
+
+    async def answer(self, name: NormalizedName, form: Form) -> Answer:
+        """
+        ``form`` of ``name``'s page, fetched, loaded or rendered as needed.
+
+        :raises ProjectNotFound: and what else `get` raises.
+        """
+        facts, cache = await self._obtain(name, form)
+        found = self._answer(facts, form, cache)
+        if found is not None:
+            return found
+        facts = await self._rendering.run(
+            (name, form), lambda: self.work(self._render, name, form)
+        )
+        found = self._answer(facts, form, cache)
+        if found is None:
+            raise ProjectNotFound(name)
+        return found
+
+    def _render(self, name: NormalizedName, form: Form) -> PageFacts:
+        """
+        Render ``form`` of a stored page.  Blocking.
+        """
+        stored = self._store.render_form(name, form)
+        if stored is None:
+            raise ProjectNotFound(name)
+        return PageFacts.of(stored)
+
+    def _answer(self, facts: PageFacts, form: Form, cache: str) -> Answer | None:
+        body = facts.rendered.get(form)
+        if body is not None:
+            tag = hashlib.sha256(body).hexdigest()[:32]
+            return Answer(facts, form, f'"{tag}"', cache, body=body)
+        source = CompleteFile.at(self._store.form_path(facts.name, form))
+        if source is None:
+            return None
+        etag = file_etag(source.size, source.mtime_ns, source.identity[1])
+        return Answer(facts, form, etag, cache, source=source)
+
+    # Files
+
+    def listed(self, name: NormalizedName, filename: str) -> tuple[PageFacts, DistFile] | None:
+        """
+        The page's entry for ``filename`` if memory has it (no I/O).
+        """
+        facts = self.known(name)
+        f = self.memory.listed(name, filename) if facts is not None else None
+        return None if facts is None or f is None else (facts, f)
+
+    async def listing(self, name: NormalizedName) -> tuple[PageFacts, Mapping[str, DistFile]]:
+        """
+        The page of ``name`` and its files by name, loaded as needed.
+
+        :raises ProjectNotFound: and what else `get` raises.
+        """
+        facts = await self.get(name)
+        entries = self.memory.listing(name)
+        if entries is None:
+            cached: CachedPage | None = await self.work(self._store.load, name)
+            if cached is None:
+                raise ProjectNotFound(name)
+            entries = listing(cached)
+            self.memory.keep_listing(name, entries)
+        return facts, entries
+
+    async def stored(self, name: NormalizedName) -> CachedPage:
+        """
+        The whole stored page of ``name`` (for a private project merged
+        with it), fetched or loaded as needed.
+
+        :raises ProjectNotFound: and what else `get` raises.
+        """
+        await self.get(name)
+        cached: CachedPage | None = await self.work(self._store.load, name)
+        if cached is None:
+            raise ProjectNotFound(name)
+        return cached
+
+    # Refreshing
+
+    def _refresh(
+        self, name: NormalizedName, facts: PageFacts | None, form: Form | None
+    ) -> Deferred[PageFacts]:
+        return self._refreshing.run(
+            name, lambda: Deferred.fromCoroutine(self._fetch(name, facts, form))
+        )
+
+    async def _fetch(
+        self, name: NormalizedName, facts: PageFacts | None, form: Form | None
+    ) -> PageFacts:
+        validators = facts.validators() if facts is not None else None
+        forms = [] if form is None else [form]
         try:
             result = await self.upstream.fetch(name, validators)
         except ProjectNotFound:
             self._missing(name)
-            kept = self._keep_only_stored(cached)
-            if kept is None:
-                if cached is not None:
-                    # Gone everywhere, nothing of it stored: forget the old
-                    # page, or it would be served stale forever.
-                    await self._forget(name)
+            if facts is None:
                 raise
-            self.log.warn(
-                "upstreams no longer have {project}; serving the files stored here",
-                project=name,
-            )
-            return await self._store(kept)
+            return await self._gone_upstream(name)
         except Exception as e:
-            if cached is None:
+            if facts is None:
                 raise
             self.log.warn(
                 "serving stale page of {project}: {reason}",
@@ -223,11 +283,90 @@ class PageCache:
             )
             # Keep serving it without trying again for a while: a group
             # that is down would otherwise be asked again on every request.
-            retry = cached.touched(self.clock.seconds() - self.ttl + STALE_RETRY_AFTER)
-            self._remember(retry)
+            retry = attrs.evolve(
+                facts, fetched_at=self.clock.seconds() - self.ttl + STALE_RETRY_AFTER
+            )
+            self.memory.set(retry)
             return retry
         self._not_found.pop(name, None)
-        return await self._store(self._merge(name, cached, result))
+        if result.page is None or self._older(name, facts, result):
+            assert facts is not None
+            return await self._confirmed(facts, result)
+        page = result.page
+        cached = CachedPage(page, result.source, self.clock.seconds(), result.etag,
+                            result.last_modified)  # fmt: skip
+        prepared: Prepared = await self.work(
+            self._store.prepare_merged, cached, facts is not None and not self.forget_removed, forms
+        )
+        written: bool = await self.storage.run(self._store.write, prepared)
+        stored = Stored(prepared.cached, {} if written else prepared.rendered)
+        return self.memory.remember(stored, prepared.cached)
+
+    def _older(self, name: NormalizedName, facts: PageFacts | None, result: PageResult) -> bool:
+        """
+        Whether the page fetched is older than ours: a lagging mirror of the
+        group that served ours (their serials compare) sent one.
+        """
+        if facts is None or result.page is None or not self._same_group(facts.source, result):
+            return False
+        old, new = facts.last_serial, result.page.last_serial
+        if old is None or new is None or new >= old:
+            return False
+        self.log.info(
+            "{upstream} sent {project} at serial {new}, older than our {old}; kept ours",
+            upstream=result.source,
+            project=name,
+            new=new,
+            old=old,
+        )
+        return True
+
+    async def _confirmed(self, facts: PageFacts, result: PageResult) -> PageFacts:
+        """
+        Our page is current (a 304, or a lagging mirror's older page):
+        keep it, fresh from now, with any new validators of a 304.
+        """
+        etag, last_modified = (result.etag, result.last_modified) if result.page is None else (
+            None, None)  # fmt: skip
+        touched = attrs.evolve(
+            facts,
+            fetched_at=self.clock.seconds(),
+            etag=etag or facts.etag,
+            last_modified=last_modified or facts.last_modified,
+        )
+        self.memory.set(touched)
+        try:
+            await self.storage.run(
+                self._store.retouch,
+                touched.name,
+                touched.source,
+                touched.fetched_at,
+                touched.etag,
+                touched.last_modified,
+            )
+        except OSError as e:
+            self.storage.failed_write(e)
+        return touched
+
+    async def _gone_upstream(self, name: NormalizedName) -> PageFacts:
+        """
+        No upstream has ``name`` any more: keep serving the files stored
+        here, marked as removed upstream, or forget the page.
+
+        :raises ProjectNotFound: when nothing of it is kept.
+        """
+        kept: Stored | None = None
+        if not self.forget_removed:
+            kept = await self.work(self._store.keep_only_stored, name)
+        if kept is None:
+            # Gone everywhere, nothing of it stored: forget the old page, or
+            # it would be served stale forever.
+            await self._forget(name)
+            raise ProjectNotFound(name)
+        self.log.warn(
+            "upstreams no longer have {project}; serving the files stored here", project=name
+        )
+        return self.memory.remember(kept, kept.cached)
 
     def _missing(self, name: NormalizedName) -> None:
         """
@@ -246,29 +385,6 @@ class PageCache:
         for other in expired:
             del self._not_found[other]
 
-    def _merge(
-        self, name: NormalizedName, cached: CachedPage | None, result: PageResult
-    ) -> CachedPage:
-        now = self.clock.seconds()
-        if result.page is None:
-            assert cached is not None
-            return cached.touched(now, result.etag, result.last_modified)
-        page = result.page
-        if cached is not None and self._same_group(cached.source, result):
-            old, new = cached.page.last_serial, page.last_serial
-            if old is not None and new is not None and new < old:
-                self.log.info(
-                    "{upstream} sent {project} at serial {new}, older than our {old}; kept ours",
-                    upstream=result.source,
-                    project=name,
-                    new=new,
-                    old=old,
-                )
-                return cached.touched(now)
-        if cached is not None and not self.forget_removed:
-            page = self._with_removed(cached.page, page)
-        return CachedPage(page, result.source, now, result.etag, result.last_modified)
-
     def _same_group(self, source: str, result: PageResult) -> bool:
         """
         Whether the page we hold came from the group that answered now: the
@@ -283,59 +399,14 @@ class PageCache:
     async def _forget(self, name: NormalizedName) -> None:
         """
         Drop the page of ``name`` from disk, then from memory (in that
-        order: a `peek` meanwhile must not read it back from disk).
+        order: a request meanwhile must not read it back from disk).
         """
         try:
-            await self.storage.run(unlink_all, [self.storage.page_path(name)])
+            await self.storage.run(self._store.forget, name)
         except OSError as e:
             self.log.error(
                 "cannot remove the stored page of {project}: {error}",
                 project=name,
                 error=os.strerror(e.errno or 0),
             )
-        previous = self._memory.pop(name, None)
-        if previous is not None:
-            self._memory_bytes -= page_weight(previous)
-
-    def _with_removed(self, old: ProjectPage, new: ProjectPage) -> ProjectPage:
-        """
-        ``new``, plus the files of ``old`` that we stored and the upstream
-        no longer lists.
-        """
-        listed = {f.filename for f in new.files}
-        kept = tuple(
-            attrs.evolve(f, removed_upstream=True)
-            for f in old.files
-            if f.filename not in listed and self.storage.has_file(old.name, f.filename)
-        )
-        if not kept:
-            return new
-        return attrs.evolve(new, files=new.files + kept)
-
-    def _keep_only_stored(self, cached: CachedPage | None) -> CachedPage | None:
-        if cached is None or self.forget_removed:
-            return None
-        name = cached.page.name
-        kept = cached.only(lambda f: self.storage.has_file(name, f.filename), self.clock.seconds())
-        if not kept.page.files:
-            return None
-        files = tuple(attrs.evolve(f, removed_upstream=True) for f in kept.page.files)
-        return CachedPage(attrs.evolve(kept.page, files=files), kept.source, kept.fetched_at)
-
-    async def _store(self, cached: CachedPage) -> CachedPage:
-        if len(cached.page.files) >= self.prerender_files:
-            await self.storage.run(cached.prerender)
-        self._remember(cached)
-        try:
-            # Rendering a large page takes a while: do it off the reactor too.
-            raw: bytes = await self.storage.run(cached.to_bytes)
-            await self.storage.write_page(cached.page.name, raw)
-            self.storage.wrote()
-        except OSError as e:
-            self.storage.failed_write(e)
-            self.log.error(
-                "cannot store page of {project} ({error}); serving it from memory",
-                project=cached.page.name,
-                error=os.strerror(e.errno or 0),
-            )
-        return cached
+        self.memory.forget(name)

@@ -2,163 +2,254 @@
 """
 ``/simple/``: the list of every project, streamed through and cached.
 
-A real index lists hundreds of thousands of names.  The list is asked for
-as HTML (every index serves it) and parsed incrementally; each name is
-written straight to two partial files, our HTML and our JSON rendering,
-so at no point is the whole list held in memory.  Both are committed
-together and served from disk until they are older than the TTL.
+A real index lists hundreds of thousands of names (the public one over
+900,000).  The list is read incrementally as the upstream sends it, HTML or
+JSON (`proxypypi.simple.parse.ProjectListScanner`), and each batch of
+names is written at once to the four forms of our own list (HTML and JSON,
+each plain and gzip), in partial files that the first clients already read
+while they grow (`proxypypi.cache.growing.GrowingFile`): the first names go
+out as soon as the upstream sends them, and at no point is the whole list
+held in memory.  The forms are committed together once the upstream's list
+is complete (its end seen, within its size and time bounds), and served
+from disk until they are older than the TTL; a list that fails keeps the
+previous one in use.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import zlib
 from collections.abc import Sequence
 
 import attrs
+from packaging.utils import canonicalize_name
 from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from proxypypi.cache.complete import CompleteFile
+from proxypypi.cache.forms import GZIP_LEVEL, Form
+from proxypypi.cache.growing import GrowingFile
 from proxypypi.cache.storage import Storage, write_all
+from proxypypi.interfaces import IFileSource
 from proxypypi.simple import render
 from proxypypi.simple.negotiate import HTML, JSON_V1
-from proxypypi.simple.parse import ProjectListParser, parse_project_list_json
-from proxypypi.upstream.fetch import BodyReceiver, FetchError, describe_failure, header, request
+from proxypypi.simple.parse import ProjectListScanner
+from proxypypi.upstream.fetch import (
+    BodyReceiver,
+    BodyTooLarge,
+    FetchError,
+    UpstreamTimeout,
+    describe_failure,
+    header,
+    request,
+)
 from proxypypi.upstream.member import Upstream
 from proxypypi.upstream.pages import UpstreamUnavailable
 from proxypypi.upstream.pool import Pool
-from proxypypi.waiting import SingleFlight
+from proxypypi.waiting import SingleFlight, Waiters
 
+#: HTML first: every index serves it.  Either is read as what it is.
 LIST_ACCEPT = f"{HTML}, {JSON_V1};q=0.1".encode()
+
+#: The largest list accepted (the public index's is about 60 MB of HTML).
+MAX_LIST_BYTES = 512 * 1024 * 1024
+
+#: Seconds one upstream may take to send its whole list.
+LIST_TIMEOUT = 300.0
+
+_HEADS = {
+    Form.HTML: render.project_list_html_head(),
+    Form.JSON: render.project_list_json_head(),
+}
+_TAILS = {
+    Form.HTML: render.project_list_html_tail(),
+    Form.JSON: render.project_list_json_tail(),
+}
+
+
+def _compressor() -> zlib._Compress:
+    return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
 
 
 @attrs.define(eq=False)
 class _Writer:
     """
-    Both renderings of the list, growing side by side in partial files.
+    The four forms of the list, growing side by side in partial files.
+    Compressed forms are flushed after every batch, so their readers get
+    every name at once too.
     """
 
-    storage: Storage
-    html: list[bytes] = attrs.field(factory=list)
-    json: list[bytes] = attrs.field(factory=list)
+    files: dict[Form, GrowingFile]
+    #: Private names (normalized), listed at the end unless the upstream
+    #: lists them (PEP 503: every project, once).
+    private: frozenset[str] = frozenset()
     count: int = 0
-    _files: list[tuple[int, str]] = attrs.field(factory=list)
+    _seen: set[str] = attrs.field(factory=set)
+    _compressors: dict[Form, zlib._Compress] = attrs.field(factory=dict)
 
-    def open(self) -> None:
-        self._files = [self.storage.open_partial(), self.storage.open_partial()]
-        self._write(render.project_list_html_head(), render.project_list_json_head())
-
-    def _write(self, html: bytes, json: bytes) -> None:
-        for (fd, _), data in zip(self._files, (html, json), strict=True):
-            write_all(fd, data)
+    @classmethod
+    def open(
+        cls, storage: Storage, paths: dict[Form, str], private: frozenset[str]
+    ) -> _Writer:
+        files = {}
+        for form in Form:
+            fd, partial = storage.open_partial()
+            files[form] = GrowingFile(partial, paths[form], fd)
+        compressors = {form: _compressor() for form in Form if form.gzipped}
+        writer = cls(files, private, compressors=compressors)
+        writer._write(_HEADS, zlib.Z_SYNC_FLUSH)
+        return writer
 
     def add(self, names: list[str]) -> None:
         if not names:
             return
-        html = b"".join(render.project_list_html_entry(n) for n in names)
+        normalized = [canonicalize_name(n) for n in names]
+        html = b"".join(map(render.project_list_html_entry, names, normalized))
         json = b"".join(
             render.project_list_json_entry(n, first=(self.count + i == 0))
             for i, n in enumerate(names)
         )
         self.count += len(names)
-        self._write(html, json)
+        if self.private:
+            self._seen.update(n for n in normalized if n in self.private)
+        self._write({Form.HTML: html, Form.JSON: json}, zlib.Z_SYNC_FLUSH)
 
-    def finish(self, html_path: str, json_path: str) -> None:
+    def end(self) -> None:
         """
-        Close both files and move them into place.  Blocking.
+        Write the private names the upstream does not list, then the ends
+        of the forms; `commit` makes them permanent.
         """
-        self._write(render.project_list_html_tail(), render.project_list_json_tail())
-        for (fd, partial), final in zip(self._files, (html_path, json_path), strict=True):
-            os.fsync(fd)
-            os.close(fd)
-            os.replace(partial, final)
-        self._files = []
+        self.add(sorted(self.private - self._seen))
+        self._write(_TAILS, zlib.Z_FINISH)
 
-    def discard(self) -> None:
-        for fd, partial in self._files:
-            self.storage.discard(fd, partial)
-        self._files = []
+    def _write(self, plain: dict[Form, bytes], flush: int) -> None:
+        for form in Form:
+            data = plain[form.plain]
+            compressor = self._compressors.get(form)
+            if compressor is not None:
+                data = compressor.compress(data) + compressor.flush(flush)
+            self.files[form].append(data)
+
+    def commit(self) -> None:
+        """
+        Make every form permanent.  Blocking.
+        """
+        for growing in self.files.values():
+            growing.commit()
+
+    def completed(self) -> None:
+        for growing in self.files.values():
+            growing.completed()
+
+    def fail(self, failure: Failure) -> None:
+        for growing in self.files.values():
+            growing.fail(failure)
 
 
 @attrs.define
 class ProjectList:
     """
     The cached project list and its refresh.
+
+    :ivar max_bytes: the largest list accepted from an upstream.
+    :ivar timeout: seconds one upstream may take to send its whole list.
     """
 
     pool: Pool
     storage: Storage
     clock: IReactorTime
     ttl: float = 3600.0
-    max_json_bytes: int = 256 * 1024 * 1024
     offline: bool = False
+    max_bytes: int = MAX_LIST_BYTES
+    timeout: float = LIST_TIMEOUT
     log = Logger()
     _refreshing: SingleFlight[str, None] = attrs.field(factory=SingleFlight)
+    _started: Waiters[_Writer] = attrs.field(factory=Waiters)
     _merged_key: tuple[int, int, tuple[str, ...]] | None = None
 
-    def path(self, media_type: str) -> str:
-        suffix = "json" if media_type == JSON_V1 else "html"
+    def path(self, form: Form) -> str:
         # Project names never start with "_", so these cannot collide.
-        return os.path.join(self.storage.pages_dir, f"_index.{suffix}")
+        return os.path.join(self.storage.pages_dir, f"_index.{form.value}")
+
+    def merged_path(self, form: Form) -> str:
+        return os.path.join(self.storage.pages_dir, f"_index+private.{form.value}")
 
     def _age(self) -> float | None:
+        """
+        Seconds since the stored list was fetched; ``None`` without one
+        (any form missing: a list stored before the compressed forms
+        existed is fetched again).
+        """
         try:
-            return self.clock.seconds() - os.stat(self.path(JSON_V1)).st_mtime
+            oldest = min(os.stat(self.path(form)).st_mtime for form in Form)
         except OSError:
             return None
+        return self.clock.seconds() - oldest
 
-    async def current(self, media_type: str, private: Sequence[str] = ()) -> tuple[str, str]:
+    async def current(
+        self, form: Form, private: Sequence[str] = ()
+    ) -> tuple[IFileSource | None, str]:
         """
-        The list as ``media_type``, with the private project names
-        ``private`` listed too (PEP 503: every project): fetched now when
-        none is stored, refreshed in the background when stale.
+        The list as ``form``, with the private project names ``private``
+        listed too (PEP 503: every project): streamed while it is fetched
+        when none is stored, refreshed in the background when stale.
 
-        :returns: the path of the file to send (it may be missing, when the
-            list is being replaced or the proxy is offline without one), and
-            the cache result (``hit``, ``stale`` or ``miss``).
+        :returns: what to send (``None`` when the proxy is offline without
+            a list, or the list was replaced in between), and the cache
+            result (``hit``, ``stale`` or ``miss``).
         :raises FetchError: when none is stored and no upstream answered.
         """
         age = None if self.offline else self._age()
         if not self.offline and age is None:
-            cache = "miss"
-            await self._refresh()
-        elif age is not None and age >= self.ttl:
+            self._refresh(frozenset(private)).addErrback(lambda _: None)
+            writer = await self._started.wait()
+            # The first fetch streams the upstream's names as they come.
+            return writer.files[form], "miss"
+        if age is not None and age >= self.ttl:
             cache = "stale"
             self._refresh().addErrback(lambda _: None)
         else:
             cache = "hit"
-        path = self.path(media_type)
+        path = self.path(form)
         if private and os.path.exists(path):
-            path = await self._with_private(media_type, tuple(private))
-        return path, cache
+            path = await self._with_private(form, tuple(private))
+        return CompleteFile.at(path), cache
 
-    async def _with_private(self, media_type: str, private: tuple[str, ...]) -> str:
+    async def _with_private(self, form: Form, private: tuple[str, ...]) -> str:
         """
         The path of the upstream list plus the private names it lacks,
         rebuilt (off the reactor thread) whenever either changes.
         """
-        st = os.stat(self.path(HTML))
+        st = os.stat(self.path(Form.HTML))
         key = (st.st_mtime_ns, st.st_size, private)
-        merged = self.merged_path(media_type)
+        merged = self.merged_path(form)
         if self._merged_key != key or not os.path.exists(merged):
             await self.storage.run(_merge_private, self, private)
             self._merged_key = key
         return merged
 
-    def merged_path(self, media_type: str) -> str:
-        suffix = "json" if media_type == JSON_V1 else "html"
-        return os.path.join(self.storage.pages_dir, f"_index+private.{suffix}")
+    def _refresh(self, private: frozenset[str] = frozenset()) -> Deferred[None]:
+        """
+        Fetch the list again (once, however many ask); with ``private``,
+        the private names it lacks are listed too.
+        """
+        return self._refreshing.run(
+            "list", lambda: Deferred.fromCoroutine(self._fetch(private))
+        )
 
-    def _refresh(self) -> Deferred[None]:
-        return self._refreshing.run("list", lambda: Deferred.fromCoroutine(self._fetch()))
-
-    async def _fetch(self) -> None:
+    async def _fetch(self, private: frozenset[str]) -> None:
+        if self._started.fired:
+            # A new refresh: later cold requests follow its own writer.
+            self._started = Waiters()
         errors = []
         for member in self.pool.in_order():
             try:
-                count = await self._fetch_from(member)
+                count = await self._fetch_from(member, private)
             except Exception as e:
                 reason = describe_failure(Failure(e))
                 errors.append(f"{member.url}: {reason}")
@@ -172,9 +263,11 @@ class ProjectList:
                 "project list from {upstream}: {count} projects", upstream=member.url, count=count
             )
             return
-        raise UpstreamUnavailable("; ".join(errors))
+        error = UpstreamUnavailable("; ".join(errors))
+        self._started.fire(Failure(error))
+        raise error
 
-    async def _fetch_from(self, member: Upstream) -> int:
+    async def _fetch_from(self, member: Upstream, private: frozenset[str]) -> int:
         response = await request(
             member.page_agent,
             self.clock,
@@ -183,75 +276,96 @@ class ProjectList:
             member.config.first_byte_timeout,
         )
         if response.code != 200:
+            response.deliverBody(Protocol())
             raise FetchError(f"HTTP {response.code}")
-        writer = _Writer(self.storage)
-        writer.open()
+        scanner = ProjectListScanner(header(response, b"content-type") or "")
+        writer = _Writer.open(self.storage, {form: self.path(form) for form in Form}, private)
+        received = 0
+
+        def on_data(data: bytes) -> None:
+            nonlocal received
+            received += len(data)
+            if received > self.max_bytes:
+                raise BodyTooLarge(f"project list larger than {self.max_bytes} bytes")
+            writer.add(scanner.feed(data))
+
         try:
-            is_json = (header(response, b"content-type") or "").startswith(JSON_V1)
-            if is_json:
-                body = bytearray()
-
-                def on_data(data: bytes) -> None:
-                    body.extend(data)
-                    if len(body) > self.max_json_bytes:
-                        raise FetchError("project list too large")
-
-            else:
-                parser = ProjectListParser()
-
-                def on_data(data: bytes) -> None:
-                    writer.add(parser.feed(data))
-
-            receiver = BodyReceiver(on_data, self.clock, self.pool.idle_timeout)
+            self._started.fire(writer)
+            receiver = BodyReceiver(on_data, self.clock, member.idle_timeout)
             response.deliverBody(receiver)
-            await receiver.done
-            writer.add(parse_project_list_json(bytes(body)) if is_json else parser.close())
-            await self.storage.run(writer.finish, self.path(HTML), self.path(JSON_V1))
-        except BaseException:
-            writer.discard()
+            try:
+                await receiver.done.addTimeout(self.timeout, self.clock)
+            except DeferredTimeout:
+                raise UpstreamTimeout(
+                    f"project list not complete within {self.timeout:g}s"
+                ) from None
+            writer.add(scanner.close())
+            if not scanner.complete:
+                raise FetchError("the project list ended before its end")
+            writer.end()
+            await self.storage.run(writer.commit)
+        except BaseException as e:
+            writer.fail(Failure(e))
             raise
+        writer.completed()
         return writer.count
 
 
 def _merge_private(project_list: ProjectList, private: tuple[str, ...]) -> None:
     """
-    Write both merged lists: the stored upstream list with the private
-    names it does not already hold appended before its end.  The upstream
-    list is read through mmap and copied by the kernel, never loaded whole.
-    Blocking.
+    Write the merged lists: the stored upstream list with the private names
+    it does not already hold appended before its end, in every form.  The
+    upstream list is read through mmap and copied by the kernel, never
+    loaded whole; the compressed forms compress the merged plain ones as
+    they are read back.  Blocking.
     """
-    html_path = project_list.path(HTML)
-    with open(html_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        missing = [n for n in private if mm.find(b'href="' + n.encode() + b'/"') < 0]
-        empty = mm.size() == len(render.project_list_html_head() + render.project_list_html_tail())
-    for media_type, tail, entries in (
-        (
-            HTML,
-            render.project_list_html_tail(),
-            [render.project_list_html_entry(n) for n in missing],
-        ),
-        (
-            JSON_V1,
-            render.project_list_json_tail(),
-            [
-                render.project_list_json_entry(n, first=empty and i == 0)
-                for i, n in enumerate(missing)
-            ],
-        ),
+    with (
+        open(project_list.path(Form.HTML), "rb") as f,
+        mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm,
     ):
-        source = project_list.path(media_type)
-        target = project_list.merged_path(media_type)
-        fd, partial = project_list.storage.open_partial()
+        missing = [n for n in private if mm.find(b'href="' + n.encode() + b'/"') < 0]
+        empty = mm.size() == len(_HEADS[Form.HTML] + _TAILS[Form.HTML])
+    entries = {
+        Form.HTML: b"".join(render.project_list_html_entry(n) for n in missing),
+        Form.JSON: b"".join(
+            render.project_list_json_entry(n, first=empty and i == 0)
+            for i, n in enumerate(missing)
+        ),
+    }
+    storage = project_list.storage
+    for plain, gzipped in ((Form.HTML, Form.HTML_GZ), (Form.JSON, Form.JSON_GZ)):
+        tail = _TAILS[plain]
+        fd, partial = storage.open_partial()
         try:
-            with open(source, "rb") as f:
+            with open(project_list.path(plain), "rb") as f:
                 length = os.fstat(f.fileno()).st_size - len(tail)
                 offset = 0
                 while offset < length:
                     offset += os.sendfile(fd, f.fileno(), offset, length - offset)
-            write_all(fd, b"".join(entries) + tail)
+            write_all(fd, entries[plain] + tail)
             os.fsync(fd)
         except BaseException:
-            project_list.storage.discard(fd, partial)
+            storage.discard(fd, partial)
             raise
         os.close(fd)
-        os.replace(partial, target)
+        os.replace(partial, project_list.merged_path(plain))
+        _compress_file(storage, project_list.merged_path(plain), project_list.merged_path(gzipped))
+
+
+def _compress_file(storage: Storage, source: str, target: str) -> None:
+    """
+    Write ``target`` as ``source`` gzip-compressed, chunk by chunk.  Blocking.
+    """
+    compressor = _compressor()
+    fd, partial = storage.open_partial()
+    try:
+        with open(source, "rb") as f:
+            while chunk := f.read(1024 * 1024):
+                write_all(fd, compressor.compress(chunk))
+        write_all(fd, compressor.flush())
+        os.fsync(fd)
+    except BaseException:
+        storage.discard(fd, partial)
+        raise
+    os.close(fd)
+    os.replace(partial, target)

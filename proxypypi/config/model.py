@@ -99,8 +99,8 @@ class Config:
         Under pip's 15 s read timeout, so the switch happens before the
         installer gives up.
     :ivar max_page_bytes: the largest upstream page accepted.
-    :ivar page_memory: bytes of project pages (parsed and rendered) held in
-        memory; the least recently used beyond it are read from disk again.
+    :ivar page_memory: obsolete, accepted and ignored: pages are served
+        from their files on disk, and memory keeps only small facts of them.
     :ivar negative_ttl: seconds an upstream 404 for a project is remembered.
     :ivar offline: serve only what is stored; never contact an upstream.
     :ivar forget_removed: drop stored files from pages once the upstream

@@ -15,15 +15,13 @@ import attrs
 from packaging.utils import NormalizedName
 from packaging.version import Version
 
-from proxypypi.cache.page import CachedPage
+from proxypypi.cache.forms import MemoryForms
 from proxypypi.simple.model import DistFile, ProjectPage, Yanked
 
 #: The page file inside a project's directory; a leading dot keeps it out
 #: of reach of file URLs (``names.is_safe_filename`` refuses such names).
 PAGE_FILE = ".page.json"
 
-#: The ``source`` of private pages.
-PRIVATE_SOURCE = "private"
 
 
 class UploadRejected(Exception):
@@ -151,21 +149,20 @@ class PrivateFile:
 @attrs.frozen
 class PrivateProject:
     """
-    A private project's files, in upload order, and its page ready to
-    render (renderings are cached inside the `CachedPage`).
+    A private project's files, in upload order, its page, and that page's
+    forms, rendered when first asked for and kept (a private page is small).
     """
 
     name: NormalizedName
     files: tuple[PrivateFile, ...]
-    cached: CachedPage
+    page: ProjectPage
+    forms: MemoryForms
 
     @classmethod
-    def build(
-        cls, name: NormalizedName, files: Iterable[PrivateFile], now: float
-    ) -> PrivateProject:
+    def build(cls, name: NormalizedName, files: Iterable[PrivateFile]) -> PrivateProject:
         files = tuple(files)
         page = ProjectPage(name, tuple(f.dist_file() for f in files))
-        return cls(name, files, CachedPage(page, PRIVATE_SOURCE, now))
+        return cls(name, files, page, MemoryForms(page))
 
     def file(self, filename: str) -> PrivateFile | None:
         for f in self.files:

@@ -36,8 +36,9 @@ from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from proxypypi.cache.forms import MemoryForms
 from proxypypi.cache.page import CachedPage
-from proxypypi.cache.pages import PageCache
+from proxypypi.cache.pages import PageCache, PageFacts
 from proxypypi.cache.storage import (
     Runner,
     fsync_dir,
@@ -83,7 +84,7 @@ class PrivateStore:
     log = Logger()
     _projects: dict[NormalizedName, PrivateProject] = attrs.field(factory=dict)
     _lock: DeferredLock = attrs.field(factory=DeferredLock)
-    _merged: dict[NormalizedName, tuple[PrivateProject, CachedPage, CachedPage]] = attrs.field(
+    _merged: dict[NormalizedName, tuple[PrivateProject, PageFacts, MemoryForms]] = attrs.field(
         factory=dict
     )
 
@@ -107,7 +108,6 @@ class PrivateStore:
         merged = frozenset(n for n in (normalize(m) for m in merge_upstream) if n is not None)
         store = cls(root, spool_dir, run, clock, merged, allow_overwrite)
         os.makedirs(root, exist_ok=True)
-        now = clock.seconds()
         for entry in sorted(os.listdir(root)):
             page = os.path.join(root, entry, PAGE_FILE)
             name = normalize(entry)
@@ -126,7 +126,7 @@ class PrivateStore:
                     project=name,
                 )
                 continue
-            store._projects[name] = PrivateProject.build(name, files, now)
+            store._projects[name] = PrivateProject.build(name, files)
         if store._projects:
             store.log.info("{count} private projects", count=len(store._projects))
         return store
@@ -171,59 +171,53 @@ class PrivateStore:
             return StoredFile(self._path(project, filename), f.metadata_sha256, True)
         return StoredFile(self._path(project, filename), f.sha256, False)
 
-    def ready(self, name: NormalizedName, pages: PageCache) -> CachedPage | None:
+    def forms_ready(self, name: NormalizedName) -> MemoryForms | None:
         """
-        The page to serve for ``name`` if it can be had without waiting
-        (`PageCache.ready` for projects that are not private).
-        """
-        private = self._projects.get(name)
-        if private is None:
-            return pages.ready(name)
-        if name not in self.merge_upstream:
-            return private.cached
-        upstream = pages.ready(name)
-        return None if upstream is None else self._merge(private, upstream)
-
-    async def page_for(self, name: NormalizedName, pages: PageCache) -> CachedPage:
-        """
-        The page to serve for ``name``: the private page of a private
-        project (no upstream is asked), the private files followed by the
-        upstream's for a merged one, the upstream page for any other.
-
-        :raises ProjectNotFound: and the rest of what `PageCache.get`
-            raises, for projects that are not private.
+        The forms of ``name``'s page if it is private and not merged with
+        the upstream's (those are had at once, with no I/O).
         """
         private = self._projects.get(name)
-        if private is None:
-            return await pages.get(name)
+        if private is None or name in self.merge_upstream:
+            return None
+        return private.forms
+
+    async def forms_for(self, name: NormalizedName, pages: PageCache) -> MemoryForms:
+        """
+        The forms of a private project's page: its own files, followed, for
+        a project merged with its upstream (``--merge-upstream``), by the
+        upstream's files it has no file of the same name for.  When the
+        upstream has nothing to add (it does not know the project, or does
+        not answer), the private page alone.
+
+        :raises KeyError: when ``name`` is not private.
+        """
+        private = self._projects[name]
         if name not in self.merge_upstream:
-            return private.cached
+            return private.forms
         try:
-            upstream = await pages.get(name)
+            facts = await pages.get(name)
+            remembered = self._merged.get(name)
+            if remembered is not None and remembered[0] is private and remembered[1] is facts:
+                return remembered[2]
+            upstream = await pages.stored(name)
         except ProjectNotFound:
-            return private.cached
+            return private.forms
         except Exception as e:
             self.log.warn(
                 "serving only the private files of {project}: {error}", project=name, error=e
             )
-            return private.cached
-        return self._merge(private, upstream)
+            return private.forms
+        merged = MemoryForms(self._merge(private, upstream))
+        self._merged[name] = (private, facts, merged)
+        return merged
 
-    def _merge(self, private: PrivateProject, upstream: CachedPage) -> CachedPage:
-        remembered = self._merged.get(private.name)
-        if remembered is not None and remembered[0] is private and remembered[1] is upstream:
-            return remembered[2]
+    def _merge(self, private: PrivateProject, upstream: CachedPage) -> ProjectPage:
         ours = {f.filename for f in private.files}
         theirs: tuple[DistFile, ...] = ()
         status = upstream.page.status
         if status is None or status.status != "quarantined":
             theirs = tuple(f for f in upstream.page.files if f.filename not in ours)
-        page = ProjectPage(private.name, private.cached.page.files + theirs)
-        merged = CachedPage(
-            page, upstream.source, upstream.fetched_at, upstream.etag, upstream.last_modified
-        )
-        self._merged[private.name] = (private, upstream, merged)
-        return merged
+        return ProjectPage(private.name, private.page.files + theirs)
 
     # Changing
 
@@ -280,7 +274,7 @@ class PrivateStore:
             uploaded_by=upload.user,
         )
         files = [f for f in files if f.filename != upload.filename] + [record]
-        updated = PrivateProject.build(upload.project, files, self.clock.seconds())
+        updated = PrivateProject.build(upload.project, files)
         await self.run(
             self._commit_files, upload.project, upload.filename, upload.spool_path,
             inspected.metadata_path, updated.to_bytes(),
@@ -327,7 +321,7 @@ class PrivateStore:
             private, f = self._find(project, filename)
             changed = attrs.evolve(f, yanked=yanked)
             files = [changed if g.filename == filename else g for g in private.files]
-            await self._write_page(PrivateProject.build(private.name, files, self.clock.seconds()))
+            await self._write_page(PrivateProject.build(private.name, files))
             self.log.info(
                 "{filename} of {project} is now {state}",
                 filename=filename,
@@ -346,7 +340,7 @@ class PrivateStore:
         async with self._lock:
             private, f = self._find(project, filename)
             files = [g for g in private.files if g.filename != filename]
-            await self._write_page(PrivateProject.build(private.name, files, self.clock.seconds()))
+            await self._write_page(PrivateProject.build(private.name, files))
             paths = [self._path(project, filename), self._path(project, filename + METADATA_SUFFIX)]
             await self.run(unlink_all, paths)
             self.log.info("deleted {filename} of {project}", filename=filename, project=project)

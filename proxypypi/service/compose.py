@@ -72,6 +72,7 @@ def build_proxy(
     agent_for: Callable[[UpstreamConfig], IAgent],
     *,
     auth_run: Runner | None = None,
+    page_run: Runner | None = None,
 ) -> Proxy:
     """
     The proxy's collaborators, wired together.
@@ -79,6 +80,8 @@ def build_proxy(
     :param agent_for: the HTTP agent to reach one upstream with.
     :param auth_run: runs password checks (bcrypt) off the reactor thread;
         the storage's runner when not given.
+    :param page_run: runs the parsing and rendering of pages off the
+        reactor thread; the storage's runner when not given.
     :raises proxypypi.private.auth.AuthFileError: when the auth file is
         unreadable.
     """
@@ -89,7 +92,8 @@ def build_proxy(
         reactor,
         idle_timeout=config.download_idle_timeout,
     )
-    fetcher = PageFetcher(pool, max_page_bytes=config.max_page_bytes, parse_in=storage.run)
+    page_run = page_run or storage.run
+    fetcher = PageFetcher(pool, max_page_bytes=config.max_page_bytes, parse_in=page_run)
     usage: IUsageTracker
     if config.max_cache_size is not None:
         usage = Evictor(storage, reactor, config.max_cache_size)
@@ -108,7 +112,7 @@ def build_proxy(
             negative_ttl=config.negative_ttl,
             forget_removed=config.forget_removed,
             offline=config.offline,
-            memory_budget=config.page_memory,
+            work=page_run,
         ),
         downloads=Manager(storage, reactor, usage, config.download_idle_timeout),
         project_list=ProjectList(pool, storage, reactor, offline=config.offline),
@@ -162,6 +166,11 @@ def make_service(config: Config, reactor: Any) -> IService:
     # hold up fsyncs.
     passwords = DiskThreads(reactor, ThreadPool(0, 2, "proxypypi-auth"))
     passwords.setServiceParent(top)
+    # Pages get two threads of their own: parsing and rendering a large
+    # page must not hold up fsyncs, and, with the GIL, more threads would
+    # only hold more pages in memory at once, not finish them sooner.
+    pages = DiskThreads(reactor, ThreadPool(0, 2, "proxypypi-pages"))
+    pages.setServiceParent(top)
     connections = QuietConnectionPool(reactor, persistent=True)
     connections.maxPersistentPerHost = 8
     UpstreamConnections(connections).setServiceParent(top)
@@ -176,6 +185,7 @@ def make_service(config: Config, reactor: Any) -> IService:
             proxy_from_environment=config.upstream_proxy is None,
         ),
         auth_run=passwords.run,
+        page_run=pages.run,
     )
     HealthProbes(proxy.pool).setServiceParent(top)
     # Stopped after the web servers drained: what is still downloading then

@@ -51,7 +51,7 @@ def log_configuration(config: Config) -> None:
     log.info(
         "  limits: page TTL {page_ttl:g}s, negative TTL {negative_ttl:g}s, max cache size "
         "{max_cache_size_text}, max upload size {max_upload_size_text}, max page size "
-        "{max_page_bytes_text}, page memory {page_memory_text}",
+        "{max_page_bytes_text}",
         page_ttl=config.page_ttl,
         negative_ttl=config.negative_ttl,
         max_cache_size=config.max_cache_size,
@@ -60,8 +60,6 @@ def log_configuration(config: Config) -> None:
         max_upload_size_text=_size(config.max_upload_size),
         max_page_bytes=config.max_page_bytes,
         max_page_bytes_text=_size(config.max_page_bytes),
-        page_memory=config.page_memory,
-        page_memory_text=_size(config.page_memory),
     )
     log.info(
         "  offline: {offline}; uploads: {uploads}; credentials for reads: {auth_read}; "

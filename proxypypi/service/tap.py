@@ -53,8 +53,7 @@ class Options(usage.Options):
             "page-memory",
             None,
             None,
-            "Project pages held in memory, e.g. 512M; the least recently used beyond it "
-            "are read from disk again when asked for [128M].",
+            "Obsolete, accepted and ignored: pages are served from their files on disk.",
         ],
         ["auth-file", None, None, "htpasswd file (bcrypt) of users who may upload."],
         ["max-upload-size", None, None, "Largest upload accepted [1G]."],

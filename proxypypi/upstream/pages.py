@@ -42,8 +42,9 @@ from proxypypi.upstream.pool import Pool
 #: What we ask upstreams for: JSON first (cheaper to parse, carries more).
 PAGE_ACCEPT = f"{JSON_V1}, {HTML_V1};q=0.2, {HTML};q=0.01".encode()
 
-#: Pages larger than this are parsed off the reactor thread.
-PARSE_IN_THREAD_BYTES = 256 * 1024
+#: Pages larger than this (about 200 files, 3 ms of parsing) are parsed off
+#: the reactor thread.
+PARSE_IN_THREAD_BYTES = 64 * 1024
 
 #: Seconds one page fetch from one member may take in all (headers, then a
 #: body that trickles in just fast enough to dodge the idle timeout).

@@ -17,7 +17,6 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET, Request
 
 from proxypypi.cache.complete import CompleteFile
-from proxypypi.cache.page import CachedPage
 from proxypypi.cache.storage import FileKey
 from proxypypi.cache.transfer import FileNotFoundUpstream
 from proxypypi.interfaces import IFileSource
@@ -101,11 +100,10 @@ class FilesResource(Page):
         done = self.proxy.usage.reading(FileKey(project, filename))
         cast(Request, request).notifyFinish().addBoth(lambda _: done())
         complete = CompleteFile.at(self.proxy.storage.file_path(project, filename))
-        cached = self.proxy.pages.in_memory(project) if complete is not None else None
-        f = cached.page.file(dist) if cached is not None else None
-        if complete is not None and f is not None and _intact(complete, f, metadata):
+        listed = self.proxy.pages.listed(project, dist) if complete is not None else None
+        if complete is not None and listed is not None and _intact(complete, listed[1], metadata):
             facts_of(request).note("hit")
-            return self._send(request, complete, f, metadata)
+            return self._send(request, complete, listed[1], metadata)
 
         async def fetch() -> bytes | int:
             return await self._fetch(request, project, filename)
@@ -119,12 +117,12 @@ class FilesResource(Page):
         name = normalize(project)
         assert name is not None
         try:
-            cached = await self.proxy.pages.get(name)
+            facts, listing = await self.proxy.pages.listing(name)
         except ProjectNotFound:
             return error(request, 404, f"project {project} not found on any upstream")
         except FetchError as e:
             return error(request, 502, f"no upstream answered for {project}: {e}")
-        f = cached.page.file(dist)
+        f = listing.get(dist)
         if f is None or not f.url:
             return error(request, 404, f"{dist} is not listed on the page of {project}")
         if metadata and not f.core_metadata:
@@ -141,10 +139,10 @@ class FilesResource(Page):
             )
         key = FileKey(project, filename)
         joined = self.proxy.downloads.running(key) is not None
-        facts_of(request).note("join" if joined else "miss", cached.source)
+        facts_of(request).note("join" if joined else "miss", facts.source)
         download = self.proxy.downloads.get(
             key,
-            self._origins(cached, f, metadata),
+            self._origins(facts.source, f, metadata),
             _hashes(f, metadata),
             None if metadata else f.size,
         )
@@ -172,9 +170,9 @@ class FilesResource(Page):
             cache_control=upstream_file_cache_control(self.proxy),
         )
 
-    def _origins(self, cached: CachedPage, f: DistFile, metadata: bool) -> list[Origin]:
+    def _origins(self, source: str, f: DistFile, metadata: bool) -> list[Origin]:
         url = f.url + (METADATA_SUFFIX if metadata else "")
-        return self.proxy.pool.origins(cached.source, url)
+        return self.proxy.pool.origins(source, url)
 
 
 def _hashes(f: DistFile, metadata: bool) -> dict[str, str]:

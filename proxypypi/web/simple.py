@@ -11,7 +11,8 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from proxypypi.cache.complete import CompleteFile
-from proxypypi.cache.page import CachedPage
+from proxypypi.cache.forms import Form, Rendered, file_etag
+from proxypypi.cache.pages import Answer
 from proxypypi.names import normalize
 from proxypypi.simple.negotiate import negotiate
 from proxypypi.upstream.fetch import FetchError
@@ -86,22 +87,27 @@ class SimpleResource(Page):
 
     async def _send_list(self, request: IRequest, media_type: str) -> bytes | int:
         project_list = self.proxy.project_list
+        form = Form.of(media_type, accepts_gzip(request.getHeader(b"accept-encoding")))
         try:
-            path, cache = await project_list.current(media_type, self.proxy.private.names())
+            source, cache = await project_list.current(form, self.proxy.private.names())
         except FetchError as e:
             facts_of(request).note("miss")
             return error(request, 502, f"no upstream answered for the project list: {e}")
         facts_of(request).note(cache)
-        source = CompleteFile.at(path)
         if source is None:
             if project_list.offline:
                 return error(request, 404, "no project list is stored, and the proxy is offline")
             return error(request, 503, "the project list is being rebuilt; try again")
         request.setHeader(b"vary", VARY)
+        if form.gzipped:
+            request.setHeader(b"content-encoding", b"gzip")
+        etag = None
+        if isinstance(source, CompleteFile):
+            etag = file_etag(source.size, source.mtime_ns, source.identity[1])
         return respond_with_file(
             request,
             source,
-            etag=f'"{source.mtime_ns}-{source.size}"',
+            etag=etag,
             content_type=media_type,
             clock=self.proxy.clock,
             cache_control=f"max-age={self.proxy.config.client_max_age}, "
@@ -136,61 +142,80 @@ class ProjectResource(Page):
         if media_type is None:
             return _not_acceptable(request)
 
-        # Private projects shadow every upstream (proxypypi.private.store).
+        form = Form.of(media_type, accepts_gzip(request.getHeader(b"accept-encoding")))
         private = self.proxy.private
-        cached = private.ready(name, self.proxy.pages)
-        if cached is not None:
-            if private.is_private(name):
-                facts_of(request).note("private")
-            else:
-                self._note_cached(request, cached)
-            return self._send(request, cached, media_type)
+        pages = self.proxy.pages
+        if private.is_private(name):
+            # Private projects shadow every upstream (proxypypi.private.store).
+            facts_of(request).note("private")
+            forms = private.forms_ready(name)
+            if forms is not None:
+                return self._send(request, name, media_type, form, forms.get(form))
 
-        asked_at = self.proxy.clock.seconds()
+            async def merged() -> bytes:
+                found = await private.forms_for(name, pages)
+                return self._send(request, name, media_type, form, found.get(form))
+
+            return render_async(request, merged)
+        ready = pages.answer_ready(name, form)
+        if ready is not None:
+            return self._send_answer(request, ready, media_type)
 
         async def answer() -> bytes | int:
             try:
-                cached = await private.page_for(name, self.proxy.pages)
+                found = await pages.answer(name, form)
             except ProjectNotFound:
                 return error(request, 404, f"project {name} not found on any upstream")
             except FetchError as e:
                 return error(request, 502, f"no upstream answered for {name}: {e}")
-            if private.is_private(name):
-                facts_of(request).note("private")
-            elif cached.fetched_at >= asked_at:
-                facts_of(request).note("miss", cached.source)
-            else:
-                # Read from disk (not yet in memory): no upstream transfer.
-                self._note_cached(request, cached)
-            return self._send(request, cached, media_type)
+            return self._send_answer(request, found, media_type)
 
         return render_async(request, answer)
 
-    def _note_cached(self, request: IRequest, cached: CachedPage) -> None:
-        if self.proxy.pages.is_fresh(cached):
+    def _send_answer(self, request: IRequest, answer: Answer, media_type: str) -> bytes | int:
+        """
+        Answer with a form of a page from the upstreams: from its file (or
+        its bytes, when the disk would not take them).
+        """
+        facts = answer.facts
+        if answer.cache == "hit":
             facts_of(request).note("hit")
         else:
-            facts_of(request).note("stale", cached.source)
+            facts_of(request).note(answer.cache, facts.source)
+        if answer.body is not None:
+            rendered = Rendered(answer.body, answer.etag)
+            return self._send(request, facts.name, media_type, answer.form, rendered)
+        assert answer.source is not None
+        self._headers(request, facts.name, media_type, answer.form)
+        return respond_with_file(
+            request,
+            answer.source,
+            etag=answer.etag,
+            content_type=media_type,
+            clock=self.proxy.clock,
+            cache_control=page_cache_control(self.proxy, facts.name),
+        )
 
-    def _send(self, request: IRequest, cached: CachedPage, media_type: str) -> bytes:
-        """
-        Answer with the stored rendering of a page (or 304).
-        """
-        rendered = cached.render(media_type)
-        if accepts_gzip(request.getHeader(b"accept-encoding")):
-            body, etag = rendered.gzipped, rendered.gzip_etag
-            request.setHeader(b"content-encoding", b"gzip")
-        else:
-            body, etag = rendered.body, rendered.etag
+    def _headers(self, request: IRequest, name: str, media_type: str, form: Form) -> None:
         request.setHeader(b"content-type", media_type.encode())
         request.setHeader(b"vary", VARY)
-        request.setHeader(
-            b"cache-control", page_cache_control(self.proxy, cached.page.name).encode()
-        )
-        request.setHeader(b"etag", etag.encode())
+        request.setHeader(b"cache-control", page_cache_control(self.proxy, name).encode())
+        if form.gzipped:
+            request.setHeader(b"content-encoding", b"gzip")
+
+    def _send(
+        self, request: IRequest, name: str, media_type: str, form: Form, rendered: Rendered
+    ) -> bytes:
+        """
+        Answer with a form held in memory (or 304).
+        """
+        self._headers(request, name, media_type, form)
+        request.setHeader(b"etag", rendered.etag.encode())
         cached_tags = request.getHeader(b"if-none-match")
-        if cached_tags is not None and if_none_match_matches(cached_tags.decode("latin-1"), etag):
+        if cached_tags is not None and if_none_match_matches(
+            cached_tags.decode("latin-1"), rendered.etag
+        ):
             request.setResponseCode(304)
             return b""
-        request.setHeader(b"content-length", b"%d" % len(body))
-        return body
+        request.setHeader(b"content-length", b"%d" % len(rendered.body))
+        return rendered.body

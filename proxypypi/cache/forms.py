@@ -1,0 +1,173 @@
+# -*- test-case-name: tests.test_index,tests.test_web -*-
+"""
+The forms a project page is served in: JSON or HTML (PEP 691), each plain
+or gzip-compressed.
+
+Pages from the upstreams keep each form in a file of its own beside the
+stored page, ``DATA/pages/_forms/<project>.<suffix>``, rendered when first
+asked for and sent from the file (sendfile on plain TCP); the operating
+system's page cache keeps the hot ones in memory.  Private pages, small and
+few, keep their forms in memory (`MemoryForms`).
+
+File URLs in every form point at this proxy (``../../files/<project>/
+<file>``); the upstream's URLs never reach a client.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import re
+import zlib
+from collections.abc import Iterable
+from urllib.parse import quote
+
+import attrs
+
+from proxypypi.simple.model import DistFile, ProjectPage
+from proxypypi.simple.negotiate import JSON_V1
+from proxypypi.simple.render import render_project_html, render_project_json
+
+#: zlib level of compressed forms.  Measured on an 8,000-file page (see
+#: ``bench/scenarios/pages.py``): level 1 costs 1.6 µs per file for a
+#: tenfold reduction, level 6 4.3 µs for 13.6-fold, level 9 6 µs for the
+#: same; 3 is within a few percent of 6 in size at under half its cost.
+GZIP_LEVEL = 3
+
+#: File names that stand in a URL as they are (what ``quote`` leaves).
+_URL_SAFE = re.compile(r"[A-Za-z0-9_.~+!-]*")
+
+#: The directory of the forms, under the pages directory; project names
+#: never start with ``_``, so it cannot be a project's.
+FORMS_DIR = "_forms"
+
+#: Where an offline proxy keeps its forms: they list only stored files, so
+#: they must not be served once the proxy is online again.
+OFFLINE_FORMS_DIR = "_offline"
+
+
+class Form(enum.Enum):
+    """
+    One form of a page; the value is its file's suffix.
+    """
+
+    JSON = "json"
+    JSON_GZ = "json.gz"
+    HTML = "html"
+    HTML_GZ = "html.gz"
+
+    @property
+    def is_json(self) -> bool:
+        return self in (Form.JSON, Form.JSON_GZ)
+
+    @property
+    def gzipped(self) -> bool:
+        return self in (Form.JSON_GZ, Form.HTML_GZ)
+
+    @property
+    def plain(self) -> Form:
+        """
+        The uncompressed form with the same content.
+        """
+        return Form.JSON if self.is_json else Form.HTML
+
+    @classmethod
+    def of(cls, media_type: str, gzipped: bool) -> Form:
+        """
+        The form for a negotiated media type (both HTML types share one)
+        and whether the client accepts gzip.
+        """
+        if media_type == JSON_V1:
+            return cls.JSON_GZ if gzipped else cls.JSON
+        return cls.HTML_GZ if gzipped else cls.HTML
+
+
+def local_url(f: DistFile, project: str) -> str:
+    """
+    A file's URL on this proxy, relative to its page.
+    """
+    name = f.filename
+    if _URL_SAFE.fullmatch(name) is None:
+        name = quote(name, safe="+!")
+    return f"../../files/{project}/{name}"
+
+
+def compress(body: bytes) -> bytes:
+    """
+    ``body`` gzip-compressed, with no file name or time in the header, so
+    the same content always gives the same bytes.
+    """
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return compressor.compress(body) + compressor.flush()
+
+
+def render(
+    page: ProjectPage, forms: Iterable[Form], json_body: bytes | None = None
+) -> dict[Form, bytes]:
+    """
+    The bytes of ``forms`` of ``page``; each content rendered once, however
+    many of its forms are asked for.  Blocking for a large page: a thread's
+    work.
+
+    :param json_body: the JSON content, when the caller rendered it already.
+    """
+    wanted = set(forms)
+    out: dict[Form, bytes] = {}
+    for plain, gzipped in ((Form.JSON, Form.JSON_GZ), (Form.HTML, Form.HTML_GZ)):
+        if plain not in wanted and gzipped not in wanted:
+            continue
+        if plain is Form.JSON:
+            body = json_body or render_project_json(page, lambda f: local_url(f, page.name))
+        else:
+            body = render_project_html(page, lambda f: local_url(f, page.name))
+        if plain in wanted:
+            out[plain] = body
+        if gzipped in wanted:
+            out[gzipped] = compress(body)
+    return out
+
+
+def form_path(forms_dir: str, project: str, form: Form) -> str:
+    """
+    The file of one form of a stored page.
+    """
+    return os.path.join(forms_dir, f"{project}.{form.value}")
+
+
+def file_etag(size: int, mtime_ns: int, inode: int) -> str:
+    """
+    The entity tag of a form's file: it changes whenever the file is
+    replaced (forms are rewritten only when their bytes change), and every
+    process sharing the storage computes the same one.
+    """
+    return f'"{inode:x}-{mtime_ns:x}-{size:x}"'
+
+
+@attrs.frozen
+class Rendered:
+    """
+    A form held in memory, with its entity tag.
+    """
+
+    body: bytes
+    etag: str
+
+
+@attrs.define(eq=False)
+class MemoryForms:
+    """
+    The forms of a small page kept in memory (a private project), each
+    rendered when first asked for.
+    """
+
+    page: ProjectPage
+    _rendered: dict[Form, Rendered] = attrs.field(factory=dict)
+
+    def get(self, form: Form) -> Rendered:
+        found = self._rendered.get(form)
+        if found is None:
+            body = render(self.page, [form])[form]
+            tag = hashlib.sha256(body).hexdigest()[:32]
+            found = self._rendered[form] = Rendered(body, f'"{tag}"')
+        return found

@@ -1,0 +1,272 @@
+# -*- test-case-name: tests.test_index -*-
+"""
+Project pages on disk: the stored page (``DATA/pages/<project>.json``, the
+upstream's files and our bookkeeping) and its forms
+(``DATA/pages/_forms/<project>.<suffix>``, what clients get).
+
+Every method here blocks and is called in the disk thread pool: a page of
+ten thousand files takes a good part of a hundred milliseconds to parse or
+render, which the reactor must never wait for.  Writes are atomic (temp
+file, fsync, rename), so a crash leaves a page or its forms old or new,
+never torn; a form is rewritten only when its bytes change, so its entity
+tag (from the file's identity) stays put across refreshes that change
+nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import attrs
+from packaging.utils import NormalizedName
+from twisted.logger import Logger
+
+from proxypypi.cache.forms import (
+    FORMS_DIR,
+    OFFLINE_FORMS_DIR,
+    Form,
+    form_path,
+    local_url,
+    render,
+)
+from proxypypi.cache.page import CachedPage, stored_head, with_bookkeeping
+from proxypypi.cache.storage import Storage, unlink_all, write_atomically
+from proxypypi.simple.model import DistFile
+from proxypypi.simple.parse import PageParseError
+from proxypypi.simple.render import render_project_jsons
+
+
+@attrs.frozen
+class Stored:
+    """
+    What storing (or loading) a page yields for the memory of the cache.
+
+    :ivar cached: the page as stored.
+    :ivar rendered: forms rendered and kept in memory because they could
+        not be written (a full or read-only disk): served from there.
+    """
+
+    cached: CachedPage
+    rendered: dict[Form, bytes] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Prepared:
+    """
+    A page rendered for storage, not written yet.
+
+    :ivar raw: the stored page's bytes.
+    :ivar rendered: its forms.
+    """
+
+    cached: CachedPage
+    raw: bytes
+    rendered: dict[Form, bytes]
+
+
+@attrs.define
+class PageStore:
+    """
+    The pages directory of one storage.
+
+    :ivar offline: forms list only the files on disk, and live in a
+        directory of their own (`OFFLINE_FORMS_DIR`).
+    """
+
+    storage: Storage
+    offline: bool = False
+    log = Logger()
+
+    @property
+    def forms_dir(self) -> str:
+        return os.path.join(
+            self.storage.pages_dir, OFFLINE_FORMS_DIR if self.offline else FORMS_DIR
+        )
+
+    def form_path(self, name: str, form: Form) -> str:
+        return form_path(self.forms_dir, name, form)
+
+    def load(self, name: NormalizedName) -> CachedPage | None:
+        """
+        The stored page of ``name``, or ``None`` (none, or damaged: logged).
+        Offline, only the files on disk are kept: listing others would only
+        make an installer choose them and fail.
+        """
+        raw = self.storage.read_page(name)
+        if raw is None:
+            return None
+        try:
+            cached = CachedPage.from_bytes(name, raw)
+        except (ValueError, PageParseError) as e:
+            self.log.warn(
+                "ignoring damaged stored page for {project}: {error}", project=name, error=e
+            )
+            return None
+        if self.offline:
+            cached = cached.only(lambda f: self.storage.has_file(name, f.filename), 0.0)
+            cached = attrs.evolve(cached, fetched_at=0.0)
+        return cached
+
+    def prepare(self, cached: CachedPage, forms: Iterable[Form]) -> Prepared:
+        """
+        Render ``cached`` for storage, and ``forms`` of it plus every form
+        already on disk (they would show the old page otherwise).
+        """
+        name = cached.page.name
+        wanted = set(forms) | set(self.forms_on_disk(name))
+        page = cached.page
+        # The stored page and the JSON form differ only in the file URLs.
+        stored, served = render_project_jsons(
+            page, [lambda f: f.url, lambda f: local_url(f, page.name)]
+        )
+        return Prepared(cached, cached.to_bytes(stored), render(page, wanted, served))
+
+    def write(self, prepared: Prepared) -> bool:
+        """
+        Write a prepared page and its forms.  A write that fails is noted
+        on the storage and logged.
+
+        :returns: whether everything was written.
+        """
+        name = prepared.cached.page.name
+        try:
+            write_atomically(self.storage.page_path(name), prepared.raw)
+            os.makedirs(self.forms_dir, exist_ok=True)
+            for form, body in prepared.rendered.items():
+                self._write_if_changed(self.form_path(name, form), body)
+        except OSError as e:
+            self.storage.failed_write(e)
+            self.log.error(
+                "cannot store page of {project} ({error}); serving it from memory",
+                project=name,
+                error=os.strerror(e.errno or 0),
+            )
+            return False
+        self.storage.wrote()
+        return True
+
+    def store(self, cached: CachedPage, forms: Iterable[Form]) -> Stored:
+        """
+        `prepare` and `write`: the forms stay in memory when they could not
+        be written.
+        """
+        prepared = self.prepare(cached, forms)
+        written = self.write(prepared)
+        return Stored(cached, {} if written else prepared.rendered)
+
+    def prepare_merged(
+        self, cached: CachedPage, keep_removed: bool, forms: Iterable[Form]
+    ) -> Prepared:
+        """
+        `prepare` a page fetched now; with ``keep_removed``, plus the files
+        we stored that the upstream no longer lists, marked as removed
+        upstream (never-forget, unless ``--forget-removed``).
+        """
+        name = cached.page.name
+        if keep_removed:
+            listed = {f.filename for f in cached.page.files}
+            stored_here = self._stored_files(name)
+            if not stored_here <= listed:
+                old = self.load(name)
+                if old is not None:
+                    kept = tuple(
+                        attrs.evolve(f, removed_upstream=True)
+                        for f in old.page.files
+                        if f.filename not in listed and f.filename in stored_here
+                    )
+                    page = attrs.evolve(cached.page, files=cached.page.files + kept)
+                    cached = attrs.evolve(cached, page=page)
+        return self.prepare(cached, forms)
+
+    def keep_only_stored(self, name: NormalizedName) -> Stored | None:
+        """
+        The stored page reduced to the files on disk, marked as removed
+        upstream, stored; ``None`` when none of its files is.
+        """
+        old = self.load(name)
+        if old is None:
+            return None
+        stored_here = self._stored_files(name)
+        files = tuple(
+            attrs.evolve(f, removed_upstream=True)
+            for f in old.page.files
+            if f.filename in stored_here
+        )
+        if not files:
+            return None
+        page = attrs.evolve(old.page, files=files)
+        return self.store(attrs.evolve(old, page=page), ())
+
+    def _stored_files(self, name: str) -> set[str]:
+        try:
+            return set(os.listdir(os.path.join(self.storage.files_dir, name)))
+        except OSError:
+            return set()
+
+    def render_form(self, name: NormalizedName, form: Form) -> Stored | None:
+        """
+        Render one form of the stored page of ``name`` (first asked for
+        now); ``None`` when no page is stored.
+        """
+        cached = self.load(name)
+        if cached is None:
+            return None
+        body = render(cached.page, [form])[form]
+        try:
+            os.makedirs(self.forms_dir, exist_ok=True)
+            self._write_if_changed(self.form_path(name, form), body)
+        except OSError as e:
+            self.storage.failed_write(e)
+            return Stored(cached, {form: body})
+        return Stored(cached)
+
+    def retouch(
+        self,
+        name: NormalizedName,
+        source: str,
+        fetched_at: float,
+        etag: str | None,
+        last_modified: str | None,
+    ) -> None:
+        """
+        Rewrite the bookkeeping of a stored page confirmed unchanged (a 304),
+        without parsing or rendering the page again: the bookkeeping block
+        is the stored page's last key.  A page that is gone or damaged is
+        left for the next full fetch.
+        """
+        path = self.storage.page_path(name)
+        try:
+            with open(path, "rb") as f:
+                head = stored_head(f.read())
+        except (OSError, ValueError):
+            return
+        write_atomically(path, with_bookkeeping(head, source, fetched_at, etag, last_modified))
+
+    def forget(self, name: NormalizedName) -> None:
+        """
+        Remove the stored page of ``name`` and its forms.
+        """
+        unlink_all([self.storage.page_path(name), *self._form_paths(name)])
+
+    def forms_on_disk(self, name: str) -> list[Form]:
+        return [form for form in Form if os.path.exists(self.form_path(name, form))]
+
+    def _form_paths(self, name: str) -> list[str]:
+        return [self.form_path(name, form) for form in Form]
+
+    def _write_if_changed(self, path: str, body: bytes) -> None:
+        try:
+            with open(path, "rb") as f:
+                if f.read(len(body) + 1) == body:
+                    return
+        except FileNotFoundError:
+            pass
+        write_atomically(path, body)
+
+
+def listing(cached: CachedPage) -> dict[str, DistFile]:
+    """
+    The files of a page by name, for the requests of its files.
+    """
+    return {f.filename: f for f in cached.page.files}
