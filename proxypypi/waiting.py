@@ -88,6 +88,18 @@ class SingleFlight(Generic[K, T]):
             operation().addBoth(self._landed, key, waiters)
         return waiters.wait()
 
+    def landed(self, key: K) -> Deferred[None]:
+        """
+        Fires once the operation for ``key``, if one is running, has landed,
+        whatever its outcome: for what must not overlap it.
+        """
+        waiters = self._flights.get(key)
+        if waiters is None:
+            return succeed(None)
+        done: Deferred[None] = Deferred()
+        waiters.wait().addBoth(lambda _: done.callback(None))
+        return done
+
     def running(self, key: K) -> bool:
         """
         Whether an operation for ``key`` is in flight.

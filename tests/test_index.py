@@ -24,7 +24,7 @@ from proxypypi.config.model import UpstreamConfig
 from proxypypi.testing import FakeIndex, Fault, make_wheel
 from proxypypi.upstream.pages import PageFetcher, ProjectNotFound, UpstreamUnavailable
 from proxypypi.upstream.pool import Pool
-from tests.support.disk import sync_run
+from tests.support.disk import HeldRunner, sync_run
 from tests.support.pumping import QUIET, pump
 
 UPSTREAM = "http://upstream.example/simple/"
@@ -410,8 +410,12 @@ class OffReactorTests(SynchronousTestCase):
         d = Deferred.fromCoroutine(cache.answer("proto-alpha", Form.JSON_GZ))  # type: ignore[arg-type]
         agent.flush()
         self.successResultOf(d)
-        # "load" finds nothing stored yet, then the fetched page is prepared.
-        self.assertEqual((pages, disk), (["load", "prepare_merged"], ["write"]))
+        # "load" finds nothing stored yet, then the fetched page's form is
+        # rendered and written, then the stored page.
+        self.assertEqual(
+            (pages, disk),
+            (["load", "prepare_merged", "render_stored"], ["write_forms", "write_stored"]),
+        )
         restarted = PageCache(PageFetcher(pool), storage, clock, work=recording(pages))
         self.assertIsNone(restarted.ready("proto-alpha"))  # type: ignore[arg-type]
         pages.clear()
@@ -419,3 +423,37 @@ class OffReactorTests(SynchronousTestCase):
         self.assertEqual(pages, ["load"])
         self.assertIs(restarted.ready("proto-alpha"), facts)  # type: ignore[arg-type]
         self.assertEqual(index.count("/simple/proto-alpha/"), 1)
+
+    def test_answer_does_not_wait_for_the_stored_page(self) -> None:
+        """
+        The client that asked for a page gets its form once the form is
+        written; the stored page is written after, and what reads the
+        stored page (here a file's entry once memory has let it go) waits
+        for that write instead of reading nothing.
+        """
+        clock = Clock()
+        index = FakeIndex(clock)
+        alpha = make_wheel("proto-alpha", "1.0")
+        index.add(alpha)
+        agent = RequestTraversalAgent(index.resource())
+        pool = Pool.from_config([[UpstreamConfig(UPSTREAM)]], lambda cfg: agent, clock)
+        disk = HeldRunner()
+        storage = Storage(self.mktemp(), disk)
+        storage.prepare()
+        cache = PageCache(PageFetcher(pool), storage, clock, work=sync_run)
+        answered = Deferred.fromCoroutine(cache.answer("proto-alpha", Form.JSON))  # type: ignore[arg-type]
+        agent.flush()
+        disk.run_all()  # the form
+        answer = self.successResultOf(answered)
+        assert answer.source is not None
+        with open(answer.source.path, "rb") as f:
+            self.assertIn(alpha.filename.encode(), f.read())
+        self.assertEqual([f.__name__ for f, _, _ in disk.jobs], ["write_stored"])
+        self.assertFalse(os.path.exists(storage.page_path("proto-alpha")))
+        cache.memory.forget("proto-alpha")
+        cache.memory.set(answer.facts)  # the facts stay, the entries went
+        listed = Deferred.fromCoroutine(cache.listing("proto-alpha"))  # type: ignore[arg-type]
+        self.assertNoResult(listed)
+        disk.run_all()  # the stored page
+        _, entries = self.successResultOf(listed)
+        self.assertEqual(list(entries), [alpha.filename])

@@ -24,26 +24,32 @@ from proxypypi.upstream.pages import Validators
 _MARK = b',"_proxypypi":'
 
 
-def stored_head(raw: bytes) -> bytes:
+def stored_head(raw: bytes) -> memoryview:
     """
-    A stored page without its bookkeeping block (and closing brace).
+    A stored page without its bookkeeping block (and closing brace), as a
+    view (the page can be megabytes).
 
     :raises ValueError: when it has none.
     """
-    return raw[: raw.rindex(_MARK)]
+    return memoryview(raw)[: raw.rindex(_MARK)]
 
 
 def with_bookkeeping(
-    head: bytes, source: str, fetched_at: float, etag: str | None, last_modified: str | None
+    head: bytes | memoryview,
+    source: str,
+    fetched_at: float,
+    etag: str | None,
+    last_modified: str | None,
 ) -> bytes:
     """
     ``head`` (a stored page up to its bookkeeping) with this bookkeeping,
-    closed: where the page came from, when, and its validators.
+    closed: where the page came from, when, and its validators.  Copies
+    the head once, however large (a view of it will do).
     """
     bookkeeping = orjson.dumps(
         {"source": source, "fetched-at": fetched_at, "etag": etag, "last-modified": last_modified}
     )
-    return head + _MARK + bookkeeping + b"}"
+    return b"".join((head, _MARK, bookkeeping, b"}"))
 
 
 @attrs.define(eq=False)
@@ -83,18 +89,15 @@ class CachedPage:
     def validators(self) -> Validators:
         return Validators(self.source, self.etag, self.last_modified)
 
-    def to_bytes(self, body: bytes | None = None) -> bytes:
+    def to_bytes(self) -> bytes:
         """
         The stored form: the page as PEP 691 JSON with the upstream URLs,
         plus our own bookkeeping under a private key.
-
-        :param body: that JSON, when the caller rendered it already.
         """
-        if body is None:
-            body = render_project_json(self.page, lambda f: f.url)
+        body = render_project_json(self.page, lambda f: f.url)
         # The rendering is one JSON object: add our key before its last brace
         # rather than parsing and serializing a large page once more.
-        head = body[: body.rindex(b"}")]
+        head = memoryview(body)[: body.rindex(b"}")]
         return with_bookkeeping(head, self.source, self.fetched_at, self.etag, self.last_modified)
 
     @classmethod

@@ -89,6 +89,8 @@ class PageCache:
     _refreshing: SingleFlight[str, PageFacts] = attrs.field(factory=SingleFlight)
     _rendering: SingleFlight[tuple[str, Form], PageFacts] = attrs.field(factory=SingleFlight)
     _loading: SingleFlight[str, tuple[PageFacts, str]] = attrs.field(factory=SingleFlight)
+    #: Stored pages being written after their forms (see `_save`).
+    _saving: SingleFlight[str, None] = attrs.field(factory=SingleFlight)
     _not_found: dict[str, float] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
@@ -150,7 +152,7 @@ class PageCache:
     async def _get_from_disk_or_upstream(
         self, name: NormalizedName, form: Form | None
     ) -> tuple[PageFacts, str]:
-        loaded: CachedPage | None = await self.work(self._store.load, name)
+        loaded = await self._load(name)
         if loaded is not None:
             facts = self.known(name) or self.memory.remember(Stored(loaded), loaded)
             if not self.is_fresh(facts):
@@ -185,6 +187,7 @@ class PageCache:
         found = self._answer(facts, form, cache)
         if found is not None:
             return found
+        await self._saving.landed(name)
         facts = await self._rendering.run(
             (name, form), lambda: self.work(self._render, name, form)
         )
@@ -192,6 +195,14 @@ class PageCache:
         if found is None:
             raise ProjectNotFound(name)
         return found
+
+    async def _load(self, name: NormalizedName) -> CachedPage | None:
+        """
+        The stored page of ``name``, once any write of it has landed.
+        """
+        await self._saving.landed(name)
+        loaded: CachedPage | None = await self.work(self._store.load, name)
+        return loaded
 
     def _render(self, name: NormalizedName, form: Form) -> PageFacts:
         """
@@ -232,7 +243,7 @@ class PageCache:
         facts = await self.get(name)
         entries = self.memory.listing(name)
         if entries is None:
-            cached: CachedPage | None = await self.work(self._store.load, name)
+            cached = await self._load(name)
             if cached is None:
                 raise ProjectNotFound(name)
             entries = listing(cached)
@@ -247,7 +258,7 @@ class PageCache:
         :raises ProjectNotFound: and what else `get` raises.
         """
         await self.get(name)
-        cached: CachedPage | None = await self.work(self._store.load, name)
+        cached = await self._load(name)
         if cached is None:
             raise ProjectNotFound(name)
         return cached
@@ -266,6 +277,8 @@ class PageCache:
     ) -> PageFacts:
         validators = facts.validators() if facts is not None else None
         forms = [] if form is None else [form]
+        # What follows reads or rewrites the stored page.
+        await self._saving.landed(name)
         try:
             result = await self.upstream.fetch(name, validators)
         except ProjectNotFound:
@@ -298,9 +311,23 @@ class PageCache:
         prepared: Prepared = await self.work(
             self._store.prepare_merged, cached, facts is not None and not self.forget_removed, forms
         )
-        written: bool = await self.storage.run(self._store.write, prepared)
+        written: bool = await self.storage.run(self._store.write_forms, prepared)
         stored = Stored(prepared.cached, {} if written else prepared.rendered)
-        return self.memory.remember(stored, prepared.cached)
+        remembered = self.memory.remember(stored, prepared.cached)
+        self._saving.run(name, lambda: self._save(prepared.cached))
+        return remembered
+
+    def _save(self, cached: CachedPage) -> Deferred[None]:
+        """
+        Render and write the stored page, after the forms: the client that
+        asked gets its form without waiting for this, and memory holds the
+        page's entries meanwhile.  Reads of the stored page wait for it.
+        """
+        name = cached.page.name
+        d = self.work(self._store.render_stored, cached)
+        d.addCallback(lambda raw: self.storage.run(self._store.write_stored, name, raw))
+        d.addErrback(lambda f: self.log.failure("cannot store page of {project}", f, project=name))
+        return d.addCallback(lambda _: None)
 
     def _older(self, name: NormalizedName, facts: PageFacts | None, result: PageResult) -> bool:
         """
@@ -401,6 +428,7 @@ class PageCache:
         Drop the page of ``name`` from disk, then from memory (in that
         order: a request meanwhile must not read it back from disk).
         """
+        await self._saving.landed(name)
         try:
             await self.storage.run(self._store.forget, name)
         except OSError as e:

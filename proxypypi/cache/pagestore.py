@@ -4,13 +4,18 @@ Project pages on disk: the stored page (``DATA/pages/<project>.json``, the
 upstream's files and our bookkeeping) and its forms
 (``DATA/pages/_forms/<project>.<suffix>``, what clients get).
 
-Every method here blocks and is called in the disk thread pool: a page of
+Every method here blocks and is called off the reactor thread: a page of
 ten thousand files takes a good part of a hundred milliseconds to parse or
 render, which the reactor must never wait for.  Writes are atomic (temp
 file, fsync, rename), so a crash leaves a page or its forms old or new,
 never torn; a form is rewritten only when its bytes change, so its entity
 tag (from the file's identity) stays put across refreshes that change
 nothing.
+
+A fetched page's forms are written before the stored page (which the
+client that asked need not wait for): a crash in between leaves forms
+newer than the stored page, which only makes the page look older than it
+is, so it is fetched again sooner; never the reverse.
 """
 
 from __future__ import annotations
@@ -22,19 +27,11 @@ import attrs
 from packaging.utils import NormalizedName
 from twisted.logger import Logger
 
-from proxypypi.cache.forms import (
-    FORMS_DIR,
-    OFFLINE_FORMS_DIR,
-    Form,
-    form_path,
-    local_url,
-    render,
-)
+from proxypypi.cache.forms import FORMS_DIR, OFFLINE_FORMS_DIR, Form, form_path, render
 from proxypypi.cache.page import CachedPage, stored_head, with_bookkeeping
 from proxypypi.cache.storage import Storage, unlink_all, write_atomically
 from proxypypi.simple.model import DistFile
 from proxypypi.simple.parse import PageParseError
-from proxypypi.simple.render import render_project_jsons
 
 
 @attrs.frozen
@@ -54,14 +51,10 @@ class Stored:
 @attrs.frozen
 class Prepared:
     """
-    A page rendered for storage, not written yet.
-
-    :ivar raw: the stored page's bytes.
-    :ivar rendered: its forms.
+    The forms of a page, rendered and not written yet.
     """
 
     cached: CachedPage
-    raw: bytes
     rendered: dict[Form, bytes]
 
 
@@ -110,49 +103,69 @@ class PageStore:
 
     def prepare(self, cached: CachedPage, forms: Iterable[Form]) -> Prepared:
         """
-        Render ``cached`` for storage, and ``forms`` of it plus every form
-        already on disk (they would show the old page otherwise).
+        Render ``forms`` of ``cached``, plus every form already on disk
+        (they would show the old page otherwise).
         """
-        name = cached.page.name
-        wanted = set(forms) | set(self.forms_on_disk(name))
-        page = cached.page
-        # The stored page and the JSON form differ only in the file URLs.
-        stored, served = render_project_jsons(
-            page, [lambda f: f.url, lambda f: local_url(f, page.name)]
-        )
-        return Prepared(cached, cached.to_bytes(stored), render(page, wanted, served))
+        wanted = set(forms) | set(self.forms_on_disk(cached.page.name))
+        return Prepared(cached, render(cached.page, wanted))
 
-    def write(self, prepared: Prepared) -> bool:
+    def write_forms(self, prepared: Prepared) -> bool:
         """
-        Write a prepared page and its forms.  A write that fails is noted
-        on the storage and logged.
+        Write prepared forms.  A write that fails is noted on the storage
+        and logged.
 
-        :returns: whether everything was written.
+        :returns: whether every form was written.
         """
         name = prepared.cached.page.name
         try:
-            write_atomically(self.storage.page_path(name), prepared.raw)
             os.makedirs(self.forms_dir, exist_ok=True)
             for form, body in prepared.rendered.items():
                 self._write_if_changed(self.form_path(name, form), body)
         except OSError as e:
-            self.storage.failed_write(e)
-            self.log.error(
-                "cannot store page of {project} ({error}); serving it from memory",
-                project=name,
-                error=os.strerror(e.errno or 0),
-            )
+            self._failed(name, e, "serving it from memory")
             return False
         self.storage.wrote()
         return True
 
+    def render_stored(self, cached: CachedPage) -> bytes:
+        """
+        The stored page's bytes: the page as PEP 691 JSON with the
+        upstream's URLs, and our bookkeeping.
+        """
+        return cached.to_bytes()
+
+    def write_stored(self, name: NormalizedName, raw: bytes) -> bool:
+        """
+        Write a stored page rendered by `render_stored`.  A write that
+        fails is noted on the storage and logged.
+
+        :returns: whether it was written.
+        """
+        try:
+            write_atomically(self.storage.page_path(name), raw)
+        except OSError as e:
+            self._failed(name, e, "it is fetched again after a restart")
+            return False
+        self.storage.wrote()
+        return True
+
+    def _failed(self, name: str, e: OSError, consequence: str) -> None:
+        self.storage.failed_write(e)
+        self.log.error(
+            "cannot store page of {project} ({error}); {consequence}",
+            project=name,
+            error=os.strerror(e.errno or 0),
+            consequence=consequence,
+        )
+
     def store(self, cached: CachedPage, forms: Iterable[Form]) -> Stored:
         """
-        `prepare` and `write`: the forms stay in memory when they could not
-        be written.
+        `prepare` and write the forms, then the stored page, all at once:
+        the forms stay in memory when they could not be written.
         """
         prepared = self.prepare(cached, forms)
-        written = self.write(prepared)
+        written = self.write_forms(prepared)
+        self.write_stored(cached.page.name, self.render_stored(cached))
         return Stored(cached, {} if written else prepared.rendered)
 
     def prepare_merged(

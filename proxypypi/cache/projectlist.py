@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import mmap
 import os
-import zlib
 from collections.abc import Sequence
 
 import attrs
+from isal import isal_zlib
 from packaging.utils import canonicalize_name
 from twisted.internet.defer import Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from proxypypi.cache.complete import CompleteFile
-from proxypypi.cache.forms import GZIP_LEVEL, Form
+from proxypypi.cache.forms import Form, compressor
 from proxypypi.cache.growing import GrowingFile
 from proxypypi.cache.storage import Storage, write_all
 from proxypypi.interfaces import IFileSource
@@ -72,10 +72,6 @@ _TAILS = {
 }
 
 
-def _compressor() -> zlib._Compress:
-    return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-
-
 @attrs.define(eq=False)
 class _Writer:
     """
@@ -90,7 +86,7 @@ class _Writer:
     private: frozenset[str] = frozenset()
     count: int = 0
     _seen: set[str] = attrs.field(factory=set)
-    _compressors: dict[Form, zlib._Compress] = attrs.field(factory=dict)
+    _compressors: dict[Form, isal_zlib.Compress] = attrs.field(factory=dict)
 
     @classmethod
     def open(
@@ -100,9 +96,9 @@ class _Writer:
         for form in Form:
             fd, partial = storage.open_partial()
             files[form] = GrowingFile(partial, paths[form], fd)
-        compressors = {form: _compressor() for form in Form if form.gzipped}
+        compressors = {form: compressor() for form in Form if form.gzipped}
         writer = cls(files, private, compressors=compressors)
-        writer._write(_HEADS, zlib.Z_SYNC_FLUSH)
+        writer._write(_HEADS, isal_zlib.Z_SYNC_FLUSH)
         return writer
 
     def add(self, names: list[str]) -> None:
@@ -117,7 +113,7 @@ class _Writer:
         self.count += len(names)
         if self.private:
             self._seen.update(n for n in normalized if n in self.private)
-        self._write({Form.HTML: html, Form.JSON: json}, zlib.Z_SYNC_FLUSH)
+        self._write({Form.HTML: html, Form.JSON: json}, isal_zlib.Z_SYNC_FLUSH)
 
     def end(self) -> None:
         """
@@ -125,7 +121,7 @@ class _Writer:
         of the forms; `commit` makes them permanent.
         """
         self.add(sorted(self.private - self._seen))
-        self._write(_TAILS, zlib.Z_FINISH)
+        self._write(_TAILS, isal_zlib.Z_FINISH)
 
     def _write(self, plain: dict[Form, bytes], flush: int) -> None:
         for form in Form:
@@ -356,13 +352,13 @@ def _compress_file(storage: Storage, source: str, target: str) -> None:
     """
     Write ``target`` as ``source`` gzip-compressed, chunk by chunk.  Blocking.
     """
-    compressor = _compressor()
+    gzip = compressor()
     fd, partial = storage.open_partial()
     try:
         with open(source, "rb") as f:
             while chunk := f.read(1024 * 1024):
-                write_all(fd, compressor.compress(chunk))
-        write_all(fd, compressor.flush())
+                write_all(fd, gzip.compress(chunk))
+        write_all(fd, gzip.flush())
         os.fsync(fd)
     except BaseException:
         storage.discard(fd, partial)

@@ -39,6 +39,7 @@ from proxypypi.service.describe import log_configuration
 from proxypypi.service.lifecycle import (
     DiskThreads,
     DownloadsInFlight,
+    FrozenHeap,
     HealthProbes,
     OrderedServices,
     UpstreamConnections,
@@ -198,6 +199,7 @@ def make_service(config: Config, reactor: Any) -> IService:
     site = build_site(proxy)
     for description in config.listen:
         WebServer(listen_endpoint(reactor, description), site, reactor).setServiceParent(top)
+    FrozenHeap().setServiceParent(top)
     return top
 
 

@@ -7,6 +7,7 @@ connections their responses need are still there.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import attrs
@@ -83,6 +84,25 @@ class HealthProbes(Service):
     def stopService(self) -> None:
         super().stopService()
         self.pool.stop_probing()
+
+
+class FrozenHeap(Service):
+    """
+    Moves every object alive at start-up (modules, the resource tree, the
+    configuration) out of the garbage collector's sight: none of it is ever
+    garbage, and a large page's parse allocates enough containers to set
+    off full collections, each of which would otherwise walk it all (a
+    third of the cost of storing an 8,000-file page, measured).
+    """
+
+    def startService(self) -> None:
+        super().startService()
+        gc.collect()
+        gc.freeze()
+
+    def stopService(self) -> None:
+        super().stopService()
+        gc.unfreeze()
 
 
 @attrs.define
