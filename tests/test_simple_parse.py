@@ -13,6 +13,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from proxypypi.simple.model import DistFile, ProjectPage, ProjectStatus
 from proxypypi.simple.negotiate import HTML, HTML_V1, JSON_V1
 from proxypypi.simple.parse import (
+    MAX_PAGE_FILES,
+    MAX_WARNINGS,
     PageParseError,
     ProjectListScanner,
     parse_project_page,
@@ -222,7 +224,9 @@ class JSONPageTests(SynchronousTestCase):
         ]
         page, warnings = parse_json(json_page(files))
         self.assertEqual(page.files, (DistFile(WHEEL, "http://other.example/a/" + WHEEL),))
-        self.assertEqual(len(warnings), len(files) - 1)
+        # One warning per entry dropped: the first few said, the rest counted.
+        self.assertEqual(len(warnings), MAX_WARNINGS + 1)
+        self.assertEqual(warnings[-1], f"and {len(files) - 1 - MAX_WARNINGS} more like these")
 
     def test_bad_hashes_dropped(self) -> None:
         """
@@ -294,15 +298,25 @@ class JSONPageTests(SynchronousTestCase):
 
     def test_sniffs_unknown_content_type(self) -> None:
         """
-        Without a known content type a body starting with ``{`` is JSON, and
-        parameters on a known type do not hide it.
+        Whatever the content type says (nothing, plain JSON, HTML as some
+        mirrors label everything), a body starting with ``{`` is JSON.
         """
         body = b"\xef\xbb\xbf  " + json_page([json_file()])
-        for content_type in ("", "application/json", f"{JSON_V1}; charset=utf-8"):
+        for content_type in ("", "application/json", f"{JSON_V1}; charset=utf-8", HTML):
             page = parse_project_page(body, content_type, PAGE, NAME)[0]
             self.assertEqual(filenames(page), [WHEEL], content_type)
         html = f'<a href="/f/{WHEEL}">{WHEEL}</a>'.encode()
         self.assertEqual(filenames(parse_project_page(html, "", PAGE, NAME)[0]), [WHEEL])
+
+
+    def test_too_many_files(self) -> None:
+        """
+        A page listing more files than any real project has is refused
+        before any of them is read.
+        """
+        entry = {"filename": "x", "url": "/x"}
+        with self.assertRaisesRegex(PageParseError, "more than the 100000 accepted"):
+            parse_json(json_page([entry] * (MAX_PAGE_FILES + 1)))
 
 
 class HTMLPageTests(SynchronousTestCase):
@@ -397,7 +411,7 @@ class HTMLPageTests(SynchronousTestCase):
         """
         page, warnings = parse_html(body)
         self.assertEqual(page.files, (DistFile(WHEEL, f"http://other.example/{WHEEL}"),))
-        self.assertEqual(len(warnings), 9)
+        self.assertEqual(warnings[MAX_WARNINGS:], [f"and {9 - MAX_WARNINGS} more like these"])
 
     def test_bad_fragments(self) -> None:
         """

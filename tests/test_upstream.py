@@ -9,6 +9,7 @@ RequestTraversalAgent); a Clock drives every timeout and probe.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from treq.testing import RequestTraversalAgent, StubTreq
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import RedirectAgent
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
@@ -34,6 +36,7 @@ from proxypypi.config.model import Config, UpstreamConfig
 from proxypypi.config.settings import build_config, parse_upstreams
 from proxypypi.config.urls import ConfigError
 from proxypypi.service.compose import build_proxy
+from proxypypi.simple.parse import MAX_WARNINGS
 from proxypypi.testing import FakeIndex, Fault, make_wheel
 from proxypypi.upstream.health import PROBE_FIRST_DELAY, PROBE_MAX_DELAY, Health, State
 from proxypypi.upstream.member import rebase
@@ -50,6 +53,16 @@ from tests.support.disk import stored, sync_run
 from tests.support.pumping import QUIET, pump
 
 PROJECT: Any = "proto-alpha"
+ONE_WHEEL = "proto_alpha-1.0-py3-none-any.whl"
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+
+
+def json_page_of(project: str, extra: Sequence[object] = ()) -> bytes:
+    """
+    A JSON page of ``project`` listing `ONE_WHEEL`, then ``extra`` entries.
+    """
+    files = [{"filename": ONE_WHEEL, "url": f"/files/{ONE_WHEEL}"}, *extra]
+    return json.dumps({"meta": {"api-version": "1.0"}, "name": project, "files": files}).encode()
 
 
 @implementer(IAgent)
@@ -83,20 +96,20 @@ class Scripted(Resource):
 
     isLeaf = True
 
-    def __init__(self, code: int, content_type: str, body: bytes, location: str = "") -> None:
+    def __init__(
+        self, code: int, content_type: str, body: bytes, location: str = "", encoding: str = ""
+    ) -> None:
         super().__init__()
-        self.code, self.content_type, self.body, self.location = (
-            code,
-            content_type,
-            body,
-            location,
-        )
+        self.code, self.content_type, self.body = code, content_type, body
+        self.location, self.encoding = location, encoding
 
     def render(self, request: Request) -> bytes:
         request.setResponseCode(self.code)
         request.setHeader("content-type", self.content_type)
         if self.location:
             request.setHeader("location", self.location)
+        if self.encoding:
+            request.setHeader("content-encoding", self.encoding)
         return self.body
 
 
@@ -629,6 +642,64 @@ class BadAnswerTests(SynchronousTestCase):
         huge = b"<html>" + b"<p>padding</p>" * 1000
         members = self.members_with(Scripted(200, "text/html", huge), max_page_bytes=4096)
         self.assert_member_failed(members, "larger than 4096 bytes")
+
+    def test_gzip_bomb(self) -> None:
+        """
+        A gzip-encoded page that expands beyond the size limit stops being
+        decoded there (a few bytes that would expand to gigabytes).
+        """
+        bomb = gzip.compress(b"{" + b" " * 1_000_000)
+        members = self.members_with(
+            Scripted(200, JSON_TYPE, bomb, encoding="gzip"), max_page_bytes=4096
+        )
+        self.assert_member_failed(members, "expands beyond 4096 bytes")
+
+    def test_broken_gzip(self) -> None:
+        """A gzip body cut short, and a Content-Encoding that was never asked for."""
+        page = gzip.compress(json_page_of(PROJECT))
+        members = self.members_with(Scripted(200, JSON_TYPE, page[:-8], encoding="gzip"))
+        self.assert_member_failed(members, "broken gzip encoding")
+        members = self.members_with(Scripted(200, JSON_TYPE, page, encoding="br"))
+        self.assert_member_failed(members, "unasked-for Content-Encoding 'br'")
+
+    def test_gzip_page(self) -> None:
+        """An index that gzips its pages is asked to and understood."""
+        members = Members(Clock(), [[("gz", 1)]])
+        dist = members.add("gz")
+        members.index["gz"].gzip = True
+        result = self.successResultOf(members.fetch())
+        assert result.page is not None
+        self.assertEqual([f.filename for f in result.page.files], [dist.filename])
+        self.assertIn("gzip", members.index["gz"].requests[-1].accept_encoding or "")
+
+    def test_json_labelled_html(self) -> None:
+        """A JSON page whose Content-Type says HTML is read as the JSON it is."""
+        members = Members(Clock(), [[("odd", 1)]])
+        members.agents["odd"] = RequestTraversalAgent(
+            Scripted(200, "text/html", b"\n " + json_page_of(PROJECT))
+        )
+        members.switch["odd"].target = members.agents["odd"]
+        result = self.successResultOf(members.fetch())
+        assert result.page is not None
+        self.assertEqual([f.filename for f in result.page.files], [ONE_WHEEL])
+
+    def test_dropped_entries_logged_once(self) -> None:
+        """
+        A page whose every other entry is unusable is served with the rest,
+        and says so in one log line, however many were dropped.
+        """
+        entries = [{"filename": f"../evil-{i}.tar.gz", "url": "/x"} for i in range(200)]
+        body = json_page_of(PROJECT, extra=entries)
+        members = Members(Clock(), [[("odd", 1)]])
+        members.agents["odd"] = RequestTraversalAgent(Scripted(200, JSON_TYPE, body))
+        members.switch["odd"].target = members.agents["odd"]
+        with capturedLogs() as events:
+            result = self.successResultOf(members.fetch())
+        assert result.page is not None
+        self.assertEqual(len(result.page.files), 1)
+        said = [e for e in events if e.get("project") == PROJECT and "warnings" in e]
+        self.assertEqual(len(said), 1)
+        self.assertIn(f"and {200 - MAX_WARNINGS} more like these", said[0]["warnings"])
 
     def test_slow_drip(self) -> None:
         """A body trickling in just fast enough to dodge the idle timeout hits the total bound."""

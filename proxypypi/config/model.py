@@ -130,7 +130,7 @@ class Config:
     download_idle_timeout: float = attrs.field(
         default=10.0, validator=_positive("download-idle-timeout")
     )
-    max_page_bytes: int = 128 * 1024 * 1024
+    max_page_bytes: int = 32 * 1024 * 1024
     page_memory: int = attrs.field(default=128 * 1024 * 1024, validator=_positive("page-memory"))
     negative_ttl: float = 60.0
     offline: bool = False

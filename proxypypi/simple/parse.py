@@ -27,7 +27,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from proxypypi.names import belongs_to, is_safe_filename, version_of
 from proxypypi.simple.model import CoreMetadata, DistFile, ProjectPage, ProjectStatus, Yanked
-from proxypypi.simple.negotiate import HTML, HTML_V1, JSON_V1, Format, parse_media_type
+from proxypypi.simple.negotiate import JSON_V1, Format, parse_media_type
 
 #: Our private per-file JSON key for `DistFile.removed_upstream`; clients
 #: ignore keys starting with ``_`` (PEP 691).
@@ -52,6 +52,14 @@ _SCHEMES = frozenset({"http", "https"})
 #: literal) and a path of printable ASCII but for quotes and backslashes.
 _PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?/[!#-\[\]-~]*\Z")
 _BOM = b"\xef\xbb\xbf"
+
+#: The most files a page may list: the largest pages of the public index
+#: list some ten thousand, and each costs about a kilobyte to read, so a
+#: page listing millions (hostile, or broken) is refused rather than read.
+MAX_PAGE_FILES = 100_000
+
+#: Warnings kept per page; the rest are counted.
+MAX_WARNINGS = 5
 
 _T = TypeVar("_T")
 
@@ -113,13 +121,29 @@ class _Collector:
 
     page_url: str
     expected: NormalizedName
+    #: The first `MAX_WARNINGS` warnings; `unshown` counts the rest.
     warnings: list[str] = attrs.field(factory=list)
+    unshown: int = 0
     files: dict[str, DistFile] = attrs.field(factory=dict)
     #: The versions the admitted file names declare, in first-seen order;
     #: kept here so that no file name is parsed twice.
     file_versions: dict[str, None] = attrs.field(factory=dict)
     #: Files dropped because their names say they belong to another project.
     foreign: int = 0
+
+    def warn(self, warning: str) -> None:
+        """
+        Note something dropped; a page dropping thousands of entries keeps
+        only the first few words of it.
+        """
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(warning)
+        else:
+            self.unshown += 1
+
+    def all_warnings(self) -> list[str]:
+        more = [f"and {self.unshown} more like these"] if self.unshown else []
+        return self.warnings + more
 
     def resolve(self, href: str, what: str, base: str | None = None) -> tuple[str, str] | None:
         """
@@ -130,12 +154,14 @@ class _Collector:
         """
         href = href.strip()
         if not href:
-            self.warnings.append(f"dropped {_brief(what)}: no URL")
+            self.warn(f"dropped {_brief(what)}: no URL")
             return None
         if _PLAIN_URL.match(href) is not None:
             # Most upstreams list plain absolute URLs: nothing to join or
             # take apart (the pattern admits only what urlsplit reads as
             # http(s) with a host).
+            if "#" not in href:
+                return href, ""  # not a copy: pages keep thousands of URLs
             url, _, fragment = href.partition("#")
             return url, fragment
         try:
@@ -144,7 +170,7 @@ class _Collector:
         except ValueError:
             scheme = ""
         if scheme not in _SCHEMES:
-            self.warnings.append(f"dropped {_brief(what)}: not an http(s) URL: {_brief(href)}")
+            self.warn(f"dropped {_brief(what)}: not an http(s) URL: {_brief(href)}")
             return None
         return url, fragment
 
@@ -154,20 +180,20 @@ class _Collector:
         first-seen name, of this project when the name says which project.
         """
         if filename in self.files:
-            self.warnings.append(f"dropped {_brief(filename)}: duplicate file name")
+            self.warn(f"dropped {_brief(filename)}: duplicate file name")
             return False
         # version_of checks the name is safe first, so a version means safe.
         version = version_of(filename, self.expected)
         if version is not None:
             if not filename.isprintable():
-                self.warnings.append(f"dropped {_brief(filename)}: unsafe file name")
+                self.warn(f"dropped {_brief(filename)}: unsafe file name")
                 return False
             self.file_versions[version] = None
         elif not (is_safe_filename(filename) and filename.isprintable()):
-            self.warnings.append(f"dropped {_brief(filename)}: unsafe file name")
+            self.warn(f"dropped {_brief(filename)}: unsafe file name")
             return False
         elif not belongs_to(filename, self.expected):
-            self.warnings.append(f"dropped {_brief(filename)}: not a file of {self.expected}")
+            self.warn(f"dropped {_brief(filename)}: not a file of {self.expected}")
             self.foreign += 1
             return False
         return True
@@ -194,7 +220,7 @@ class _Collector:
                     clean.setdefault(name, value)
                     continue
             what = f"{_brief(filename)} {of}".rstrip()
-            self.warnings.append(f"{what}: dropped hash {_brief(name)}={_brief(value)}")
+            self.warn(f"{what}: dropped hash {_brief(name)}={_brief(value)}")
         return clean
 
     def provenance(self, value: object, filename: str) -> str | None:
@@ -211,7 +237,7 @@ class _Collector:
                 parts = None
             if parts is not None and parts.scheme == "https" and parts.netloc:
                 return value
-        self.warnings.append(f"{_brief(filename)}: dropped provenance {_brief(value)}")
+        self.warn(f"{_brief(filename)}: dropped provenance {_brief(value)}")
         return None
 
     def page(
@@ -228,6 +254,14 @@ class _Collector:
 
 
 # JSON (PEP 691 / 700 / 714 / 740 / 792)
+
+
+def _check_count(files: int) -> None:
+    """
+    :raises PageParseError: when a page lists more than `MAX_PAGE_FILES`.
+    """
+    if files > MAX_PAGE_FILES:
+        raise PageParseError(f"lists {files} files, more than the {MAX_PAGE_FILES} accepted")
 
 
 def _load_json_object(body: bytes) -> dict[str, Any]:
@@ -307,11 +341,11 @@ def _json_file(c: _Collector, entry: object) -> None:
     Admit one element of ``files``.
     """
     if not isinstance(entry, dict):
-        c.warnings.append(f"dropped file entry {_brief(entry)}: not an object")
+        c.warn(f"dropped file entry {_brief(entry)}: not an object")
         return
     filename, href = entry.get("filename"), entry.get("url")
     if not isinstance(filename, str) or not isinstance(href, str):
-        c.warnings.append(f"dropped file entry {_brief(filename)}: no filename or url")
+        c.warn(f"dropped file entry {_brief(filename)}: no filename or url")
         return
     resolved = c.resolve(href, filename)
     if resolved is None or not c.admit(filename):
@@ -359,7 +393,9 @@ def _parse_json(c: _Collector, body: bytes, last_serial: int | None) -> ProjectP
         raise PageParseError(f"page of {_brief(name)}, expected {c.expected!r}")
     if "files" not in doc:
         raise PageParseError("no 'files' in JSON page")
-    for entry in _field(doc, "files", list, []):
+    files = _field(doc, "files", list, [])
+    _check_count(len(files))
+    for entry in files:
         _json_file(c, entry)
     versions = [v for v in _field(doc, "versions", list, []) if isinstance(v, str)]
     serial = doc.get("_last-serial")
@@ -511,7 +547,7 @@ def _html_file(c: _Collector, base: str, attrs: _Attrs, text: str) -> None:
     """
     href = attrs.get("href")
     if href is None:
-        c.warnings.append(f"dropped anchor {_brief(text)}: no href")
+        c.warn(f"dropped anchor {_brief(text)}: no href")
         return
     resolved = c.resolve(href, text, base)
     if resolved is None:
@@ -519,7 +555,7 @@ def _html_file(c: _Collector, base: str, attrs: _Attrs, text: str) -> None:
     url, fragment = resolved
     filename = unquote(urlsplit(url).path.rpartition("/")[2])
     if not filename:
-        c.warnings.append(f"dropped {_brief(href)}: the URL does not name a file")
+        c.warn(f"dropped {_brief(href)}: the URL does not name a file")
         return
     if not c.admit(filename):
         return
@@ -576,6 +612,7 @@ def _parse_html(
         raise PageParseError("not an HTML page: no markup at all")
     _check_api_version(parser.meta.get("pypi:repository-version"))
     base = _html_base(c.page_url, parser.base)
+    _check_count(len(parser.anchors))
     for attrs_, text in parser.anchors:
         _html_file(c, base, attrs_, text)
     if c.foreign and not c.files:
@@ -589,16 +626,12 @@ def _parse_html(
     return c.page((), serial, status)
 
 
-def _format_of(body: bytes, content_type: str) -> Format:
+def _format_of(body: bytes) -> Format:
     """
-    Which serialization ``body`` is in: the content type when it names one,
-    otherwise a sniff (JSON starts with ``{``).
+    Which serialization ``body`` is in, whatever its ``Content-Type`` says
+    (mirrors label JSON pages ``text/html`` and the reverse): a JSON page
+    starts with ``{``, which no HTML page does.
     """
-    media_type = parse_media_type(content_type)[0]
-    if media_type == JSON_V1:
-        return Format.JSON
-    if media_type in (HTML, HTML_V1):
-        return Format.HTML
     head = body[:1024].removeprefix(_BOM).lstrip()
     return Format.JSON if head.startswith(b"{") else Format.HTML
 
@@ -627,11 +660,11 @@ def parse_project_page(
         page lists files of another project only.
     """
     c = _Collector(page_url, expected_name)
-    if _format_of(body, content_type) is Format.JSON:
+    if _format_of(body) is Format.JSON:
         page = _parse_json(c, body, last_serial)
     else:
         page = _parse_html(c, body, content_type, last_serial)
-    return page, c.warnings
+    return page, c.all_warnings()
 
 
 # The project list (PEP 503 / 691 ``/simple/``)

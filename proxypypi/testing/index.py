@@ -11,6 +11,7 @@ imported.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import html
 import json
@@ -58,6 +59,7 @@ class RecordedRequest:
     if_none_match: str | None = None
     if_range: str | None = None
     user_agent: str | None = None
+    accept_encoding: str | None = None
 
 
 @attrs.frozen
@@ -120,6 +122,8 @@ class FakeIndex:
         without it the page claims 1.0).
     :ivar absolute_urls: list files as ``http://<Host>/files/...`` rather
         than ``../../files/...``.
+    :ivar gzip: answer pages gzip-encoded to clients that accept it, as
+        real indexes do (body faults then apply to the encoded bytes).
     :ivar latency: seconds before the response headers of every request.
     :ivar throttle: body bytes per second, sent in ``chunk_size`` chunks.
     :ivar fault: the default `Fault` for every request.
@@ -134,6 +138,7 @@ class FakeIndex:
     formats: set[str] = attrs.field(factory=lambda: {"json", "html"})
     include_size: bool = True
     absolute_urls: bool = False
+    gzip: bool = False
     latency: float = 0.0
     throttle: int | None = None
     chunk_size: int = 16 * 1024
@@ -280,6 +285,9 @@ class FakeIndex:
         inm = request.getHeader("if-none-match")
         if inm is not None and etag_matches(inm, etag):
             return Response(304, headers)
+        if self.gzip and "gzip" in (request.getHeader("accept-encoding") or ""):
+            headers["Content-Encoding"] = "gzip"
+            body = gzip.compress(body, mtime=0)
         return Response(200, headers, body)
 
     def _meta(self, serial: int) -> dict[str, object]:
@@ -387,6 +395,7 @@ class _IndexResource(Resource):
                 if_none_match=request.getHeader("if-none-match"),
                 if_range=request.getHeader("if-range"),
                 user_agent=request.getHeader("user-agent"),
+                accept_encoding=request.getHeader("accept-encoding"),
             )
         )
         fault = index._take_fault(path)

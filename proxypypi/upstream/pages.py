@@ -31,6 +31,7 @@ from proxypypi.upstream.fetch import (
     UpstreamTimeout,
     describe_failure,
     final_url,
+    gunzip,
     header,
     is_unreachable,
     read_body,
@@ -49,6 +50,28 @@ PARSE_IN_THREAD_BYTES = 64 * 1024
 #: Seconds one page fetch from one member may take in all (headers, then a
 #: body that trickles in just fast enough to dodge the idle timeout).
 PAGE_TIMEOUT = 60.0
+
+
+#: The Content-Encodings a page may come in (we ask for gzip only).
+_ENCODINGS = frozenset({"identity", "gzip", "x-gzip"})
+
+
+def _decode_and_parse(
+    body: bytes,
+    gzipped: bool,
+    limit: int,
+    content_type: str,
+    page_url: str,
+    name: NormalizedName,
+    last_serial: int | None,
+) -> tuple[ProjectPage, list[str]]:
+    """
+    Decode (at most ``limit`` bytes) and parse a page body.  Blocking for
+    a large page.
+    """
+    if gzipped:
+        body = gunzip(body, limit)
+    return parse_project_page(body, content_type, page_url, name, last_serial)
 
 
 class ProjectNotFound(Exception):
@@ -120,7 +143,7 @@ class PageFetcher:
     """
 
     pool: Pool
-    max_page_bytes: int = 128 * 1024 * 1024
+    max_page_bytes: int = 32 * 1024 * 1024
     page_timeout: float = PAGE_TIMEOUT
     parse_in: Callable[..., Deferred[Any]] | None = None
     #: Pages at least this large are parsed through ``parse_in``.
@@ -238,14 +261,17 @@ class PageFetcher:
         timing: Timing,
     ) -> PageResult:
         url = member.page_url(name)
-        headers = {b"accept": PAGE_ACCEPT}
+        # gzip is decoded here (`gunzip`), off the reactor thread for a
+        # large page and bounded, rather than by Twisted's decoder, which
+        # expands every chunk whole on the reactor thread.
+        headers = {b"accept": PAGE_ACCEPT, b"accept-encoding": b"gzip"}
         if validators is not None and validators.source == member.url:
             if validators.etag:
                 headers[b"if-none-match"] = validators.etag.encode("latin-1")
             if validators.last_modified:
                 headers[b"if-modified-since"] = validators.last_modified.encode("latin-1")
         response = await request(
-            member.page_agent, self.pool.clock, url, headers, member.config.first_byte_timeout
+            member.agent, self.pool.clock, url, headers, member.config.first_byte_timeout
         )
         timing.latency = self.pool.clock.seconds() - timing.started
         etag = header(response, b"etag")
@@ -259,25 +285,40 @@ class PageFetcher:
         if response.code != 200:
             response.deliverBody(Protocol())
             raise FetchError(f"HTTP {response.code} for {url}")
+        encoding = (header(response, b"content-encoding") or "identity").strip().lower()
+        if encoding not in _ENCODINGS:
+            response.deliverBody(Protocol())
+            raise FetchError(f"unusable page at {url}: unasked-for Content-Encoding {encoding!r}")
+        gzipped = encoding != "identity"
         body = await read_body(response, self.pool.clock, member.idle_timeout, self.max_page_bytes)
         serial = header(response, b"x-pypi-last-serial")
         parse = partial(
-            parse_project_page,
+            _decode_and_parse,
             body,
+            gzipped,
+            self.max_page_bytes,
             header(response, b"content-type") or "",
             final_url(response, url),
             name,
-            last_serial=int(serial) if serial and serial.isdigit() else None,
+            int(serial) if serial and serial.isdigit() else None,
         )
+        # An index page compresses about sevenfold.
+        expanded = len(body) * 7 if gzipped else len(body)
         try:
-            if self.parse_in is not None and len(body) > self.thread_threshold:
+            if self.parse_in is not None and expanded > self.thread_threshold:
                 page, warnings = await self.parse_in(parse)
             else:
                 page, warnings = parse()
         except PageParseError as e:
             raise FetchError(f"unusable page at {url}: {e}") from e
-        for warning in warnings:
-            self.log.warn("{upstream}: {warning}", upstream=member.url, warning=warning)
+        if warnings:
+            # One line per page, however much of it was dropped.
+            self.log.warn(
+                "{upstream}: page of {project}: {warnings}",
+                upstream=member.url,
+                project=name,
+                warnings="; ".join(warnings),
+            )
         return PageResult(page, member.url, member.group, etag, last_modified)
 
 
