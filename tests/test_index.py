@@ -16,11 +16,12 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from proxypypi.cache.forms import Form
-from proxypypi.cache.page import CachedPage
+from proxypypi.cache.page import CachedPage, stored_entry
 from proxypypi.cache.pagememory import PageMemory
 from proxypypi.cache.pages import Answer, PageCache
 from proxypypi.cache.storage import Storage
 from proxypypi.config.model import UpstreamConfig
+from proxypypi.simple.model import DistFile, ProjectPage
 from proxypypi.testing import FakeIndex, Fault, make_wheel
 from proxypypi.upstream.pages import PageFetcher, ProjectNotFound, UpstreamUnavailable
 from proxypypi.upstream.pool import Pool
@@ -28,6 +29,7 @@ from tests.support.disk import HeldRunner, sync_run
 from tests.support.pumping import QUIET, pump
 
 UPSTREAM = "http://upstream.example/simple/"
+SHA = "ab" * 32
 
 
 class PageCacheTests(SynchronousTestCase):
@@ -260,33 +262,61 @@ class OfflineTests(SynchronousTestCase):
 class MemoryTests(SynchronousTestCase):
     def test_memory_keeps_little_and_is_bounded(self) -> None:
         """
-        Memory keeps facts of a bounded number of pages and the file entries
-        of a bounded number of files; pages beyond are read from disk again.
+        Memory keeps facts of a bounded number of pages and the entries of a
+        bounded number of files asked for (none of a page only fetched);
+        the others are looked up in their stored page, alone.
         """
         clock = Clock()
         index = FakeIndex(clock)
+        wheels = {}
         for name in ("proto-a", "proto-b", "proto-c"):
             index.add(make_wheel(name, "1.0"))
-            index.add(make_wheel(name, "2.0"))
+            wheels[name] = make_wheel(name, "2.0")
+            index.add(wheels[name])
         agent = RequestTraversalAgent(index.resource())
         pool = Pool.from_config([[UpstreamConfig(UPSTREAM)]], lambda cfg: agent, clock)
         storage = Storage(self.mktemp(), sync_run)
         storage.prepare()
-        memory = PageMemory(facts_limit=2, listed_limit=4)
+        memory = PageMemory(facts_limit=2, listed_limit=2)
         cache = PageCache(PageFetcher(pool), storage, clock, memory=memory)
         for name in ("proto-a", "proto-b", "proto-c"):
             d = cache.get(name)  # type: ignore[arg-type]
             agent.flush()
             self.successResultOf(d)
+            self.assertIsNone(cache.listed(name, wheels[name].filename))  # type: ignore[arg-type]
         self.assertIsNone(cache.known("proto-a"))  # type: ignore[arg-type]
         self.assertIsNotNone(cache.known("proto-c"))  # type: ignore[arg-type]
-        self.assertIsNone(memory.listing("proto-a"))
-        self.assertIsNotNone(memory.listing("proto-c"))
-        d = Deferred.fromCoroutine(cache.listing("proto-a"))  # type: ignore[arg-type]
-        facts, files = self.successResultOf(d)
-        self.assertEqual(len(files), 2)
-        self.assertEqual(facts.files, 2)
+        for name in ("proto-a", "proto-b", "proto-c"):
+            d = Deferred.fromCoroutine(cache.entry(name, wheels[name].filename))  # type: ignore[arg-type]
+            facts, f = self.successResultOf(d)
+            assert f is not None
+            self.assertEqual((facts.files, f.filename), (2, wheels[name].filename))
+        # Two entries kept, the oldest asked for dropped.
+        self.assertIsNone(cache.listed("proto-a", wheels["proto-a"].filename))  # type: ignore[arg-type]
+        self.assertIsNotNone(cache.listed("proto-c", wheels["proto-c"].filename))  # type: ignore[arg-type]
+        d = Deferred.fromCoroutine(cache.entry("proto-c", "proto_c-9.0.tar.gz"))  # type: ignore[arg-type]
+        self.assertIsNone(self.successResultOf(d)[1])
         self.assertEqual(index.count("/simple/proto-a/"), 1)
+
+    def test_entry_read_alone_from_the_stored_page(self) -> None:
+        """
+        An entry found in a stored page is the one the whole page lists,
+        whatever its name's characters, and is checked as on a fetched page.
+        """
+        files = (
+            DistFile("proto_a-1.0.tar.gz", "https://up.example/p/a.tar.gz", {"sha256": SHA}),
+            DistFile("proto_a-1.1-py3-none-any.whl", "https://up.example/q", size=7),
+            DistFile("proto_a-1.2.win32-caf\u00e9.exe", "https://up.example/r", yanked="bad"),
+        )
+        page = ProjectPage("proto-a", files)  # type: ignore[arg-type]
+        raw = CachedPage(page, UPSTREAM, 1.0).to_bytes()
+        for f in files:
+            self.assertEqual(stored_entry(raw, page.name, f.filename), f)
+        self.assertIsNone(stored_entry(raw, page.name, "proto_a-1.0.tar"))
+        hostile = raw.replace(b"https://up.example/q", b"file:///etc/passwd")
+        self.assertIsNone(stored_entry(hostile, page.name, files[1].filename))
+        with self.assertRaises(ValueError):
+            stored_entry(raw[:-40], page.name, files[0].filename)
 
 
 class ReviewRegressionTests(SynchronousTestCase):
@@ -428,7 +458,7 @@ class OffReactorTests(SynchronousTestCase):
         """
         The client that asked for a page gets its form once the form is
         written; the stored page is written after, and what reads the
-        stored page (here a file's entry once memory has let it go) waits
+        stored page (here a file's entry, which memory does not keep) waits
         for that write instead of reading nothing.
         """
         clock = Clock()
@@ -450,10 +480,8 @@ class OffReactorTests(SynchronousTestCase):
             self.assertIn(alpha.filename.encode(), f.read())
         self.assertEqual([f.__name__ for f, _, _ in disk.jobs], ["write_stored"])
         self.assertFalse(os.path.exists(storage.page_path("proto-alpha")))
-        cache.memory.forget("proto-alpha")
-        cache.memory.set(answer.facts)  # the facts stay, the entries went
-        listed = Deferred.fromCoroutine(cache.listing("proto-alpha"))  # type: ignore[arg-type]
+        listed = Deferred.fromCoroutine(cache.entry("proto-alpha", alpha.filename))  # type: ignore[arg-type]
         self.assertNoResult(listed)
         disk.run_all()  # the stored page
-        _, entries = self.successResultOf(listed)
-        self.assertEqual(list(entries), [alpha.filename])
+        _, f = self.successResultOf(listed)
+        self.assertEqual(f.filename, alpha.filename)

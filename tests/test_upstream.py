@@ -438,11 +438,11 @@ class StickinessTests(SynchronousTestCase):
         storage.prepare()
         self.cache = PageCache(self.members.fetcher, storage, self.clock, ttl=600)
 
-    def get(self) -> Any:
+    def get(self, filename: str = "") -> Any:
         """
-        The facts of the page and its files by name.
+        The facts of the page and its entry for ``filename``.
         """
-        d = Deferred.fromCoroutine(self.cache.listing(PROJECT))
+        d = Deferred.fromCoroutine(self.cache.entry(PROJECT, filename))
         self.members.flush()
         return self.successResultOf(d)
 
@@ -452,9 +452,9 @@ class StickinessTests(SynchronousTestCase):
         self.members.index["a"].fault = Fault(status=500)
         self.clock.advance(601)
         for _ in range(3):
-            facts, files = self.get()
+            facts, f = self.get(self.old.filename)
             self.assertEqual(facts.source, url_of("a"))
-            self.assertEqual(list(files), [self.old.filename])
+            self.assertEqual(f.filename, self.old.filename)
         self.assertEqual(self.members.pages("b"), 0)
 
     def test_without_a_copy_the_next_group_answers(self) -> None:

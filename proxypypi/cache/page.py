@@ -8,7 +8,9 @@ forms (`proxypypi.cache.forms`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 import orjson
@@ -16,12 +18,14 @@ from packaging.utils import NormalizedName
 
 from proxypypi.simple.model import DistFile, ProjectPage
 from proxypypi.simple.negotiate import JSON_V1
-from proxypypi.simple.parse import parse_project_page
+from proxypypi.simple.parse import parse_json_entry, parse_project_page
 from proxypypi.simple.render import render_project_json
 from proxypypi.upstream.pages import Validators
 
 #: What precedes the bookkeeping block, the last key of a stored page.
 _MARK = b',"_proxypypi":'
+#: How each file's entry in a stored page starts.
+_ENTRY = b'{"filename":'
 
 
 def stored_head(raw: bytes) -> memoryview:
@@ -50,6 +54,48 @@ def with_bookkeeping(
         {"source": source, "fetched-at": fetched_at, "etag": etag, "last-modified": last_modified}
     )
     return b"".join((head, _MARK, bookkeeping, b"}"))
+
+
+def stored_entry(raw: bytes, name: NormalizedName, filename: str) -> DistFile | None:
+    """
+    The entry of ``filename`` in a stored page, read alone: found by its
+    first key (the stored page is our own compact rendering, each entry
+    ``{"filename":...``), so a file's request costs a search of the page's
+    bytes, not a parse of its thousands of entries.  An entry that is not
+    there, or not usable, is ``None``.
+
+    :raises ValueError: when the page is damaged.
+    """
+    meta = _bookkeeping(raw)
+    # Pages stored before orjson wrote them escaped non-ASCII names.
+    for key in (orjson.dumps(filename), json.dumps(filename).encode()):
+        start = raw.find(_ENTRY + key + b",")
+        if start >= 0:
+            break
+    else:
+        return None
+    end = raw.find(_ENTRY, start + 1)
+    window = raw[start : end if end > 0 else len(raw)].decode("utf-8", "replace")
+    try:
+        entry, _ = json.JSONDecoder().raw_decode(window)
+    except ValueError:
+        return None
+    return parse_json_entry(entry, meta["source"], name)
+
+
+def _bookkeeping(raw: bytes) -> dict[str, Any]:
+    """
+    The bookkeeping block of a stored page.
+
+    :raises ValueError: when it has none, or a damaged one.
+    """
+    try:
+        meta = orjson.loads(raw[len(stored_head(raw)) + len(_MARK) : -1])
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or not isinstance(meta.get("source"), str):
+        raise ValueError("no bookkeeping block")
+    return meta
 
 
 @attrs.define(eq=False)
@@ -107,12 +153,7 @@ class CachedPage:
 
         :raises ValueError: when it is damaged.
         """
-        try:
-            meta = orjson.loads(raw[len(stored_head(raw)) + len(_MARK) : -1])
-        except ValueError:
-            meta = None
-        if not isinstance(meta, dict) or not isinstance(meta.get("source"), str):
-            raise ValueError("no bookkeeping block")
+        meta = _bookkeeping(raw)
         page, _ = parse_project_page(raw, JSON_V1, meta["source"], name)
         return cls(
             page,
@@ -121,5 +162,3 @@ class CachedPage:
             meta.get("etag"),
             meta.get("last-modified"),
         )
-
-

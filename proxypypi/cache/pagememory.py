@@ -1,20 +1,20 @@
 # -*- test-case-name: tests.test_index -*-
 """
 What memory keeps of the stored pages, bounded whatever their number or
-size: small facts per page (`PageFacts`), and the entries of the files of
-the pages asked for most recently, for the requests of files.
+size: small facts per page (`PageFacts`), and the entries of the files
+asked for most recently (not whole pages: a page of ten thousand files,
+one of which an installer picks, costs its size on disk, not in memory).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import attrs
 from packaging.utils import NormalizedName
 
 from proxypypi.cache.forms import Form
-from proxypypi.cache.page import CachedPage
 from proxypypi.cache.pagestore import Stored
 from proxypypi.simple.model import DistFile
 from proxypypi.upstream.pages import Validators
@@ -23,9 +23,10 @@ from proxypypi.upstream.pages import Validators
 #: least recently used beyond it are read from disk again when asked for.
 FACTS = 20_000
 
-#: Files whose entries (URL, hashes, size) are kept in memory for the
-#: requests of files, as whole pages, least recently used dropped first.
-LISTED_FILES = 20_000
+#: Files whose entries (URL, hashes, size; about a kilobyte each) are kept
+#: in memory for the requests of files, least recently used dropped first;
+#: the others are looked up in their stored page.
+LISTED_FILES = 10_000
 
 
 @attrs.frozen
@@ -89,39 +90,48 @@ class PageMemory:
         while len(self._facts) > self.facts_limit:
             self._facts.popitem(last=False)
 
-    def remember(self, stored: Stored, cached: CachedPage | None = None) -> PageFacts:
+    def remember(self, stored: Stored) -> PageFacts:
         """
-        Keep the facts of a stored page, and its files' entries when the
-        page is at hand (just fetched or loaded).
+        Keep the facts of a page stored anew; the entries kept of its older
+        self go.
         """
         facts = PageFacts.of(stored)
         self.set(facts)
-        if cached is not None:
-            self.keep_listing(facts.name, {f.filename: f for f in cached.page.files})
+        self._drop_entries(facts.name)
         return facts
 
     def listed(self, name: str, filename: str) -> DistFile | None:
+        """
+        The entry of ``filename`` on ``name``'s page, if memory has it.
+        """
         entries = self._listings.get(name)
-        if entries is None:
-            return None
+        f = None if entries is None else entries.get(filename)
+        if f is not None:
+            self._listings.move_to_end(name)
+        return f
+
+    def keep_entry(self, name: str, f: DistFile) -> None:
+        entries = self._listings.setdefault(name, {})
         self._listings.move_to_end(name)
-        return entries.get(filename)
-
-    def listing(self, name: str) -> dict[str, DistFile] | None:
-        return self._listings.get(name)
-
-    def keep_listing(self, name: str, entries: dict[str, DistFile]) -> None:
-        previous = self._listings.pop(name, None)
-        if previous is not None:
-            self._listed -= len(previous)
-        self._listings[name] = entries
-        self._listed += len(entries)
-        while self._listed > self.listed_limit and len(self._listings) > 1:
+        if f.filename not in entries:
+            self._listed += 1
+        entries[f.filename] = f
+        while self._listed > self.listed_limit:
             _, dropped = self._listings.popitem(last=False)
             self._listed -= len(dropped)
 
-    def forget(self, name: str) -> None:
-        self._facts.pop(name, None)
+    def keep_entries(self, name: str, files: Iterable[DistFile]) -> None:
+        """
+        Keep every entry of a page (one whose stored page is not on disk).
+        """
+        for f in files:
+            self.keep_entry(name, f)
+
+    def _drop_entries(self, name: str) -> None:
         entries = self._listings.pop(name, None)
         if entries is not None:
             self._listed -= len(entries)
+
+    def forget(self, name: str) -> None:
+        self._facts.pop(name, None)
+        self._drop_entries(name)

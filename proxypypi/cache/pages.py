@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
 
 import attrs
 from packaging.utils import NormalizedName
@@ -32,7 +31,7 @@ from proxypypi.cache.complete import CompleteFile
 from proxypypi.cache.forms import Form, file_etag
 from proxypypi.cache.page import CachedPage
 from proxypypi.cache.pagememory import PageFacts, PageMemory
-from proxypypi.cache.pagestore import PageStore, Prepared, Stored, listing
+from proxypypi.cache.pagestore import PageStore, Prepared, Stored
 from proxypypi.cache.storage import Runner, Storage
 from proxypypi.simple.model import DistFile
 from proxypypi.upstream.fetch import describe_failure
@@ -42,6 +41,7 @@ from proxypypi.waiting import SingleFlight
 #: Seconds a stale page is served without another refresh attempt after
 #: one failed (stale-if-error without hammering a dead upstream).
 STALE_RETRY_AFTER = 30.0
+
 
 @attrs.frozen
 class Answer:
@@ -132,9 +132,7 @@ class PageCache:
         """
         return self._obtain(name, form).addCallback(lambda found: found[0])
 
-    def _obtain(
-        self, name: NormalizedName, form: Form | None
-    ) -> Deferred[tuple[PageFacts, str]]:
+    def _obtain(self, name: NormalizedName, form: Form | None) -> Deferred[tuple[PageFacts, str]]:
         """
         `get`, with where the page came from: ``hit`` or ``stale`` from
         what is stored, ``miss`` when fetched for this request.
@@ -154,7 +152,7 @@ class PageCache:
     ) -> tuple[PageFacts, str]:
         loaded = await self._load(name)
         if loaded is not None:
-            facts = self.known(name) or self.memory.remember(Stored(loaded), loaded)
+            facts = self.known(name) or self.memory.remember(Stored(loaded))
             if not self.is_fresh(facts):
                 self._refresh(name, facts, None).addErrback(lambda _: None)
             return facts, self._result(facts)
@@ -188,9 +186,7 @@ class PageCache:
         if found is not None:
             return found
         await self._saving.landed(name)
-        facts = await self._rendering.run(
-            (name, form), lambda: self.work(self._render, name, form)
-        )
+        facts = await self._rendering.run((name, form), lambda: self.work(self._render, name, form))
         found = self._answer(facts, form, cache)
         if found is None:
             raise ProjectNotFound(name)
@@ -234,21 +230,22 @@ class PageCache:
         f = self.memory.listed(name, filename) if facts is not None else None
         return None if facts is None or f is None else (facts, f)
 
-    async def listing(self, name: NormalizedName) -> tuple[PageFacts, Mapping[str, DistFile]]:
+    async def entry(self, name: NormalizedName, filename: str) -> tuple[PageFacts, DistFile | None]:
         """
-        The page of ``name`` and its files by name, loaded as needed.
+        The page of ``name`` (fetched or loaded as needed) and its entry for
+        ``filename``, or ``None`` when the page does not list it.
 
         :raises ProjectNotFound: and what else `get` raises.
         """
         facts = await self.get(name)
-        entries = self.memory.listing(name)
-        if entries is None:
-            cached = await self._load(name)
-            if cached is None:
-                raise ProjectNotFound(name)
-            entries = listing(cached)
-            self.memory.keep_listing(name, entries)
-        return facts, entries
+        f = self.memory.listed(name, filename)
+        if f is None:
+            await self._saving.landed(name)
+            f = await self.work(self._store.find_entry, name, filename)
+            # Unless the page was refreshed meanwhile (its entries dropped).
+            if f is not None and self.known(name) is facts:
+                self.memory.keep_entry(name, f)
+        return facts, f
 
     async def stored(self, name: NormalizedName) -> CachedPage:
         """
@@ -313,7 +310,7 @@ class PageCache:
         )
         written: bool = await self.storage.run(self._store.write_forms, prepared)
         stored = Stored(prepared.cached, {} if written else prepared.rendered)
-        remembered = self.memory.remember(stored, prepared.cached)
+        remembered = self.memory.remember(stored)
         self._saving.run(name, lambda: self._save(prepared.cached))
         return remembered
 
@@ -326,8 +323,17 @@ class PageCache:
         name = cached.page.name
         d = self.work(self._store.render_stored, cached)
         d.addCallback(lambda raw: self.storage.run(self._store.write_stored, name, raw))
+        d.addCallback(self._saved, cached)
         d.addErrback(lambda f: self.log.failure("cannot store page of {project}", f, project=name))
         return d.addCallback(lambda _: None)
+
+    def _saved(self, written: bool, cached: CachedPage) -> None:
+        """
+        A stored page that could not be written (a full disk) keeps its
+        entries in memory meanwhile, or its files could not be fetched.
+        """
+        if not written:
+            self.memory.keep_entries(cached.page.name, cached.page.files)
 
     def _older(self, name: NormalizedName, facts: PageFacts | None, result: PageResult) -> bool:
         """
@@ -393,7 +399,7 @@ class PageCache:
         self.log.warn(
             "upstreams no longer have {project}; serving the files stored here", project=name
         )
-        return self.memory.remember(kept, kept.cached)
+        return self.memory.remember(kept)
 
     def _missing(self, name: NormalizedName) -> None:
         """

@@ -28,7 +28,7 @@ from packaging.utils import NormalizedName
 from twisted.logger import Logger
 
 from proxypypi.cache.forms import FORMS_DIR, OFFLINE_FORMS_DIR, Form, form_path, render
-from proxypypi.cache.page import CachedPage, stored_head, with_bookkeeping
+from proxypypi.cache.page import CachedPage, stored_entry, stored_head, with_bookkeeping
 from proxypypi.cache.storage import Storage, unlink_all, write_atomically
 from proxypypi.simple.model import DistFile
 from proxypypi.simple.parse import PageParseError
@@ -100,6 +100,25 @@ class PageStore:
             cached = cached.only(lambda f: self.storage.has_file(name, f.filename), 0.0)
             cached = attrs.evolve(cached, fetched_at=0.0)
         return cached
+
+    def find_entry(self, name: NormalizedName, filename: str) -> DistFile | None:
+        """
+        The entry of ``filename`` in the stored page of ``name``, if it is
+        listed there (offline, only if the file is stored here too).
+        """
+        raw = self.storage.read_page(name)
+        if raw is None:
+            return None
+        try:
+            f = stored_entry(raw, name, filename)
+        except ValueError as e:
+            self.log.warn(
+                "ignoring damaged stored page for {project}: {error}", project=name, error=e
+            )
+            return None
+        if f is not None and self.offline and not self.storage.has_file(name, filename):
+            return None
+        return f
 
     def prepare(self, cached: CachedPage, forms: Iterable[Form]) -> Prepared:
         """
@@ -276,10 +295,3 @@ class PageStore:
         except FileNotFoundError:
             pass
         write_atomically(path, body)
-
-
-def listing(cached: CachedPage) -> dict[str, DistFile]:
-    """
-    The files of a page by name, for the requests of its files.
-    """
-    return {f.filename: f for f in cached.page.files}

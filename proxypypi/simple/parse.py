@@ -369,6 +369,18 @@ def _json_file(c: _Collector, entry: object) -> None:
     )
 
 
+def parse_json_entry(
+    entry: object, page_url: str, expected_name: NormalizedName
+) -> DistFile | None:
+    """
+    One element of a JSON page's ``files``, admitted by the rules of a
+    whole page (for an entry looked up alone in a stored page), or ``None``.
+    """
+    c = _Collector(page_url, expected_name)
+    _json_file(c, entry)
+    return next(iter(c.files.values()), None)
+
+
 def _json_status(doc: dict[str, Any], meta: dict[str, Any]) -> ProjectStatus | None:
     """
     PEP 792 status in any of its three spellings: ``project-status.status``

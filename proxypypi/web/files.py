@@ -117,12 +117,11 @@ class FilesResource(Page):
         name = normalize(project)
         assert name is not None
         try:
-            facts, listing = await self.proxy.pages.listing(name)
+            facts, f = await self.proxy.pages.entry(name, dist)
         except ProjectNotFound:
             return error(request, 404, f"project {project} not found on any upstream")
         except FetchError as e:
             return error(request, 502, f"no upstream answered for {project}: {e}")
-        f = listing.get(dist)
         if f is None or not f.url:
             return error(request, 404, f"{dist} is not listed on the page of {project}")
         if metadata and not f.core_metadata:
