@@ -440,11 +440,10 @@ class OffReactorTests(SynchronousTestCase):
         d = Deferred.fromCoroutine(cache.answer("proto-alpha", Form.JSON_GZ))  # type: ignore[arg-type]
         agent.flush()
         self.successResultOf(d)
-        # "load" finds nothing stored yet, then the fetched page's form is
-        # rendered and written, then the stored page.
+        # "load" finds nothing stored yet, then the fetched page is rendered,
+        # its form written, then the stored page.
         self.assertEqual(
-            (pages, disk),
-            (["load", "prepare_merged", "render_stored"], ["write_forms", "write_stored"]),
+            (pages, disk), (["load", "prepare_merged"], ["write_forms", "write_stored"])
         )
         restarted = PageCache(PageFetcher(pool), storage, clock, work=recording(pages))
         self.assertIsNone(restarted.ready("proto-alpha"))  # type: ignore[arg-type]

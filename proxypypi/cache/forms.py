@@ -109,11 +109,15 @@ def compress(body: bytes) -> bytes:
     return gzip.compress(body) + gzip.flush()
 
 
-def render(page: ProjectPage, forms: Iterable[Form]) -> dict[Form, bytes]:
+def render(
+    page: ProjectPage, forms: Iterable[Form], json_body: bytes | None = None
+) -> dict[Form, bytes]:
     """
     The bytes of ``forms`` of ``page``; each content rendered once, however
     many of its forms are asked for.  Blocking for a large page: a thread's
     work.
+
+    :param json_body: the JSON content, when the caller rendered it already.
     """
     wanted = set(forms)
     out: dict[Form, bytes] = {}
@@ -121,7 +125,7 @@ def render(page: ProjectPage, forms: Iterable[Form]) -> dict[Form, bytes]:
         if plain not in wanted and gzipped not in wanted:
             continue
         if plain is Form.JSON:
-            body = render_project_json(page, lambda f: local_url(f, page.name))
+            body = json_body or render_project_json(page, lambda f: local_url(f, page.name))
         else:
             body = render_project_html(page, lambda f: local_url(f, page.name))
         if plain in wanted:

@@ -135,12 +135,15 @@ class CachedPage:
     def validators(self) -> Validators:
         return Validators(self.source, self.etag, self.last_modified)
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, body: bytes | None = None) -> bytes:
         """
         The stored form: the page as PEP 691 JSON with the upstream URLs,
         plus our own bookkeeping under a private key.
+
+        :param body: that JSON, when the caller rendered it already.
         """
-        body = render_project_json(self.page, lambda f: f.url)
+        if body is None:
+            body = render_project_json(self.page, lambda f: f.url)
         # The rendering is one JSON object: add our key before its last brace
         # rather than parsing and serializing a large page once more.
         head = memoryview(body)[: body.rindex(b"}")]

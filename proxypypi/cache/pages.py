@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from functools import partial
 
 import attrs
 from packaging.utils import NormalizedName
@@ -311,18 +312,17 @@ class PageCache:
         written: bool = await self.storage.run(self._store.write_forms, prepared)
         stored = Stored(prepared.cached, {} if written else prepared.rendered)
         remembered = self.memory.remember(stored)
-        self._saving.run(name, lambda: self._save(prepared.cached))
+        self._saving.run(name, partial(self._save, prepared.cached, prepared.raw))
         return remembered
 
-    def _save(self, cached: CachedPage) -> Deferred[None]:
+    def _save(self, cached: CachedPage, raw: bytes) -> Deferred[None]:
         """
-        Render and write the stored page, after the forms: the client that
-        asked gets its form without waiting for this, and memory holds the
-        page's entries meanwhile.  Reads of the stored page wait for it.
+        Write the stored page, after the forms: the client that asked gets
+        its form without waiting for this.  Reads of the stored page wait
+        for it.
         """
         name = cached.page.name
-        d = self.work(self._store.render_stored, cached)
-        d.addCallback(lambda raw: self.storage.run(self._store.write_stored, name, raw))
+        d = self.storage.run(self._store.write_stored, name, raw)
         d.addCallback(self._saved, cached)
         d.addErrback(lambda f: self.log.failure("cannot store page of {project}", f, project=name))
         return d.addCallback(lambda _: None)

@@ -27,11 +27,19 @@ import attrs
 from packaging.utils import NormalizedName
 from twisted.logger import Logger
 
-from proxypypi.cache.forms import FORMS_DIR, OFFLINE_FORMS_DIR, Form, form_path, render
+from proxypypi.cache.forms import (
+    FORMS_DIR,
+    OFFLINE_FORMS_DIR,
+    Form,
+    form_path,
+    local_url,
+    render,
+)
 from proxypypi.cache.page import CachedPage, stored_entry, stored_head, with_bookkeeping
 from proxypypi.cache.storage import Storage, unlink_all, write_atomically
 from proxypypi.simple.model import DistFile
 from proxypypi.simple.parse import PageParseError
+from proxypypi.simple.render import render_project_jsons
 
 
 @attrs.frozen
@@ -51,10 +59,12 @@ class Stored:
 @attrs.frozen
 class Prepared:
     """
-    The forms of a page, rendered and not written yet.
+    A page rendered for storage, not written yet: the stored page's bytes
+    and its forms.
     """
 
     cached: CachedPage
+    raw: bytes
     rendered: dict[Form, bytes]
 
 
@@ -122,11 +132,20 @@ class PageStore:
 
     def prepare(self, cached: CachedPage, forms: Iterable[Form]) -> Prepared:
         """
-        Render ``forms`` of ``cached``, plus every form already on disk
-        (they would show the old page otherwise).
+        Render ``cached`` for storage, and ``forms`` of it plus every form
+        already on disk (they would show the old page otherwise).  The
+        stored page is rendered here, with the forms, though written after
+        them: its bytes are one block that goes back to the system once
+        written, where the parsed page it comes from is thousands of small
+        objects that would have to wait for it.
         """
-        wanted = set(forms) | set(self.forms_on_disk(cached.page.name))
-        return Prepared(cached, render(cached.page, wanted))
+        page = cached.page
+        wanted = set(forms) | set(self.forms_on_disk(page.name))
+        # The stored page and the JSON form differ only in the file URLs.
+        stored, served = render_project_jsons(
+            page, [lambda f: f.url, lambda f: local_url(f, page.name)]
+        )
+        return Prepared(cached, cached.to_bytes(stored), render(page, wanted, served))
 
     def write_forms(self, prepared: Prepared) -> bool:
         """
@@ -146,16 +165,9 @@ class PageStore:
         self.storage.wrote()
         return True
 
-    def render_stored(self, cached: CachedPage) -> bytes:
-        """
-        The stored page's bytes: the page as PEP 691 JSON with the
-        upstream's URLs, and our bookkeeping.
-        """
-        return cached.to_bytes()
-
     def write_stored(self, name: NormalizedName, raw: bytes) -> bool:
         """
-        Write a stored page rendered by `render_stored`.  A write that
+        Write a stored page prepared by `prepare`.  A write that
         fails is noted on the storage and logged.
 
         :returns: whether it was written.
@@ -184,7 +196,7 @@ class PageStore:
         """
         prepared = self.prepare(cached, forms)
         written = self.write_forms(prepared)
-        self.write_stored(cached.page.name, self.render_stored(cached))
+        self.write_stored(cached.page.name, prepared.raw)
         return Stored(cached, {} if written else prepared.rendered)
 
     def prepare_merged(

@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from html import unescape as html_unescape
 from html.parser import HTMLParser
 from typing import Any, TypeVar
@@ -128,6 +129,8 @@ class _Collector:
     #: The versions the admitted file names declare, in first-seen order;
     #: kept here so that no file name is parsed twice.
     file_versions: dict[str, None] = attrs.field(factory=dict)
+    #: File entries met so far (JSON).
+    entries: int = 0
     #: Files dropped because their names say they belong to another project.
     foreign: int = 0
 
@@ -174,21 +177,16 @@ class _Collector:
             return None
         return url, fragment
 
-    def admit(self, filename: str) -> bool:
+    def check(self, filename: str) -> bool:
         """
-        Whether a file of this name may join the page: a safe, printable,
-        first-seen name, of this project when the name says which project.
+        Whether a file of this name may be on the page: a safe, printable
+        name, of this project when the name says which project.
         """
-        if filename in self.files:
-            self.warn(f"dropped {_brief(filename)}: duplicate file name")
-            return False
         # version_of checks the name is safe first, so a version means safe.
-        version = version_of(filename, self.expected)
-        if version is not None:
+        if version_of(filename, self.expected) is not None:
             if not filename.isprintable():
                 self.warn(f"dropped {_brief(filename)}: unsafe file name")
                 return False
-            self.file_versions[version] = None
         elif not (is_safe_filename(filename) and filename.isprintable()):
             self.warn(f"dropped {_brief(filename)}: unsafe file name")
             return False
@@ -197,6 +195,30 @@ class _Collector:
             self.foreign += 1
             return False
         return True
+
+    def add(self, f: DistFile) -> None:
+        """
+        Put a checked file on the page, unless one of its name is already.
+        """
+        if f.filename in self.files:
+            self.warn(f"dropped {_brief(f.filename)}: duplicate file name")
+            return
+        self.files[f.filename] = f
+        version = version_of(f.filename, self.expected)
+        if version is not None:
+            self.file_versions[version] = None
+
+    def json_hashes(self, given: dict[Any, Any], filename: str, of: str = "") -> dict[str, str]:
+        """
+        `hashes` of a JSON ``hashes`` object.  The one nearly every file
+        has, a lone lowercase sha256, is kept as the parser made it: it is
+        already clean, and a page of thousands of files need not copy it.
+        """
+        if len(given) == 1:
+            sha = given.get("sha256")
+            if type(sha) is str and _SHA256.fullmatch(sha):
+                return given
+        return self.hashes(given.items(), filename, of)
 
     def hashes(
         self, pairs: Iterable[tuple[object, object]], filename: str, of: str = ""
@@ -210,10 +232,6 @@ class _Collector:
         """
         clean: dict[str, str] = {}
         for name, value in pairs:
-            if name == "sha256" and isinstance(value, str) and _SHA256.fullmatch(value):
-                # What nearly every file has: already in normal form.
-                clean.setdefault(name, value)
-                continue
             if isinstance(name, str) and isinstance(value, str):
                 name, value = name.lower(), value.lower()
                 if len(value) == _HEX_LENGTHS.get(name) and _HEX.fullmatch(value):
@@ -264,17 +282,20 @@ def _check_count(files: int) -> None:
         raise PageParseError(f"lists {files} files, more than the {MAX_PAGE_FILES} accepted")
 
 
-def _load_json_object(body: bytes) -> dict[str, Any]:
+def _load_json_object(
+    body: bytes, object_hook: Callable[[dict[str, Any]], object]
+) -> dict[str, Any]:
     """
-    The top-level JSON object of ``body``.
+    The top-level JSON object of ``body``, each object in it through
+    ``object_hook``.
 
     :raises PageParseError: for anything but a JSON object.
     """
     try:
         # The standard library's parser, not orjson's: as fast on these
-        # pages, and its peak memory is 3.5 times the body where orjson's
-        # is 15 times (73 MB for a 5 MB page).
-        doc = json.loads(body.removeprefix(_BOM))
+        # pages, its peak memory is 3.5 times the body where orjson's is 15
+        # times (73 MB for a 5 MB page), and it takes an object hook.
+        doc = json.loads(body.removeprefix(_BOM), object_hook=object_hook)
     except (ValueError, RecursionError) as e:
         raise PageParseError(f"not JSON: {_brief(str(e))}") from None
     if not isinstance(doc, dict):
@@ -332,32 +353,29 @@ def _json_core_metadata(c: _Collector, entry: dict[str, Any], filename: str) -> 
     else:
         return False
     if isinstance(value, dict):
-        return (c.hashes(value.items(), filename, "metadata") or False) if value else True
+        return (c.json_hashes(value, filename, "metadata") or False) if value else True
     return value is True
 
 
-def _json_file(c: _Collector, entry: object) -> None:
+def _json_file(c: _Collector, entry: dict[str, Any]) -> DistFile | None:
     """
-    Admit one element of ``files``.
+    One file entry, checked, or ``None`` (dropped, with a warning).
     """
-    if not isinstance(entry, dict):
-        c.warn(f"dropped file entry {_brief(entry)}: not an object")
-        return
     filename, href = entry.get("filename"), entry.get("url")
     if not isinstance(filename, str) or not isinstance(href, str):
         c.warn(f"dropped file entry {_brief(filename)}: no filename or url")
-        return
+        return None
     resolved = c.resolve(href, filename)
-    if resolved is None or not c.admit(filename):
-        return
+    if resolved is None or not c.check(filename):
+        return None
     get = entry.get
     hashes = get("hashes")
     gpg_sig = get("gpg-sig")
     provenance = get("provenance")
-    c.files[filename] = DistFile(
+    return DistFile(
         filename,
         resolved[0],
-        c.hashes(hashes.items(), filename) if isinstance(hashes, dict) else {},
+        c.json_hashes(hashes, filename) if isinstance(hashes, dict) else {},
         _json_str(get("requires-python")),
         _json_yanked(get("yanked")),
         _json_core_metadata(c, entry, filename),
@@ -376,9 +394,9 @@ def parse_json_entry(
     One element of a JSON page's ``files``, admitted by the rules of a
     whole page (for an entry looked up alone in a stored page), or ``None``.
     """
-    c = _Collector(page_url, expected_name)
-    _json_file(c, entry)
-    return next(iter(c.files.values()), None)
+    if not isinstance(entry, dict):
+        return None
+    return _json_file(_Collector(page_url, expected_name), entry)
 
 
 def _json_status(doc: dict[str, Any], meta: dict[str, Any]) -> ProjectStatus | None:
@@ -393,11 +411,34 @@ def _json_status(doc: dict[str, Any], meta: dict[str, Any]) -> ProjectStatus | N
     return _status(meta.get("project-status"), meta.get("project-status-reason"))
 
 
+#: What `_json_object` makes of a file entry it dropped.
+_DROPPED = object()
+
+
+def _json_object(c: _Collector, obj: dict[str, Any]) -> object:
+    """
+    Each object of a JSON page as the parser completes it: a file entry
+    becomes its `DistFile` there and then, so that a page of ten thousand
+    entries never stands in memory as ten thousand dictionaries.  The
+    parser cannot say where an object sits, so an object with a
+    ``filename`` anywhere is read as an entry; only those in ``files``
+    are listed.
+
+    :raises PageParseError: past `MAX_PAGE_FILES` entries.
+    """
+    if "filename" not in obj:
+        return obj
+    c.entries += 1
+    _check_count(c.entries)
+    f = _json_file(c, obj)
+    return _DROPPED if f is None else f
+
+
 def _parse_json(c: _Collector, body: bytes, last_serial: int | None) -> ProjectPage:
     """
     A PEP 691 project page.
     """
-    doc = _load_json_object(body)
+    doc = _load_json_object(body, partial(_json_object, c))
     meta = _field(doc, "meta", dict, {})
     _check_api_version(meta.get("api-version"))
     name = _field(doc, "name", str, c.expected)
@@ -405,10 +446,13 @@ def _parse_json(c: _Collector, body: bytes, last_serial: int | None) -> ProjectP
         raise PageParseError(f"page of {_brief(name)}, expected {c.expected!r}")
     if "files" not in doc:
         raise PageParseError("no 'files' in JSON page")
-    files = _field(doc, "files", list, [])
-    _check_count(len(files))
-    for entry in files:
-        _json_file(c, entry)
+    for item in _field(doc, "files", list, []):
+        if isinstance(item, DistFile):
+            c.add(item)
+        elif isinstance(item, dict):
+            c.warn(f"dropped file entry {_brief(item)}: no filename")
+        elif item is not _DROPPED:
+            c.warn(f"dropped file entry {_brief(item)}: not an object")
     versions = [v for v in _field(doc, "versions", list, []) if isinstance(v, str)]
     serial = doc.get("_last-serial")
     if isinstance(serial, int) and not isinstance(serial, bool) and serial >= 0:
@@ -569,18 +613,20 @@ def _html_file(c: _Collector, base: str, attrs: _Attrs, text: str) -> None:
     if not filename:
         c.warn(f"dropped {_brief(href)}: the URL does not name a file")
         return
-    if not c.admit(filename):
+    if not c.check(filename):
         return
     name, eq, digest = fragment.partition("=")
-    c.files[filename] = DistFile(
-        filename=filename,
-        url=url,
-        hashes=c.hashes([(name, digest)], filename) if eq else {},
-        requires_python=attrs.get("data-requires-python") or None,
-        yanked=_html_yanked(attrs),
-        core_metadata=_html_core_metadata(c, attrs, filename),
-        gpg_sig=_html_bool(attrs.get("data-gpg-sig")),
-        provenance=c.provenance(attrs.get("data-provenance"), filename),
+    c.add(
+        DistFile(
+            filename=filename,
+            url=url,
+            hashes=c.hashes([(name, digest)], filename) if eq else {},
+            requires_python=attrs.get("data-requires-python") or None,
+            yanked=_html_yanked(attrs),
+            core_metadata=_html_core_metadata(c, attrs, filename),
+            gpg_sig=_html_bool(attrs.get("data-gpg-sig")),
+            provenance=c.provenance(attrs.get("data-provenance"), filename),
+        )
     )
 
 

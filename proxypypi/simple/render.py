@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import quote
 
 import orjson
@@ -129,17 +129,35 @@ def render_project_json(
         stored on disk; harmless but pointless for clients).
     :returns: UTF-8 JSON.
     """
+    return render_project_jsons(page, [file_url], private_keys=private_keys)[0]
+
+
+def render_project_jsons(
+    page: ProjectPage, file_urls: Sequence[FileURL], *, private_keys: bool = True
+) -> list[bytes]:
+    """
+    `render_project_json` once per URL scheme of ``file_urls``: the page is
+    turned into JSON values once, and only each file's ``url`` is set anew
+    for every other scheme (the stored page and the page clients get differ
+    in nothing else).
+    """
+    files = [_json_file(f, file_urls[0], private_keys) for f in page.files]
     doc: dict[str, object] = {
         "meta": {"api-version": _json_api_version(page)},
         "name": page.name,
         "versions": list(page.all_versions()),
-        "files": [_json_file(f, file_url, private_keys) for f in page.files],
+        "files": files,
     }
     if page.status is not None:
         doc["project-status"] = _json_status(page.status)
     if page.last_serial is not None:
         doc["_last-serial"] = page.last_serial
-    return _dumps(doc)
+    out = [_dumps(doc)]
+    for file_url in file_urls[1:]:
+        for f, entry in zip(page.files, files, strict=True):
+            entry["url"] = file_url(f)
+        out.append(_dumps(doc))
+    return out
 
 
 # HTML
