@@ -39,21 +39,22 @@ def stored_head(raw: bytes) -> memoryview:
 
 
 def with_bookkeeping(
-    head: bytes | memoryview,
+    head: memoryview,
     source: str,
     fetched_at: float,
     etag: str | None,
     last_modified: str | None,
-) -> bytes:
+) -> tuple[memoryview, bytes]:
     """
     ``head`` (a stored page up to its bookkeeping) with this bookkeeping,
-    closed: where the page came from, when, and its validators.  Copies
-    the head once, however large (a view of it will do).
+    closed: where the page came from, when, and its validators.  As two
+    chunks, to be written one after the other: a page of megabytes is
+    never copied to be closed.
     """
     bookkeeping = orjson.dumps(
         {"source": source, "fetched-at": fetched_at, "etag": etag, "last-modified": last_modified}
     )
-    return b"".join((head, _MARK, bookkeeping, b"}"))
+    return (head, _MARK + bookkeeping + b"}")
 
 
 def stored_entry(raw: bytes, name: NormalizedName, filename: str) -> DistFile | None:
@@ -135,10 +136,10 @@ class CachedPage:
     def validators(self) -> Validators:
         return Validators(self.source, self.etag, self.last_modified)
 
-    def to_bytes(self, body: bytes | None = None) -> bytes:
+    def to_chunks(self, body: bytes | None = None) -> tuple[memoryview, bytes]:
         """
-        The stored form: the page as PEP 691 JSON with the upstream URLs,
-        plus our own bookkeeping under a private key.
+        The stored form, in chunks: the page as PEP 691 JSON with the
+        upstream URLs, plus our own bookkeeping under a private key.
 
         :param body: that JSON, when the caller rendered it already.
         """
@@ -148,6 +149,12 @@ class CachedPage:
         # rather than parsing and serializing a large page once more.
         head = memoryview(body)[: body.rindex(b"}")]
         return with_bookkeeping(head, self.source, self.fetched_at, self.etag, self.last_modified)
+
+    def to_bytes(self) -> bytes:
+        """
+        The stored form, whole.
+        """
+        return b"".join(self.to_chunks())
 
     @classmethod
     def from_bytes(cls, name: NormalizedName, raw: bytes) -> CachedPage:

@@ -33,7 +33,7 @@ from proxypypi.cache.forms import Form, file_etag
 from proxypypi.cache.page import CachedPage
 from proxypypi.cache.pagememory import PageFacts, PageMemory
 from proxypypi.cache.pagestore import PageStore, Prepared, Stored
-from proxypypi.cache.storage import Runner, Storage
+from proxypypi.cache.storage import Chunks, Runner, Storage
 from proxypypi.simple.model import DistFile
 from proxypypi.upstream.fetch import describe_failure
 from proxypypi.upstream.pages import PageFetcher, PageResult, ProjectNotFound
@@ -315,7 +315,7 @@ class PageCache:
         self._saving.run(name, partial(self._save, prepared.cached, prepared.raw))
         return remembered
 
-    def _save(self, cached: CachedPage, raw: bytes) -> Deferred[None]:
+    def _save(self, cached: CachedPage, raw: Chunks) -> Deferred[None]:
         """
         Write the stored page, after the forms: the client that asked gets
         its form without waiting for this.  Reads of the stored page wait

@@ -36,7 +36,7 @@ from proxypypi.cache.forms import (
     render,
 )
 from proxypypi.cache.page import CachedPage, stored_entry, stored_head, with_bookkeeping
-from proxypypi.cache.storage import Storage, unlink_all, write_atomically
+from proxypypi.cache.storage import Chunks, Storage, unlink_all, write_atomically
 from proxypypi.simple.model import DistFile
 from proxypypi.simple.parse import PageParseError
 from proxypypi.simple.render import render_project_jsons
@@ -64,7 +64,7 @@ class Prepared:
     """
 
     cached: CachedPage
-    raw: bytes
+    raw: Chunks
     rendered: dict[Form, bytes]
 
 
@@ -145,7 +145,7 @@ class PageStore:
         stored, served = render_project_jsons(
             page, [lambda f: f.url, lambda f: local_url(f, page.name)]
         )
-        return Prepared(cached, cached.to_bytes(stored), render(page, wanted, served))
+        return Prepared(cached, cached.to_chunks(stored), render(page, wanted, served))
 
     def write_forms(self, prepared: Prepared) -> bool:
         """
@@ -165,7 +165,7 @@ class PageStore:
         self.storage.wrote()
         return True
 
-    def write_stored(self, name: NormalizedName, raw: bytes) -> bool:
+    def write_stored(self, name: NormalizedName, raw: Chunks) -> bool:
         """
         Write a stored page prepared by `prepare`.  A write that
         fails is noted on the storage and logged.

@@ -101,7 +101,12 @@ def unlink_all(paths: Iterable[str]) -> None:
             pass
 
 
-def write_all(fd: int, data: bytes) -> None:
+#: What a file is written from: its bytes, or its chunks in order (a large
+#: page and its small closing chunk, never joined).
+Chunks = bytes | tuple[bytes | memoryview, ...]
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
     """
     Write all of ``data`` to ``fd`` (``os.write`` may write less than asked).
     """
@@ -110,7 +115,7 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def write_synced(path: str, data: bytes, exclusive: bool = False) -> None:
+def write_synced(path: str, data: Chunks, exclusive: bool = False) -> None:
     """
     Write ``data`` to ``path`` and fsync it; ``exclusive`` refuses an existing
     file.  Blocking.
@@ -118,13 +123,14 @@ def write_synced(path: str, data: bytes, exclusive: bool = False) -> None:
     flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
     fd = os.open(path, flags, 0o644)
     try:
-        write_all(fd, data)
+        for chunk in (data,) if isinstance(data, bytes) else data:
+            write_all(fd, chunk)
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def write_atomically(path: str, data: bytes) -> None:
+def write_atomically(path: str, data: Chunks) -> None:
     """
     Replace ``path`` with ``data`` so that a crash leaves either the old
     content or the new one.  Blocking: call it through a `Runner`.

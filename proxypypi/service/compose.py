@@ -45,6 +45,7 @@ from proxypypi.service.lifecycle import (
     UpstreamConnections,
     WebServer,
 )
+from proxypypi.service.malloc import tune_malloc
 from proxypypi.upstream.agents import upstream_agents
 from proxypypi.upstream.pages import PageFetcher
 from proxypypi.upstream.pool import Pool
@@ -158,6 +159,10 @@ def make_service(config: Config, reactor: Any) -> IService:
     """
     # First, before anything else logs: the configuration as understood.
     log_configuration(config)
+    # Before any thread starts.
+    tuned = tune_malloc()
+    if tuned:
+        log.info("memory allocator: {settings}", settings=", ".join(tuned))
     top = OrderedServices()
     disk = DiskThreads(reactor)
     disk.setServiceParent(top)

@@ -69,11 +69,19 @@ def _json_api_version(page: ProjectPage) -> str:
     return "1.1"
 
 
+def _json_mapping(value: Mapping[str, str]) -> dict[str, str]:
+    """
+    A mapping as the JSON writer takes it: the parser's own dictionaries
+    as they are (thousands per page, not copied), anything else copied.
+    """
+    return value if type(value) is dict else dict(value)
+
+
 def _json_core_metadata(value: CoreMetadata) -> object:
     """
     The JSON value of a (true) PEP 658 flag.
     """
-    return dict(value) if isinstance(value, Mapping) else True
+    return _json_mapping(value) if isinstance(value, Mapping) else True
 
 
 def _json_file(f: DistFile, file_url: FileURL, private_keys: bool) -> dict[str, object]:
@@ -83,7 +91,7 @@ def _json_file(f: DistFile, file_url: FileURL, private_keys: bool) -> dict[str, 
     entry: dict[str, object] = {
         "filename": f.filename,
         "url": file_url(f),
-        "hashes": dict(f.hashes),
+        "hashes": _json_mapping(f.hashes),
         "yanked": True if f.yanked == "" else f.yanked,  # a reason is never empty
     }
     if f.requires_python is not None:
