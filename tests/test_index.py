@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from proxypypi.cache.forms import Form
+from proxypypi.cache.forms import Form, SmallForms
 from proxypypi.cache.page import CachedPage, stored_entry
 from proxypypi.cache.pagememory import PageMemory
 from proxypypi.cache.pages import Answer, PageCache
@@ -410,7 +410,7 @@ class ReviewRegressionTests(SynchronousTestCase):
         d = cache.get("missing-last")  # type: ignore[arg-type]
         agent.flush()
         self.failureResultOf(d, ProjectNotFound)
-        self.assertEqual(list(cache._not_found), ["missing-last"])
+        self.assertEqual(cache.not_found.names(), ["missing-last"])
 
 
 class OffReactorTests(SynchronousTestCase):
@@ -484,3 +484,34 @@ class OffReactorTests(SynchronousTestCase):
         disk.run_all()  # the stored page
         _, f = self.successResultOf(listed)
         self.assertEqual(f.filename, alpha.filename)
+
+
+class SmallFormsTests(SynchronousTestCase):
+    def write(self, path: str, data: bytes) -> tuple[int, int, int]:
+        tmp = path + ".new"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        st = os.stat(path)
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def test_kept_until_rewritten_and_bounded(self) -> None:
+        """
+        A small form's bytes are read once and kept; a rewritten file is
+        read anew; past the budget the least recently used go; a large one
+        is never kept.
+        """
+        root = self.mktemp()
+        os.makedirs(root)
+        small = SmallForms(budget=9, largest=6)
+        a, b, big = (os.path.join(root, n) for n in ("a", "b", "big"))
+        first = self.write(a, b"aaaa")
+        self.assertEqual(small.bytes_of(a, first), b"aaaa")
+        os.unlink(a)  # kept: not read again
+        self.assertEqual(small.bytes_of(a, first), b"aaaa")
+        second = self.write(a, b"AAAAA")
+        self.assertEqual(small.bytes_of(a, second), b"AAAAA")
+        self.assertEqual(small.bytes_of(b, self.write(b, b"bbbbb")), b"bbbbb")
+        os.unlink(a)  # a is the oldest: dropped when b came, so read again
+        self.assertIsNone(small.bytes_of(a, second))
+        self.assertIsNone(small.bytes_of(big, self.write(big, b"x" * 7)))

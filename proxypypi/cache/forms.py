@@ -19,6 +19,7 @@ import enum
 import hashlib
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Iterable
 from urllib.parse import quote
 
@@ -178,3 +179,60 @@ class MemoryForms:
             tag = hashlib.sha256(body).hexdigest()[:32]
             found = self._rendered[form] = Rendered(body, f'"{tag}"')
         return found
+
+
+@attrs.define(eq=False)
+class SmallForms:
+    """
+    The bytes of small forms asked for lately, least recently used dropped
+    first past ``budget``: a hot index page is answered from memory, where
+    opening and reading its file for each request would cost more than the
+    rest of the request.  Each is keyed by its file's path and identity
+    (inode, modification time, size), so a form rewritten (by this process
+    or another sharing the storage) is read anew; the ``stat`` that tells
+    is made for every request anyway.
+    """
+
+    budget: int = 8 * 1024 * 1024
+    #: Forms larger than this are sent from their files.
+    largest: int = 256 * 1024
+    _entries: OrderedDict[str, tuple[tuple[int, int, int], bytes]] = attrs.field(
+        factory=OrderedDict
+    )
+    _size: int = 0
+
+    def bytes_of(self, path: str, identity: tuple[int, int, int]) -> bytes | None:
+        """
+        The bytes of the form at ``path`` whose file is ``identity``
+        (inode, modification time, size): from memory, or read now (from
+        the page cache: it was just written or served); ``None`` when too
+        large, or unreadable.
+        """
+        found = self._entries.get(path)
+        if found is not None and found[0] == identity:
+            self._entries.move_to_end(path)
+            return found[1]
+        size = identity[2]
+        if size > self.largest:
+            return None
+        try:
+            with open(path, "rb") as f:
+                if os.fstat(f.fileno()).st_ino != identity[0]:
+                    return None
+                data = f.read(size + 1)
+        except OSError:
+            return None
+        if len(data) != size:
+            return None
+        self._keep(path, identity, data)
+        return data
+
+    def _keep(self, path: str, identity: tuple[int, int, int], data: bytes) -> None:
+        old = self._entries.pop(path, None)
+        if old is not None:
+            self._size -= len(old[1])
+        self._entries[path] = (identity, data)
+        self._size += len(data)
+        while self._size > self.budget:
+            _, (_, dropped) = self._entries.popitem(last=False)
+            self._size -= len(dropped)

@@ -29,7 +29,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from proxypypi.cache.complete import CompleteFile
-from proxypypi.cache.forms import Form, file_etag
+from proxypypi.cache.forms import Form, SmallForms, file_etag
+from proxypypi.cache.notfound import NotFound
 from proxypypi.cache.page import CachedPage
 from proxypypi.cache.pagememory import PageFacts, PageMemory
 from proxypypi.cache.pagestore import PageStore, Prepared, Stored
@@ -47,10 +48,14 @@ STALE_RETRY_AFTER = 30.0
 @attrs.frozen
 class Answer:
     """
-    A form of a page, ready to send: its file, or (when the disk would not
-    take it) its bytes, with its entity tag.
+    A form of a page, ready to send, with its entity tag: its bytes when
+    held in memory (a small form, or one the disk would not take), else
+    its file.
 
     :ivar cache: ``hit``, ``stale`` or ``miss`` (fetched for this request).
+    :ivar source: the form's file (none when the disk would not take it).
+    :ivar body: the form's bytes, when memory has them: sent rather than
+        the file.
     """
 
     facts: PageFacts
@@ -77,6 +82,8 @@ class PageCache:
     offline: bool = False
     #: The facts and file entries kept in memory.
     memory: PageMemory = attrs.field(factory=PageMemory)
+    #: The bytes of small forms asked for lately.
+    small: SmallForms = attrs.field(factory=SmallForms)
     #: Runs the parsing and rendering of stored pages off the reactor
     #: thread (a pool of their own in the service, so that they never wait
     #: behind fsyncs, nor fsyncs behind them); the storage's runner when
@@ -92,10 +99,11 @@ class PageCache:
     _loading: SingleFlight[str, tuple[PageFacts, str]] = attrs.field(factory=SingleFlight)
     #: Stored pages being written after their forms (see `_save`).
     _saving: SingleFlight[str, None] = attrs.field(factory=SingleFlight)
-    _not_found: dict[str, float] = attrs.field(factory=dict)
+    not_found: NotFound = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._store = PageStore(self.storage, self.offline)
+        self.not_found = NotFound(self.clock, self.negative_ttl)
 
     # Facts
 
@@ -157,10 +165,7 @@ class PageCache:
             if not self.is_fresh(facts):
                 self._refresh(name, facts, None).addErrback(lambda _: None)
             return facts, self._result(facts)
-        missing_since = self._not_found.get(name)
-        if self.offline or (
-            missing_since is not None and self.clock.seconds() - missing_since < self.negative_ttl
-        ):
+        if self.offline or self.not_found.recent(name):
             raise ProjectNotFound(name)
         return await self._refresh(name, None, form), "miss"
 
@@ -213,13 +218,16 @@ class PageCache:
     def _answer(self, facts: PageFacts, form: Form, cache: str) -> Answer | None:
         body = facts.rendered.get(form)
         if body is not None:
+            # Only while the disk takes no writes: not worth remembering.
             tag = hashlib.sha256(body).hexdigest()[:32]
             return Answer(facts, form, f'"{tag}"', cache, body=body)
-        source = CompleteFile.at(self._store.form_path(facts.name, form))
+        path = self._store.form_path(facts.name, form)
+        source = CompleteFile.at(path)
         if source is None:
             return None
         etag = file_etag(source.size, source.mtime_ns, source.identity[1])
-        return Answer(facts, form, etag, cache, source=source)
+        small = self.small.bytes_of(path, (source.identity[1], source.mtime_ns, source.size))
+        return Answer(facts, form, etag, cache, source=source, body=small)
 
     # Files
 
@@ -280,7 +288,7 @@ class PageCache:
         try:
             result = await self.upstream.fetch(name, validators)
         except ProjectNotFound:
-            self._missing(name)
+            self.not_found.note(name)
             if facts is None:
                 raise
             return await self._gone_upstream(name)
@@ -299,7 +307,7 @@ class PageCache:
             )
             self.memory.set(retry)
             return retry
-        self._not_found.pop(name, None)
+        self.not_found.clear(name)
         if result.page is None or self._older(name, facts, result):
             assert facts is not None
             return await self._confirmed(facts, result)
@@ -400,23 +408,6 @@ class PageCache:
             "upstreams no longer have {project}; serving the files stored here", project=name
         )
         return self.memory.remember(kept)
-
-    def _missing(self, name: NormalizedName) -> None:
-        """
-        Remember that no upstream has ``name``, and forget the names whose
-        negative TTL is over (kept in time order, oldest first, so that is
-        cheap), so ever new names cannot grow this without bound.
-        """
-        now = self.clock.seconds()
-        self._not_found.pop(name, None)
-        self._not_found[name] = now
-        expired = []
-        for other, since in self._not_found.items():
-            if now - since < self.negative_ttl:
-                break
-            expired.append(other)
-        for other in expired:
-            del self._not_found[other]
 
     def _same_group(self, source: str, result: PageResult) -> bool:
         """

@@ -81,9 +81,10 @@ class PageStore:
     offline: bool = False
     log = Logger()
 
-    @property
-    def forms_dir(self) -> str:
-        return os.path.join(
+    forms_dir: str = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.forms_dir = os.path.join(
             self.storage.pages_dir, OFFLINE_FORMS_DIR if self.offline else FORMS_DIR
         )
 

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_fileresponse -*-
 """
 Answer a ``GET`` or ``HEAD`` with a file, complete or still downloading:
-status, headers, conditional requests and byte ranges, then the body from a
+status, headers, conditional requests and byte ranges, then the body: read
+at once when small and complete, else from a `SendfileProducer` or a
 `TailProducer`.
 
 One code path serves both complete and growing files, so both get the same
@@ -11,6 +12,8 @@ lacks (``STYLE.md`` §2.b.5).
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import cast
 
 from twisted.internet.interfaces import IReactorTime
@@ -40,6 +43,12 @@ __all__ = ["IMMUTABLE", "respond_with_file"]
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 _log = Logger()
+
+#: Bodies up to this size, of complete files, are read and sent in one go:
+#: a cached index page is mostly this small, and a producer (a timer, a
+#: loop, a ``sendfile`` per chunk) costs more than the copy; the read is of
+#: a file just written or served, from the page cache, microseconds.
+SMALL_BODY = 256 * 1024
 
 # Headers that describe the file, dropped again if the file cannot be sent.
 _FILE_HEADERS = (b"etag", b"accept-ranges", b"content-range", b"content-type")
@@ -124,6 +133,8 @@ def respond_with_file(
         return b""
 
     try:
+        if end is not None and end - start <= SMALL_BODY and source.is_complete():
+            return _read(source, start, end)
         if end is not None and can_sendfile(request, source):
             SendfileProducer(request, source, clock, start, end, stall_timeout).begin()
         else:
@@ -141,6 +152,22 @@ def respond_with_file(
             request.responseHeaders.removeHeader(name)
         return error(request, 503, f"cannot read the file: {e.strerror}; try again")
     return NOT_DONE_YET
+
+
+def _read(source: IFileSource, start: int, end: int) -> bytes:
+    """
+    ``[start, end)`` of a small complete file, read at once.
+
+    :raises OSError: when it cannot be read whole (it was cut short).
+    """
+    fd = source.open()
+    try:
+        data = os.pread(fd, end - start, start)
+    finally:
+        os.close(fd)
+    if len(data) != end - start:
+        raise OSError(errno.EIO, "the file is shorter than it was")
+    return data
 
 
 def _span(selected: FullResponse | SingleRange, size: int | None) -> tuple[int, int | None]:
