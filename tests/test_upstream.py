@@ -38,6 +38,7 @@ from proxypypi.config.urls import ConfigError
 from proxypypi.service.compose import build_proxy
 from proxypypi.simple.parse import MAX_WARNINGS
 from proxypypi.testing import FakeIndex, Fault, make_wheel
+from proxypypi.upstream.fetch import BodyTooLarge, FetchError, GunzipStream
 from proxypypi.upstream.health import PROBE_FIRST_DELAY, PROBE_MAX_DELAY, Health, State
 from proxypypi.upstream.member import rebase
 from proxypypi.upstream.pages import (
@@ -716,6 +717,33 @@ class BadAnswerTests(SynchronousTestCase):
         )
         self.assertEqual(self.successResultOf(d).source, url_of("good"))
         self.assertIn("within 5s", members.member("bad").health.last_error or "")
+
+
+class GunzipStreamTests(SynchronousTestCase):
+    def test_streamed_whole(self) -> None:
+        """A gzip body fed in any chunks comes out whole."""
+        data = json_page_of(PROJECT) * 50
+        packed = gzip.compress(data)
+        stream = GunzipStream()
+        out = b"".join(stream.feed(packed[i : i + 7]) for i in range(0, len(packed), 7))
+        stream.close()
+        self.assertEqual(out, data)
+
+    def test_bomb_refused_before_it_expands(self) -> None:
+        packed = gzip.compress(b"\0" * 10_000_000)
+        with self.assertRaisesRegex(BodyTooLarge, "100-fold"):
+            GunzipStream().feed(packed)
+
+    def test_cut_short_and_trailing_data(self) -> None:
+        packed = gzip.compress(b"x" * 1000)
+        stream = GunzipStream()
+        stream.feed(packed[:-4])
+        with self.assertRaisesRegex(FetchError, "cut short"):
+            stream.close()
+        stream = GunzipStream()
+        stream.feed(packed)
+        with self.assertRaisesRegex(FetchError, "after its end"):
+            stream.feed(b"more")
 
 
 class HealthResourceTests(SynchronousTestCase):

@@ -6,6 +6,7 @@ drives time.  No sockets.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -14,6 +15,8 @@ from typing import Any
 from treq.testing import RequestTraversalAgent
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Request
 
 from proxypypi.simple.negotiate import HTML, JSON_V1
 from proxypypi.testing import FakeIndex, Fault, make_sdist, make_wheel
@@ -24,6 +27,21 @@ PIP_ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
     "text/html; q=0.01"
 )
+
+
+class GzipBomb(Resource):
+    """
+    An upstream whose every answer is a few kilobytes of gzip that would
+    expand to a gigabyte.
+    """
+
+    isLeaf = True
+    BOMB = gzip.compress(b"<html>" + b" " * (64 * 1024 * 1024))
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html")
+        request.setHeader(b"content-encoding", b"gzip")
+        return self.BOMB
 
 
 class WebTests(ProxyCase):
@@ -137,6 +155,23 @@ class WebTests(ProxyCase):
         names = {p["name"] for p in json.loads(body)["projects"]}
         self.assertEqual(names, {"proto-alpha", "proto-beta", "proto-gamma"})
         self.assertEqual(self.index.count("/simple/", "GET"), 1)
+
+    def test_project_list_gzip(self) -> None:
+        """
+        An upstream that gzips its list is asked to and read as it streams;
+        one whose gzip expands like a bomb is refused, the list not stored.
+        """
+        self.index.gzip = True
+        response, body = self.request("GET", "/simple/", accept="text/html")
+        self.assertIn(b'href="proto-gamma/"', body)
+        self.assertIn("gzip", self.index.requests[-1].accept_encoding or "")
+        self.upstream = RequestTraversalAgent(GzipBomb())
+        self.make_proxy()
+        response, body = self.request("GET", "/simple/", accept="text/html")
+        self.assertEqual(response.code, 502)
+        self.assertIn(b"expands over 100-fold", body)
+        pages = os.listdir(self.proxy.storage.pages_dir)
+        self.assertFalse([name for name in pages if name.startswith("_index")], pages)
 
     # Files
 

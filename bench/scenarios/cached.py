@@ -67,7 +67,7 @@ def run(b: Bench) -> None:
         url = _fill(b, proxy)
         nginx = start_nginx(b.procs, b.work, root, free_port(), a.nginx_workers)
         _file_throughput(b, proxy, url, nginx)
-        _page_rate(b, proxy, nginx, root)
+        _page_rate(b, proxy, root)
         time.sleep(2.0)
         idle = rss_mib(proxy.pid)
         if idle is not None:
@@ -157,11 +157,13 @@ def _file_throughput(b: Bench, proxy: Proxy, url: str, nginx: Nginx) -> None:
             )
 
 
-def _page_rate(b: Bench, proxy: Proxy, nginx: Nginx, root: str) -> None:
+def _page_rate(b: Bench, proxy: Proxy, root: str) -> None:
     """
     Scenario 4: requests/s on the cached project page with wrk, HTML and
     JSON, uncompressed and gzipped, through the proxy, from the floor and
     from nginx, which serve copies of the proxy's own answers from ``root``.
+    nginx runs one worker here, as the proxy runs one process: issue 12
+    asks for half nginx's rate on one core, with p99 under 10 ms.
     """
     a, rep, upstream = b.args, b.report, b.upstream()
     project = upstream.manifest["page"]["project"]
@@ -182,6 +184,7 @@ def _page_rate(b: Bench, proxy: Proxy, nginx: Nginx, root: str) -> None:
         with open(static + ".gz", "wb") as f:
             f.write(gzip.compress(page.body, 6))
     floor = start_floor(b.procs, root)
+    nginx = start_nginx(b.procs, b.work, root, free_port(), "1")
     try:
         for fmt, accept, ext in formats:
             static = f"page-{project}.{ext}"
@@ -199,15 +202,17 @@ def _page_rate(b: Bench, proxy: Proxy, nginx: Nginx, root: str) -> None:
                     px = load(page_url)
                 fl = load(floor.base + static)
                 ng = load(nginx.base + static)
-                ok = px.requests_per_second >= 9000 and px.bad_responses == 0
+                ratio = px.requests_per_second / ng.requests_per_second
+                p99 = px.latency_p99_ms
+                ok = ratio >= 0.5 and p99 is not None and p99 < 10 and px.bad_responses == 0
                 what = f"4. cached {files}-file page, {fmt}{label}"
                 rep.add(
                     Row(
                         what,
-                        f"{px.requests_per_second:,.0f} req/s",
-                        f"{ng.requests_per_second:,.0f} req/s nginx",
-                        f"{px.requests_per_second / ng.requests_per_second:.2f}x",
-                        "≥ 9,000 req/s",
+                        f"{px.requests_per_second:,.0f} req/s, p99 {p99} ms",
+                        f"{ng.requests_per_second:,.0f} req/s nginx, one worker",
+                        f"{ratio:.2f}x",
+                        "≥ 0.5x nginx, p99 < 10 ms (issue 12)",
                         verdict(ok),
                     )
                 )
@@ -228,3 +233,4 @@ def _page_rate(b: Bench, proxy: Proxy, nginx: Nginx, root: str) -> None:
                 rep.add(Row(f"6. peak RSS, page {fmt}{label} under wrk", mib(mon.peak_mib)))
     finally:
         b.procs.stop(floor.proc)
+        b.procs.stop(nginx.proc)

@@ -43,8 +43,10 @@ from proxypypi.upstream.fetch import (
     BodyReceiver,
     BodyTooLarge,
     FetchError,
+    GunzipStream,
     UpstreamTimeout,
     describe_failure,
+    gzip_encoded,
     header,
     request,
 )
@@ -265,21 +267,24 @@ class ProjectList:
 
     async def _fetch_from(self, member: Upstream, private: frozenset[str]) -> int:
         response = await request(
-            member.page_agent,
+            member.agent,
             self.clock,
             member.url,
-            {b"accept": LIST_ACCEPT},
+            {b"accept": LIST_ACCEPT, b"accept-encoding": b"gzip"},
             member.config.first_byte_timeout,
         )
         if response.code != 200:
             response.deliverBody(Protocol())
             raise FetchError(f"HTTP {response.code}")
+        gunzip = GunzipStream() if gzip_encoded(response) else None
         scanner = ProjectListScanner(header(response, b"content-type") or "")
         writer = _Writer.open(self.storage, {form: self.path(form) for form in Form}, private)
         received = 0
 
         def on_data(data: bytes) -> None:
             nonlocal received
+            if gunzip is not None:
+                data = gunzip.feed(data)
             received += len(data)
             if received > self.max_bytes:
                 raise BodyTooLarge(f"project list larger than {self.max_bytes} bytes")
@@ -295,6 +300,8 @@ class ProjectList:
                 raise UpstreamTimeout(
                     f"project list not complete within {self.timeout:g}s"
                 ) from None
+            if gunzip is not None:
+                gunzip.close()
             writer.add(scanner.close())
             if not scanner.complete:
                 raise FetchError("the project list ended before its end")

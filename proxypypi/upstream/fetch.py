@@ -13,6 +13,7 @@ passthrough and could alter the bytes of a ``.tar.gz``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 from isal import isal_zlib
@@ -261,6 +262,59 @@ def gunzip(data: bytes, limit: int) -> bytes:
     if not decoder.eof or decoder.unused_data:
         raise FetchError("broken gzip encoding: not one whole gzip stream")
     return out
+
+
+def gzip_encoded(response: IResponse) -> bool:
+    """
+    Whether ``response``'s body is gzip-encoded, which is the only coding
+    we ask index pages in (and decode ourselves: `gunzip`, `GunzipStream`).
+
+    :raises FetchError: for any other coding (the body is discarded).
+    """
+    encoding = (header(response, b"content-encoding") or "identity").strip().lower()
+    if encoding not in ("identity", "gzip", "x-gzip"):
+        response.deliverBody(Protocol())
+        raise FetchError(f"unasked-for Content-Encoding {encoding!r}")
+    return encoding != "identity"
+
+
+#: How far one chunk of a streamed gzip body may expand: an index
+#: compresses some sevenfold, a stream of zeros a thousandfold.
+MAX_GZIP_RATIO = 100
+
+
+@attrs.define
+class GunzipStream:
+    """
+    A gzip-encoded body decoded chunk by chunk as it arrives (the project
+    list, streamed), on the reactor thread, so each chunk's output is
+    bounded: a chunk expanding more than `MAX_GZIP_RATIO`-fold is a gzip
+    bomb, not an index, and is refused before it is expanded.
+    """
+
+    _decoder: Any = attrs.field(factory=lambda: isal_zlib.decompressobj(16 + isal_zlib.MAX_WBITS))
+
+    def feed(self, data: bytes) -> bytes:
+        """
+        :raises BodyTooLarge: for a chunk that expands too far.
+        :raises FetchError: for a broken stream, or data after its end.
+        """
+        if self._decoder.eof:
+            raise FetchError("broken gzip encoding: data after its end")
+        try:
+            out: bytes = self._decoder.decompress(data, len(data) * MAX_GZIP_RATIO + 65536)
+        except _GZIP_ERROR as e:
+            raise FetchError(f"broken gzip encoding: {e}") from None
+        if self._decoder.unconsumed_tail:
+            raise BodyTooLarge(f"gzip encoding expands over {MAX_GZIP_RATIO}-fold")
+        return out
+
+    def close(self) -> None:
+        """
+        :raises FetchError: when the stream did not end.
+        """
+        if not self._decoder.eof:
+            raise FetchError("broken gzip encoding: the stream was cut short")
 
 
 def header(response: IResponse, name: bytes) -> str | None:

@@ -15,7 +15,6 @@ from packaging.utils import NormalizedName
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
-from twisted.web.client import ContentDecoderAgent, GzipDecoder
 from twisted.web.iweb import IAgent, IResponse
 
 from proxypypi.config.model import UpstreamConfig
@@ -58,14 +57,6 @@ class Upstream:
     @property
     def weight(self) -> float:
         return self.config.weight
-
-    @property
-    def page_agent(self) -> IAgent:
-        """
-        The agent for index pages, which may arrive gzip-compressed (never
-        used for files, whose bytes must arrive exactly as stored).
-        """
-        return ContentDecoderAgent(self.agent, [(b"gzip", GzipDecoder)])
 
     def page_url(self, name: NormalizedName) -> str:
         return f"{self.url}{name}/"

@@ -32,6 +32,7 @@ from proxypypi.upstream.fetch import (
     describe_failure,
     final_url,
     gunzip,
+    gzip_encoded,
     header,
     is_unreachable,
     read_body,
@@ -50,10 +51,6 @@ PARSE_IN_THREAD_BYTES = 64 * 1024
 #: Seconds one page fetch from one member may take in all (headers, then a
 #: body that trickles in just fast enough to dodge the idle timeout).
 PAGE_TIMEOUT = 60.0
-
-
-#: The Content-Encodings a page may come in (we ask for gzip only).
-_ENCODINGS = frozenset({"identity", "gzip", "x-gzip"})
 
 
 def _decode_and_parse(
@@ -285,11 +282,7 @@ class PageFetcher:
         if response.code != 200:
             response.deliverBody(Protocol())
             raise FetchError(f"HTTP {response.code} for {url}")
-        encoding = (header(response, b"content-encoding") or "identity").strip().lower()
-        if encoding not in _ENCODINGS:
-            response.deliverBody(Protocol())
-            raise FetchError(f"unusable page at {url}: unasked-for Content-Encoding {encoding!r}")
-        gzipped = encoding != "identity"
+        gzipped = gzip_encoded(response)
         body = await read_body(response, self.pool.clock, member.idle_timeout, self.max_page_bytes)
         serial = header(response, b"x-pypi-last-serial")
         parse = partial(

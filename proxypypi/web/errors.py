@@ -13,9 +13,13 @@ from twisted.web.resource import Resource
 
 def error(request: IRequest, code: int, message: str) -> bytes:
     """
-    Set up an error response and return its body.
+    Set up an error response and return its body: plain text, whatever was
+    set up for the response it replaces (a gzip form's ``Content-Encoding``
+    or a file's ``ETag`` would misdescribe it).
     """
     request.setResponseCode(code)
+    for name in (b"content-encoding", b"etag", b"accept-ranges", b"content-range"):
+        request.responseHeaders.removeHeader(name)
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
     request.setHeader(b"cache-control", b"no-store")
     body = (message.rstrip() + "\n").encode("utf-8")

@@ -22,6 +22,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET
 
 from proxypypi.interfaces import IFileSource
+from proxypypi.upstream.fetch import describe_failure
 from proxypypi.web.errors import error
 from proxypypi.web.producers import DEFAULT_STALL_TIMEOUT, StreamingRequest, TailProducer
 from proxypypi.web.ranges import (
@@ -50,8 +51,6 @@ _log = Logger()
 #: a file just written or served, from the page cache, microseconds.
 SMALL_BODY = 256 * 1024
 
-# Headers that describe the file, dropped again if the file cannot be sent.
-_FILE_HEADERS = (b"etag", b"accept-ranges", b"content-range", b"content-type")
 
 
 def respond_with_file(
@@ -98,8 +97,10 @@ def respond_with_file(
     :raises ValueError: when ``etag`` is not a valid strong entity tag.
     """
     quoted_etag = None if etag is None else format_etag(etag)
-    if source.failure() is not None:
-        return error(request, 502, "the download of this file failed; try again")
+    failed = source.failure()
+    if failed is not None:
+        reason = describe_failure(failed)
+        return error(request, 502, f"the transfer from upstream failed ({reason}); try again")
     method = request.method
     request.setHeader(b"accept-ranges", b"bytes")
     if quoted_etag is not None:
@@ -148,8 +149,6 @@ def respond_with_file(
             ).start()
     except OSError as e:
         _log.failure("cannot open {uri} for reading", uri=request.uri)
-        for name in _FILE_HEADERS:
-            request.responseHeaders.removeHeader(name)
         return error(request, 503, f"cannot read the file: {e.strerror}; try again")
     return NOT_DONE_YET
 
