@@ -18,10 +18,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from proxypypi.cache.forms import Form
 from proxypypi.simple.negotiate import HTML, JSON_V1
 from proxypypi.testing import FakeIndex, Fault, make_sdist, make_wheel
 from tests.support.disk import FillableStorage
 from tests.support.harness import BASE, ProxyCase
+from tests.support.pumping import pump
 
 PIP_ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
@@ -170,6 +172,34 @@ class WebTests(ProxyCase):
         response, body = self.request("GET", "/simple/", accept="text/html")
         self.assertEqual(response.code, 502)
         self.assertIn(b"expands over 100-fold", body)
+        pages = os.listdir(self.proxy.storage.pages_dir)
+        self.assertFalse([name for name in pages if name.startswith("_index")], pages)
+
+    def test_project_list_never_ending_or_too_large(self) -> None:
+        """
+        A list that trickles on forever stops at the time bound, one that
+        grows past the size bound stops there; neither is stored, and the
+        client is told why.
+        """
+        self.proxy.project_list.timeout = 5.0
+        self.index.throttle = 20  # bytes a second: under the idle timeout
+        self.index.chunk_size = 10
+        d = self.client.get(BASE + "/simple/", headers={"accept": ["text/html"]})
+        pump(self.upstream, self.client, clock=self.clock, advance=0.5, until=d, what="headers")
+        # Streamed as it comes: begun with a 200, so ended by cutting it.
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 200)
+        body = self.client.content(response)
+        pump(self.upstream, self.client, clock=self.clock, advance=0.5, until=body, what="end")
+        self.failureResultOf(body)
+        self.assertGreaterEqual(self.clock.seconds(), 5.0)
+        self.assertFalse(os.path.exists(self.proxy.project_list.path(Form.HTML)))
+        self.index.throttle = None
+        self.make_proxy()
+        self.proxy.project_list.max_bytes = 100
+        response, body = self.request("GET", "/simple/", accept="text/html")
+        self.assertEqual(response.code, 502)
+        self.assertIn(b"larger than 100 bytes", body)
         pages = os.listdir(self.proxy.storage.pages_dir)
         self.assertFalse([name for name in pages if name.startswith("_index")], pages)
 
