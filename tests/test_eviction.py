@@ -290,6 +290,7 @@ class WiringTests(SynchronousTestCase):
                 upstreams=((UpstreamConfig("http://127.0.0.1:9/simple/"),),),
                 storage=self.mktemp(),
                 max_cache_size=limit,
+                workers=1,
             )
             service = make_service(config, reactor)
             (found,) = [s for s in cast(Any, service) if isinstance(s, UsageService)]

@@ -48,6 +48,7 @@ async def test_tls_and_plain_listeners(upstream: Upstream, tmp_path: Any) -> Non
             "tcp:0:interface=127.0.0.1",
         ),
         storage=os.path.join(str(tmp_path), "data"),
+        workers=1,
     )
     service: Any = make_service(config, reactor)
     service.startService()

@@ -165,7 +165,9 @@ async def measure(reactor: Any, argv: list[str]) -> None:
     globalLogBeginner.beginLoggingTo([logs.text_observer()], redirectStandardIO=False)
     with tempfile.TemporaryDirectory() as storage:
         config = build_config(
-            {"storage": storage}, upstreams=[base + "simple/"], listen=["tcp:0:interface=127.0.0.1"]
+            {"storage": storage, "workers": 1},
+            upstreams=[base + "simple/"],
+            listen=["tcp:0:interface=127.0.0.1"],
         )
         service = make_service(config, reactor)
         service.startService()

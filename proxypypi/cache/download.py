@@ -41,7 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from proxypypi.cache.storage import FileKey, Storage, write_all
+from proxypypi.cache.storage import Claim, FileKey, Storage, write_all
 from proxypypi.interfaces import IFileSource, IFileSourceListener
 from proxypypi.upstream.fetch import BodyReceiver, FetchError, describe_failure
 from proxypypi.upstream.origin import Origin
@@ -125,6 +125,9 @@ class Download:
     storage: Storage
     clock: IReactorTime
     idle_timeout: float
+    #: The partial file this process claimed (`Storage.claim`); bytes a
+    #: dead holder left in it are kept, hashed again, and resumed from.
+    claim: Claim
     log = Logger()
 
     written: int = 0
@@ -152,6 +155,13 @@ class Download:
     @property
     def phase(self) -> Phase:
         return self._phase
+
+    @property
+    def stored_here(self) -> bool:
+        """
+        This process fetches (and commits) the file.
+        """
+        return True
 
     # IFileSource
 
@@ -197,10 +207,30 @@ class Download:
         waiters and listeners.
         """
         self._hash = _hashers(self.hashes)
-        self._fd, self._path = self.storage.open_partial()
-        d = Deferred.fromCoroutine(fetch(self))
+        self._fd, self._path = self.claim.fd, self.claim.path
+        self.written = self.claim.size()
+        d = Deferred.fromCoroutine(self._resume_then(fetch))
         d.addErrback(self._machine.failed)
         d.addBoth(lambda _: self._done.fire(None))
+
+    async def _resume_then(self, fetch: Callable[[Download], Coroutine[Any, Any, None]]) -> None:
+        if self.written:
+            # Taken over from a process that died mid-download: hash what it
+            # wrote, then ask for the rest.
+            await self.storage.run(self._hash_existing)
+            self.log.info(
+                "resuming the download of {filename} at byte {offset}, where another "
+                "worker stopped",
+                filename=self.key.filename,
+                offset=self.written,
+            )
+        await fetch(self)
+
+    def _hash_existing(self) -> None:
+        with open(self._path, "rb") as f:
+            while chunk := f.read(1024 * 1024):
+                for h in self._hash.values():
+                    h.update(chunk)
 
     def when_done(self) -> Deferred[None]:
         """

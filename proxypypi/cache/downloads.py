@@ -1,12 +1,15 @@
 # -*- test-case-name: tests.test_downloads -*-
 """
-The downloads in flight, one per file however many clients ask
-(`proxypypi.cache.download.Download`), and the memory of origins that
-supplied bad bytes.
+The downloads in flight, one per file however many clients ask, and
+however many worker processes share the storage: this process's own
+(`proxypypi.cache.download.Download`) or another's, read from its partial
+file (`proxypypi.cache.foreign.ForeignDownload`); and the memory of origins
+that supplied bad bytes.
 """
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
@@ -14,7 +17,8 @@ import attrs
 from twisted.internet.interfaces import IReactorTime
 
 from proxypypi.cache.download import Download
-from proxypypi.cache.storage import FileKey, Storage
+from proxypypi.cache.foreign import ForeignDownload, write_size
+from proxypypi.cache.storage import Claim, FileKey, Storage, unlink_all
 from proxypypi.cache.transfer import transfer
 from proxypypi.cache.usage import IUsageTracker
 from proxypypi.upstream.origin import Origin
@@ -35,7 +39,7 @@ class Manager:
     #: Told of each download's start, end and commit (`IUsageTracker`).
     usage: IUsageTracker
     idle_timeout: float = 30.0
-    _active: dict[FileKey, Download] = attrs.field(factory=dict)
+    _active: dict[FileKey, Download | ForeignDownload] = attrs.field(factory=dict)
     #: Files whose last download failed its hash, and the origins to blame.
     _tainted: OrderedDict[FileKey, frozenset[str]] = attrs.field(factory=OrderedDict)
 
@@ -45,32 +49,86 @@ class Manager:
         origins: Sequence[Origin],
         hashes: Mapping[str, str],
         size: int | None,
-    ) -> Download:
+        seen: tuple[int, int] | None = None,
+    ) -> Download | ForeignDownload:
         """
-        The download of ``key``: the one in flight, or a new one.
+        The download of ``key``: the one in flight in this process, the one
+        another process runs (read from its partial file), or a new one.
+
+        :param seen: the identity (device, inode) of the file the caller
+            found in place and will not serve (damaged), if any: another
+            file there now was committed by another process meanwhile.
         """
         existing = self._active.get(key)
         if existing is not None:
             return existing
+
+        def ours(claim: Claim) -> Download:
+            return self._start(key, origins, hashes, size, claim)
+
+        claim = self.storage.claim(key)
+        download: Download | ForeignDownload
+        if claim is not None and self._identity(key) in (None, seen):
+            download = ours(claim)
+        else:
+            if claim is not None:
+                # Another process finished it between our look and our claim.
+                self.storage.discard(claim.fd, claim.path)
+            download = ForeignDownload(key, size, self.storage, self.clock, ours)
+            download.start()
+        self._active[key] = download
+        released = self.usage.writing(key)
+        download.when_done().addCallback(lambda _: self._ended(download, released))
+        return download
+
+    def _start(
+        self,
+        key: FileKey,
+        origins: Sequence[Origin],
+        hashes: Mapping[str, str],
+        size: int | None,
+        claim: Claim,
+    ) -> Download:
         tainted = self._tainted.get(key, frozenset())
         if tainted:
             # Stable: the untainted origins keep their order, first.
             origins = sorted(origins, key=lambda o: o.url in tainted)
-        download = Download(key, origins, hashes, size, self.storage, self.clock, self.idle_timeout)
-        self._active[key] = download
-        released = self.usage.writing(key)
+        download = Download(
+            key, origins, hashes, size, self.storage, self.clock, self.idle_timeout, claim
+        )
         download.start(transfer)
-        download.when_done().addCallback(lambda _: self._ended(download, released))
+        # A failure reaches the clients through their own waits.
+        download.wait_for_headers().addCallbacks(lambda _: self._announce(download), lambda _: None)
+        download.when_done().addBoth(lambda _: unlink_all([claim.path + ".size"]))
         return download
 
-    def _ended(self, download: Download, released: Callable[[], None]) -> None:
+    def _identity(self, key: FileKey) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.storage.file_path(key.project, key.filename))
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _announce(self, download: Download) -> None:
+        """
+        Tell the other processes the size, unless the page told them.
+        """
+        total = download.expected_size()
+        if download.size is None and total is not None:
+            try:
+                write_size(self.storage, download.key, total)
+            except OSError:
+                pass  # they answer without a Content-Length
+
+    def _ended(self, download: Download | ForeignDownload, released: Callable[[], None]) -> None:
         self._active.pop(download.key, None)
         released()
         self._remember_blame(download)
-        if download.is_complete():
+        # Stored by this process: another's counts it there.
+        if download.is_complete() and download.stored_here:
             self.usage.stored(download.key, download.available())
 
-    def _remember_blame(self, download: Download) -> None:
+    def _remember_blame(self, download: Download | ForeignDownload) -> None:
         key = download.key
         if download.bad_origins:
             self._tainted[key] = self._tainted.get(key, frozenset()) | set(download.bad_origins)
@@ -80,10 +138,10 @@ class Manager:
         elif download.is_complete():
             self._tainted.pop(key, None)
 
-    def in_flight(self) -> list[Download]:
+    def in_flight(self) -> list[Download | ForeignDownload]:
         return list(self._active.values())
 
-    def running(self, key: FileKey) -> Download | None:
+    def running(self, key: FileKey) -> Download | ForeignDownload | None:
         """
         The download of ``key`` in flight, if any (a request that finds one
         joins it rather than starting another).

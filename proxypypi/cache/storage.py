@@ -15,6 +15,8 @@ dedicated thread pool, never on the reactor thread.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import secrets
 import shutil
@@ -147,6 +149,30 @@ def write_atomically(path: str, data: Chunks) -> None:
     fsync_dir(directory)
 
 
+def _remove(path: str) -> None:
+    """
+    Remove a file or a directory tree (``tmp/`` holds both).
+    """
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+@attrs.frozen
+class Claim:
+    """
+    This process's claim on a download: its partial file, open for writing
+    at its end (a claim taken over from a dead holder holds its bytes).
+    """
+
+    fd: int
+    path: str
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+
 @attrs.define
 class Storage:
     """
@@ -193,7 +219,8 @@ class Storage:
         disk that filled up or went read-only is noticed, and so is its
         recovery, even when no download happens.
         """
-        probe = os.path.join(self.tmp_dir, "health-probe")
+        # One name per process: worker processes probe the same storage.
+        probe = os.path.join(self.tmp_dir, f"health-probe-{os.getpid()}")
 
         def work() -> int:
             write_synced(probe, b"\0" * 4096)
@@ -223,20 +250,22 @@ class Storage:
     def tmp_dir(self) -> str:
         return os.path.join(self.root, "tmp")
 
-    def prepare(self) -> None:
+    def prepare(self, keep_partials: bool = False) -> None:
         """
         Create the layout if missing, empty ``tmp/`` of partial files a
         killed process left behind, and prove the directory is writable.
         Blocking; runs once at start-up.
 
+        :param keep_partials: leave ``tmp/`` as it is (a worker process:
+            the others' downloads are there).
         :raises StorageError: naming the directory and the fix.
         """
         try:
             for d in (self.root, self.files_dir, self.pages_dir, self.tmp_dir):
                 os.makedirs(d, exist_ok=True)
             removed = 0
-            for name in os.listdir(self.tmp_dir):
-                os.unlink(os.path.join(self.tmp_dir, name))
+            for name in [] if keep_partials else os.listdir(self.tmp_dir):
+                _remove(os.path.join(self.tmp_dir, name))
                 removed += 1
             probe = os.path.join(self.tmp_dir, f"probe-{secrets.token_hex(4)}")
             with open(probe, "wb") as f:
@@ -263,6 +292,42 @@ class Storage:
     def has_file(self, project: str, filename: str) -> bool:
         return os.path.isfile(self.file_path(project, filename))
 
+    def download_path(self, key: FileKey) -> str:
+        """
+        The partial file of ``key``'s download: one name per file, so that
+        every process sharing the storage finds the download in flight.
+        """
+        digest = hashlib.sha256(f"{key.project}/{key.filename}".encode()).hexdigest()[:40]
+        return os.path.join(self.tmp_dir, f"dl-{digest}{PARTIAL_SUFFIX}")
+
+    def claim(self, key: FileKey) -> Claim | None:
+        """
+        Claim ``key``'s download for this process, or ``None`` when another
+        process holds it.  The claim is an exclusive ``flock`` on the
+        partial file, which the kernel releases when its holder dies, so a
+        download whose process was killed is claimed by the next asker,
+        with the bytes it left.
+        """
+        path = self.download_path(key)
+        for _ in range(3):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            # The holder before us may have renamed or removed the file
+            # between our open and our lock: then ours is not the file.
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.lseek(fd, 0, os.SEEK_END)
+                return Claim(fd, path)
+            os.close(fd)
+        return None
+
     def open_partial(self) -> tuple[int, str]:
         """
         Create a new, empty partial file for a download.
@@ -284,13 +349,15 @@ class Storage:
         final = self.file_path(project, filename)
 
         def work() -> str:
+            # Renamed before the descriptor is closed: closing releases a
+            # download's claim, and the next process must find it done.
             try:
                 os.fsync(fd)
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                os.replace(partial, final)
+                fsync_dir(os.path.dirname(final))
             finally:
                 os.close(fd)
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            os.replace(partial, final)
-            fsync_dir(os.path.dirname(final))
             return final
 
         d: Deferred[str] = self.run(work)
@@ -298,17 +365,19 @@ class Storage:
 
     def discard(self, fd: int | None, partial: str) -> None:
         """
-        Drop a partial file that will never be complete.
+        Drop a partial file that will never be complete: removed before its
+        descriptor (and so a download's claim) goes, so no other process
+        takes it for one whose holder died.
         """
+        try:
+            os.unlink(partial)
+        except FileNotFoundError:
+            pass
         if fd is not None:
             try:
                 os.close(fd)
             except OSError:
                 pass
-        try:
-            os.unlink(partial)
-        except FileNotFoundError:
-            pass
 
     # Pages
 

@@ -120,6 +120,8 @@ class Config:
         for reaching upstreams: https ones through a ``CONNECT`` tunnel
         (TLS still verified end to end), plain-http ones as proxied requests.
         ``None``: the one the environment names (`environment_proxy`), if any.
+    :ivar workers: worker processes serving the listening sockets and the
+        storage together; ``1`` is a single process; ``None``, one per CPU.
     """
 
     upstreams: tuple[tuple[UpstreamConfig, ...], ...]
@@ -144,6 +146,7 @@ class Config:
     log_format: str = attrs.field(default="text", validator=attrs.validators.in_(("text", "json")))
     trusted_proxies: tuple[str, ...] = ()
     upstream_proxy: str | None = None
+    workers: int | None = None
 
     def __attrs_post_init__(self) -> None:
         if not self.upstreams:
@@ -153,6 +156,11 @@ class Config:
             )
         if not self.listen:
             raise ConfigError("no listen endpoint given")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(
+                f"--workers must be at least 1, not {self.workers} "
+                "(1 is a single process; leave it out for one per CPU)"
+            )
         parse_trusted_proxies(self.trusted_proxies)
         if self.auth_read and self.auth_file is None:
             raise ConfigError(

@@ -131,6 +131,7 @@ _SCALARS: Mapping[str, tuple[str, Any]] = {
     "allow-overwrite": ("allow_overwrite", _flag),
     "log-format": ("log_format", str),
     "upstream-proxy": ("upstream_proxy", str),
+    "workers": ("workers", int),
 }
 
 #: TOML keys (and repeatable options) holding lists of strings.

@@ -53,6 +53,25 @@ def message(event: LogEvent) -> str:
     return formatEvent(event)
 
 
+#: This process's place among the workers (``worker 1``), for every line
+#: it logs; empty in a single process and in the supervisor.
+@attrs.define
+class _Tag:
+    text: str = ""
+    index: int | None = None
+
+
+_worker = _Tag()
+
+
+def set_worker(index: int) -> None:
+    """
+    Tag every line this process logs from now on as worker ``index``'s.
+    """
+    _worker.text = f"worker-{index} "
+    _worker.index = index
+
+
 def event_as_json(event: LogEvent) -> str:
     """
     One log event as a flat JSON object: time, level, namespace, the
@@ -67,6 +86,8 @@ def event_as_json(event: LogEvent) -> str:
         "namespace": event.get("log_namespace"),
         "message": message(event),
     }
+    if _worker.index is not None:
+        record["worker"] = _worker.index
     failure = event.get("log_failure")
     if failure is not None:
         record["error"] = failure.getErrorMessage()
@@ -148,7 +169,7 @@ def event_as_text(event: LogEvent, stamp: Callable[[float], str] = _STAMP) -> st
     failure = event.get("log_failure")
     if failure is not None:
         text = f"{text}\n{failure.getTraceback()}".rstrip("\n")
-    system = f"{event.get('log_namespace', '-')}#{getattr(level, 'name', '-')}"
+    system = f"{_worker.text}{event.get('log_namespace', '-')}#{getattr(level, 'name', '-')}"
     text = text.replace("\n", "\n\t")
     return f"{stamp(event.get('log_time', 0.0))} [{system}] {text}\n"
 
@@ -178,6 +199,20 @@ class LineObserver:
 
 #: Where the observers write; set from twistd's ``--logfile`` by the plugin.
 _target: dict[str, str | None] = {"logfile": None}
+#: The writer of this process's observer, once made.
+_writers: list[LineWriter] = []
+
+
+def relay_lines(text: str) -> None:
+    """
+    Write lines another process formatted (a worker's log) where this
+    process's log goes, as they are.
+    """
+    if _writers:
+        _writers[-1].write(text, urgent=True)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
 
 def use_logfile(path: str | None) -> None:
@@ -195,6 +230,7 @@ def _observer(render: Callable[[LogEvent], str]) -> ILogObserver:
     if path and path != "-":
         out = cast(IO[str], LogFile.fromFullPath(path))
     writer = LineWriter(out, cast(IReactorTime, reactor))
+    _writers.append(writer)
     cast(IReactorCore, reactor).addSystemEventTrigger("after", "shutdown", writer.flush)
     atexit.register(writer.flush)
     return LineObserver(writer, render)

@@ -11,9 +11,10 @@ object afterwards.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
 from twisted.application.internet import TimerService
 from twisted.application.service import IService
 from twisted.internet import endpoints
@@ -46,6 +47,8 @@ from proxypypi.service.lifecycle import (
     WebServer,
 )
 from proxypypi.service.malloc import tune_malloc
+from proxypypi.service.sockets import AdoptedEndpoint, Inherited
+from proxypypi.service.supervisor import Supervisor
 from proxypypi.upstream.agents import upstream_agents
 from proxypypi.upstream.pages import PageFetcher
 from proxypypi.upstream.pool import Pool
@@ -67,6 +70,30 @@ def _probe_storage(storage: Storage) -> Deferred[None]:
 
 
 
+@attrs.frozen
+class Role:
+    """
+    This process's place in the service: worker ``index`` of ``count``
+    (``0`` of ``1`` for a single process).  Worker 0 leads: it alone
+    evicts files; every worker probes upstreams, ``count`` times as
+    seldom.
+    """
+
+    index: int = 0
+    count: int = 1
+
+    @property
+    def leads(self) -> bool:
+        return self.index == 0
+
+
+def worker_count(config: Config) -> int:
+    """
+    The worker processes to run: as configured, or one per CPU.
+    """
+    return config.workers if config.workers is not None else os.cpu_count() or 1
+
+
 def build_proxy(
     config: Config,
     reactor: Any,
@@ -75,6 +102,7 @@ def build_proxy(
     *,
     auth_run: Runner | None = None,
     page_run: Runner | None = None,
+    role: Role = Role(),
 ) -> Proxy:
     """
     The proxy's collaborators, wired together.
@@ -93,11 +121,12 @@ def build_proxy(
         metrics.metered(agent_for, reactor),
         reactor,
         idle_timeout=config.download_idle_timeout,
+        probe_spread=role.count,
     )
     page_run = page_run or storage.run
     fetcher = PageFetcher(pool, max_page_bytes=config.max_page_bytes, parse_in=page_run)
     usage: IUsageTracker
-    if config.max_cache_size is not None:
+    if config.max_cache_size is not None and role.leads:
         usage = Evictor(storage, reactor, config.max_cache_size)
     else:
         usage = SizeAccounting(storage, reactor)
@@ -151,14 +180,50 @@ def build_site(proxy: Proxy) -> ProxySite:
 
 def make_service(config: Config, reactor: Any) -> IService:
     """
-    The whole service: disk threads, upstream connections, and one web
-    server per listen endpoint.
+    The whole service: one process serving the listen endpoints, or, with
+    more than one worker, the supervisor of the worker processes.
 
     :raises proxypypi.cache.storage.StorageError: when the storage is unusable.
     :raises ConfigError: when a listen endpoint cannot be used.
     """
     # First, before anything else logs: the configuration as understood.
     log_configuration(config)
+    count = worker_count(config)
+    if count > 1:
+        cpus = os.cpu_count() or 1
+        if count > cpus:
+            log.warn(
+                "{count} workers on {cpus} CPUs: more workers than CPUs only add memory",
+                count=count,
+                cpus=cpus,
+            )
+        Storage(config.storage, _no_runner).prepare()
+        return Supervisor(config, reactor, count)
+    endpoints_ = [listen_endpoint(reactor, description) for description in config.listen]
+    return _node(config, reactor, endpoints_, Role())
+
+
+def make_worker_service(
+    config: Config, reactor: Any, inherited: Sequence[Inherited], role: Role
+) -> IService:
+    """
+    One worker's service: as a single process's, on the sockets the
+    supervisor handed down, with a storage the supervisor prepared.
+    """
+    endpoints_ = [AdoptedEndpoint(reactor, item) for item in inherited]
+    return _node(config, reactor, endpoints_, role)
+
+
+def _no_runner(*args: Any) -> Any:
+    raise AssertionError("the supervisor does no blocking work")
+
+
+def _node(
+    config: Config, reactor: Any, listen: Sequence[IStreamServerEndpoint], role: Role
+) -> IService:
+    """
+    Disk threads, upstream connections, and one web server per endpoint.
+    """
     # Before any thread starts.
     tuned = tune_malloc()
     if tuned:
@@ -167,7 +232,8 @@ def make_service(config: Config, reactor: Any) -> IService:
     disk = DiskThreads(reactor)
     disk.setServiceParent(top)
     storage = Storage(config.storage, disk.run)
-    storage.prepare()
+    # A worker must not empty tmp/: the others' downloads are in it.
+    storage.prepare(keep_partials=role.count > 1)
     # bcrypt gets threads of its own: a flood of bad passwords must not
     # hold up fsyncs.
     passwords = DiskThreads(reactor, ThreadPool(0, 2, "proxypypi-auth"))
@@ -192,6 +258,7 @@ def make_service(config: Config, reactor: Any) -> IService:
         ),
         auth_run=passwords.run,
         page_run=pages.run,
+        role=role,
     )
     HealthProbes(proxy.pool).setServiceParent(top)
     # Stopped after the web servers drained: what is still downloading then
@@ -202,8 +269,8 @@ def make_service(config: Config, reactor: Any) -> IService:
     storage_probe.setServiceParent(top)
     UsageService(proxy.usage, reactor).setServiceParent(top)
     site = build_site(proxy)
-    for description in config.listen:
-        WebServer(listen_endpoint(reactor, description), site, reactor).setServiceParent(top)
+    for endpoint in listen:
+        WebServer(endpoint, site, reactor).setServiceParent(top)
     FrozenHeap().setServiceParent(top)
     return top
 

@@ -59,6 +59,13 @@ class Options(usage.Options):
         ["max-upload-size", None, None, "Largest upload accepted [1G]."],
         ["log-format", None, None, "Log format: text or json (one object per line) [text]."],
         ["upstream-proxy", None, None, "HTTP proxy URL to reach upstreams through."],
+        [
+            "workers",
+            None,
+            None,
+            "Worker processes sharing the sockets and the storage; 1 is a single "
+            "process [one per CPU].",
+        ],
     ]
     optFlags = [
         ["offline", None, "Serve only what is stored; never contact an upstream."],

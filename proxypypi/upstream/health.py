@@ -137,6 +137,9 @@ class Health:
     probe: Callable[[], Deferred[None]]
     down_after: int = DOWN_AFTER
     jitter: Callable[[], float] = random.random
+    #: Probe delays are this many times longer: with N worker processes
+    #: each probing, a member down is still probed as often as by one.
+    probe_spread: int = 1
     log = Logger()
 
     outstanding: int = 0
@@ -318,7 +321,7 @@ class Health:
         ones: exponential, capped, with jitter.
         """
         base = min(PROBE_MAX_DELAY, PROBE_FIRST_DELAY * 2.0 ** min(failed_probes, 32))
-        return base * (1.0 + PROBE_JITTER * (2.0 * self.jitter() - 1.0))
+        return base * self.probe_spread * (1.0 + PROBE_JITTER * (2.0 * self.jitter() - 1.0))
 
     def _probe_timer_fired(self) -> None:
         self._timer = None

@@ -44,11 +44,14 @@ class Upstream:
     clock: IReactorTime = attrs.field(repr=False)
     idle_timeout: float = 10.0
     jitter: Callable[[], float] = attrs.field(default=random.random, repr=False)
+    probe_spread: int = 1
     credit: float = 0.0
     health: Health = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        self.health = Health(self.url, self.clock, self.probe, jitter=self.jitter)
+        self.health = Health(
+            self.url, self.clock, self.probe, jitter=self.jitter, probe_spread=self.probe_spread
+        )
 
     @property
     def url(self) -> str:

@@ -65,10 +65,14 @@ class Pool:
         clock: IReactorTime,
         idle_timeout: float = 10.0,
         jitter: Callable[[], float] = random.random,
+        probe_spread: int = 1,
     ) -> Pool:
         """
         Members for ``groups`` (rank order), each with the agent
         ``agent_for`` gives it.
+
+        :param probe_spread: how many processes probe the same members
+            (their probes are that much further apart).
         """
         members = [
             [
@@ -79,6 +83,7 @@ class Pool:
                     clock,
                     idle_timeout=cfg.idle_timeout if cfg.idle_timeout is not None else idle_timeout,
                     jitter=jitter,
+                    probe_spread=probe_spread,
                 )
                 for cfg in group
             ]

@@ -144,6 +144,7 @@ class FilesResource(Page):
             self._origins(facts.source, f, metadata),
             _hashes(f, metadata),
             None if metadata else f.size,
+            seen=None if complete is None else complete.identity,
         )
         try:
             await download.wait_for_headers()

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred, maybeDeferred
 
-from proxypypi.cache.storage import Storage
+from proxypypi.cache.storage import Claim, FileKey, Storage
 
 
 def sync_run(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
@@ -67,6 +67,13 @@ class FillableStorage(Storage):
             return fd, path
         os.close(fd)
         return os.open("/dev/full", os.O_WRONLY), path
+
+    def claim(self, key: FileKey) -> Claim | None:
+        claim = super().claim(key)
+        if claim is None or not self.full:
+            return claim
+        os.close(claim.fd)
+        return Claim(os.open("/dev/full", os.O_WRONLY), claim.path)
 
 
 def stored(storage: Storage, project: str, filename: str) -> bytes | None:

@@ -93,12 +93,15 @@ async def start_proxy(
     upstream_urls: Sequence[str], storage: str, *, grouped: bool = False, **settings: Any
 ) -> RunningProxy:
     """
-    Start the real service on an ephemeral port of 127.0.0.1.
+    Start the real service, in this process, on an ephemeral port of
+    127.0.0.1.
 
     :param upstream_urls: each an upstream group of its own (in order of
         preference), or with ``grouped`` the members of one group.
-    :param settings: any other `Config` field.
+    :param settings: any other `Config` field (``workers`` is 1: worker
+        processes are tested through twistd).
     """
+    settings.setdefault("workers", 1)
     members = tuple(UpstreamConfig(u) for u in upstream_urls)
     config = Config(
         upstreams=(members,) if grouped else tuple((m,) for m in members),
