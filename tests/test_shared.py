@@ -1,0 +1,146 @@
+"""
+One download per file across worker processes sharing a storage: the
+first to claim it fetches, the others read its partial file, and one of
+them takes over when its holder dies.
+
+Two `Manager` objects on one storage directory stand for two processes:
+``flock`` locks belong to open files, so two opens in one process
+conflict just as two processes' do.  The upstream is the fake index in
+memory; a Clock drives it and the watchers' polls.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from treq.testing import RequestTraversalAgent
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from proxypypi.cache.download import Download, IntegrityError
+from proxypypi.cache.downloads import Manager
+from proxypypi.cache.foreign import ForeignDownload, ForeignDownloadFailed
+from proxypypi.cache.storage import FileKey, Storage
+from proxypypi.cache.usage import SizeAccounting
+from proxypypi.testing import FakeIndex, Fault, make_wheel
+from proxypypi.upstream.origin import Origin
+from tests.support.disk import stored, sync_run
+from tests.support.pumping import pump
+
+
+class SharedDownloadTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.index = FakeIndex(self.clock, chunk_size=4096, throttle=100_000)
+        self.dist = make_wheel("big", "1.0", payload_size=50_000)
+        self.index.add(self.dist)
+        self.agent = RequestTraversalAgent(self.index.resource())
+        self.root = self.mktemp()
+        Storage(self.root, sync_run).prepare()
+        self.key = FileKey("big", self.dist.filename)
+
+    def worker(self) -> Manager:
+        storage = Storage(self.root, sync_run)
+        storage.prepare(keep_partials=True)
+        return Manager(storage, self.clock, SizeAccounting(storage, self.clock), idle_timeout=10)
+
+    def get(self, manager: Manager, size: int | None = None) -> Download | ForeignDownload:
+        return manager.get(
+            self.key,
+            [Origin("http://upstream.example/files/" + self.dist.filename, self.agent)],
+            {"sha256": self.dist.sha256},
+            size,
+        )
+
+    def run_until(self, *done: Deferred[Any]) -> None:
+        for d in done:
+            pump(self.agent, clock=self.clock, advance=0.01, until=d, what="the downloads")
+
+    def read(self, source: Download | ForeignDownload) -> bytes:
+        fd = source.open()
+        try:
+            return os.pread(fd, source.available(), 0)
+        finally:
+            os.close(fd)
+
+    def test_one_fetch_for_two_workers(self) -> None:
+        """
+        The second worker reads the first one's partial file, never its last
+        byte before the commit, and ends with the same bytes; one upstream
+        GET in all.
+        """
+        a, b = self.worker(), self.worker()
+        own = self.get(a, len(self.dist.data))
+        other = self.get(b, len(self.dist.data))
+        self.assertIsInstance(own, Download)
+        self.assertIsInstance(other, ForeignDownload)
+        seen: list[int] = []
+
+        def watch() -> None:
+            if not other.is_complete():
+                seen.append(other.available())
+
+        done = own.when_done()
+        pump(self.agent, clock=self.clock, advance=0.01, step=watch, until=done, what="A")
+        self.run_until(other.when_done())
+        self.assertTrue(other.is_complete())
+        self.assertTrue(any(0 < n < len(self.dist.data) for n in seen), seen)
+        self.assertTrue(all(n < len(self.dist.data) for n in seen))
+        self.assertEqual(self.read(other), self.dist.data)
+        self.assertEqual(self.index.count("/files/", "GET"), 1)
+        self.assertEqual(stored(a.storage, "big", self.dist.filename), self.dist.data)
+
+    def test_size_told_when_the_page_gives_none(self) -> None:
+        """Without a size on the page, the holder tells the others the upstream's."""
+        a, b = self.worker(), self.worker()
+        self.get(a)
+        other = self.get(b)
+        self.run_until(other.wait_for_headers())
+        self.assertEqual(other.expected_size(), len(self.dist.data))
+
+    def test_holder_gives_up(self) -> None:
+        """A holder whose bytes fail their hash takes the other worker's clients down too."""
+        self.index.fault = Fault(corrupt=True)
+        a, b = self.worker(), self.worker()
+        own = self.get(a, len(self.dist.data))
+        other = self.get(b, len(self.dist.data))
+        self.run_until(own.when_done(), other.when_done())
+        self.assertIsInstance(own.failure().value, IntegrityError)  # type: ignore[union-attr]
+        self.assertIsInstance(other.failure().value, ForeignDownloadFailed)  # type: ignore[union-attr]
+        self.assertIsNone(stored(a.storage, "big", self.dist.filename))
+
+    def test_holder_dies(self) -> None:
+        """
+        A holder killed mid-download (its claim released, its partial file
+        left) is taken over: the bytes on disk are kept, the rest asked for
+        with Range, and the file is right.
+        """
+        storage = Storage(self.root, sync_run)
+        dead = storage.claim(self.key)
+        assert dead is not None
+        os.write(dead.fd, self.dist.data[:20_000])
+        b = self.worker()
+        other = self.get(b, len(self.dist.data))
+        self.assertIsInstance(other, ForeignDownload)
+        os.close(dead.fd)  # the kernel's part when a process dies
+        self.run_until(other.when_done())
+        self.assertTrue(other.is_complete())
+        self.assertEqual(stored(b.storage, "big", self.dist.filename), self.dist.data)
+        (request,) = [r for r in self.index.requests if r.path.startswith("/files/")]
+        self.assertEqual(request.range, "bytes=20000-")
+
+    def test_committed_between_look_and_claim(self) -> None:
+        """
+        A file another worker put in place after this one looked is served,
+        not fetched again.
+        """
+        a = self.worker()
+        own = self.get(a, len(self.dist.data))
+        self.run_until(own.when_done())
+        b = self.worker()
+        again = self.get(b, len(self.dist.data))
+        self.assertTrue(again.is_complete())
+        self.assertEqual(self.read(again), self.dist.data)
+        self.assertEqual(self.index.count("/files/", "GET"), 1)
