@@ -1,7 +1,8 @@
 """
-One download per file across worker processes sharing a storage: the
-first to claim it fetches, the others read its partial file, and one of
-them takes over when its holder dies.
+One download per file, and one fetch per page, across worker processes
+sharing a storage: the first to claim a file fetches it, the others read
+its partial file, and one of them takes over when its holder dies; a page
+is fetched under a lock, and read from disk by the workers that waited.
 
 Two `Manager` objects on one storage directory stand for two processes:
 ``flock`` locks belong to open files, so two opens in one process
@@ -22,10 +23,15 @@ from twisted.trial.unittest import SynchronousTestCase
 from proxypypi.cache.download import Download, IntegrityError
 from proxypypi.cache.downloads import Manager
 from proxypypi.cache.foreign import ForeignDownload, ForeignDownloadFailed
+from proxypypi.cache.forms import Form
+from proxypypi.cache.pages import PageCache
 from proxypypi.cache.storage import FileKey, Storage
 from proxypypi.cache.usage import SizeAccounting
+from proxypypi.config.model import UpstreamConfig
 from proxypypi.testing import FakeIndex, Fault, make_wheel
 from proxypypi.upstream.origin import Origin
+from proxypypi.upstream.pages import PageFetcher
+from proxypypi.upstream.pool import Pool
 from tests.support.disk import stored, sync_run
 from tests.support.pumping import pump
 
@@ -144,3 +150,57 @@ class SharedDownloadTests(SynchronousTestCase):
         self.assertTrue(again.is_complete())
         self.assertEqual(self.read(again), self.dist.data)
         self.assertEqual(self.index.count("/files/", "GET"), 1)
+
+
+class SharedPageTests(SynchronousTestCase):
+    """
+    One upstream fetch of a page across two workers' page caches on one
+    storage.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.index = FakeIndex(self.clock, latency=0.2)
+        self.index.add(make_wheel("proto-alpha", "1.0"))
+        self.agent = RequestTraversalAgent(self.index.resource())
+        self.root = self.mktemp()
+        Storage(self.root, sync_run).prepare()
+
+    def worker(self) -> PageCache:
+        storage = Storage(self.root, sync_run)
+        storage.prepare(keep_partials=True)
+        pool = Pool.from_config(
+            [[UpstreamConfig("http://upstream.example/simple/")]], lambda c: self.agent, self.clock
+        )
+        return PageCache(PageFetcher(pool), storage, self.clock, ttl=600)
+
+    def answer(self, cache: PageCache) -> Deferred[Any]:
+        return Deferred.fromCoroutine(cache.answer("proto-alpha", Form.JSON))  # type: ignore[arg-type]
+
+    def test_cold_page_fetched_once(self) -> None:
+        """Two workers asked at once for a page nobody holds: one upstream GET."""
+        a, b = self.worker(), self.worker()
+        first, second = self.answer(a), self.answer(b)
+        pump(self.agent, clock=self.clock, advance=0.01, until=first, what="a's page")
+        pump(self.agent, clock=self.clock, advance=0.01, until=second, what="b's page")
+        self.assertEqual(self.successResultOf(first).etag, self.successResultOf(second).etag)
+        self.assertEqual(self.index.count("/simple/proto-alpha/", "GET"), 1)
+
+    def test_refresh_by_one_is_taken_by_the_other(self) -> None:
+        """A page one worker refreshed is read from disk by the other, not fetched again."""
+        a, b = self.worker(), self.worker()
+        for cache in (a, b):
+            d = self.answer(cache)
+            pump(self.agent, clock=self.clock, advance=0.01, until=d, what="the page")
+        self.clock.advance(601)
+
+        def fresh(cache: PageCache) -> bool:
+            facts = cache.known("proto-alpha")  # type: ignore[arg-type]
+            return facts is not None and cache.is_fresh(facts)
+
+        a.ready("proto-alpha")  # type: ignore[arg-type]  # stale: refreshed in the background
+        pump(self.agent, clock=self.clock, advance=0.01, until=lambda: fresh(a), what="a's")
+        fetches = self.index.count("/simple/proto-alpha/", "GET")
+        b.ready("proto-alpha")  # type: ignore[arg-type]
+        pump(self.agent, clock=self.clock, advance=0.01, until=lambda: fresh(b), what="b's")
+        self.assertEqual(self.index.count("/simple/proto-alpha/", "GET"), fetches)

@@ -84,6 +84,23 @@ def stored_entry(raw: bytes, name: NormalizedName, filename: str) -> DistFile | 
     return parse_json_entry(entry, meta["source"], name)
 
 
+def fetched_at(tail: bytes) -> float | None:
+    """
+    When a stored page was fetched, from the last bytes of its file (its
+    bookkeeping block is its last key: no need to read, let alone parse,
+    a page of megabytes); ``None`` when they hold no bookkeeping.
+    """
+    start = tail.rfind(_MARK)
+    if start < 0:
+        return None
+    try:
+        meta = orjson.loads(tail[start + len(_MARK) : -1])
+    except ValueError:
+        return None
+    value = meta.get("fetched-at") if isinstance(meta, dict) else None
+    return float(value) if isinstance(value, int | float) else None
+
+
 def _bookkeeping(raw: bytes) -> dict[str, Any]:
     """
     The bookkeeping block of a stored page.

@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 
 from proxypypi.cache.complete import CompleteFile
 from proxypypi.cache.forms import Form, SmallForms, file_etag
+from proxypypi.cache.locks import Locks
 from proxypypi.cache.notfound import NotFound
 from proxypypi.cache.page import CachedPage
 from proxypypi.cache.pagememory import PageFacts, PageMemory
@@ -84,6 +85,13 @@ class PageCache:
     memory: PageMemory = attrs.field(factory=PageMemory)
     #: The bytes of small forms asked for lately.
     small: SmallForms = attrs.field(factory=SmallForms)
+    #: One fetch of a page across the worker processes.
+    locks: Locks = attrs.field(
+        default=attrs.Factory(
+            lambda self: Locks(os.path.join(self.storage.root, "locks"), self.clock),
+            takes_self=True,
+        )
+    )
     #: Runs the parsing and rendering of stored pages off the reactor
     #: thread (a pool of their own in the service, so that they never wait
     #: behind fsyncs, nor fsyncs behind them); the storage's runner when
@@ -275,8 +283,29 @@ class PageCache:
         self, name: NormalizedName, facts: PageFacts | None, form: Form | None
     ) -> Deferred[PageFacts]:
         return self._refreshing.run(
-            name, lambda: Deferred.fromCoroutine(self._fetch(name, facts, form))
+            name, lambda: Deferred.fromCoroutine(self._fetch_once(name, facts, form))
         )
+
+    async def _fetch_once(
+        self, name: NormalizedName, facts: PageFacts | None, form: Form | None
+    ) -> PageFacts:
+        """
+        `_fetch`, once across the worker processes: under the page's lock,
+        held until its stored page is written; a page another worker stored
+        meanwhile, fresh, is taken from the disk instead.
+        """
+        held, waited = await self.locks.acquire(f"page:{name}")
+        try:
+            when = await self.work(self._store.fetched_at, name) if waited or facts else None
+            if when is not None and self.clock.seconds() - when < self.ttl and (
+                facts is None or when > facts.fetched_at
+            ):
+                loaded = await self._load(name)
+                if loaded is not None:
+                    return self.memory.remember(Stored(loaded))
+            return await self._fetch(name, facts, form)
+        finally:
+            self._saving.landed(name).addBoth(lambda _: held.release())
 
     async def _fetch(
         self, name: NormalizedName, facts: PageFacts | None, form: Form | None
@@ -308,7 +337,9 @@ class PageCache:
             self.memory.set(retry)
             return retry
         self.not_found.clear(name)
-        if result.page is None or self._older(name, facts, result):
+        if result.page is None or (
+            facts is not None and self.upstream.lags(name, facts.source, facts.last_serial, result)
+        ):
             assert facts is not None
             return await self._confirmed(facts, result)
         page = result.page
@@ -342,25 +373,6 @@ class PageCache:
         """
         if not written:
             self.memory.keep_entries(cached.page.name, cached.page.files)
-
-    def _older(self, name: NormalizedName, facts: PageFacts | None, result: PageResult) -> bool:
-        """
-        Whether the page fetched is older than ours: a lagging mirror of the
-        group that served ours (their serials compare) sent one.
-        """
-        if facts is None or result.page is None or not self._same_group(facts.source, result):
-            return False
-        old, new = facts.last_serial, result.page.last_serial
-        if old is None or new is None or new >= old:
-            return False
-        self.log.info(
-            "{upstream} sent {project} at serial {new}, older than our {old}; kept ours",
-            upstream=result.source,
-            project=name,
-            new=new,
-            old=old,
-        )
-        return True
 
     async def _confirmed(self, facts: PageFacts, result: PageResult) -> PageFacts:
         """
@@ -408,17 +420,6 @@ class PageCache:
             "upstreams no longer have {project}; serving the files stored here", project=name
         )
         return self.memory.remember(kept)
-
-    def _same_group(self, source: str, result: PageResult) -> bool:
-        """
-        Whether the page we hold came from the group that answered now: the
-        members of a group mirror one index, so their serials compare (a
-        lagging mirror answers with an older one).
-        """
-        if source == result.source:
-            return True
-        member = self.upstream.pool.member_for(source)
-        return member is not None and member.group == result.group
 
     async def _forget(self, name: NormalizedName) -> None:
         """

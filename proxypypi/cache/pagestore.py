@@ -35,11 +35,21 @@ from proxypypi.cache.forms import (
     local_url,
     render,
 )
-from proxypypi.cache.page import CachedPage, stored_entry, stored_head, with_bookkeeping
+from proxypypi.cache.page import (
+    CachedPage,
+    fetched_at,
+    stored_entry,
+    stored_head,
+    with_bookkeeping,
+)
 from proxypypi.cache.storage import Chunks, Storage, unlink_all, write_atomically
 from proxypypi.simple.model import DistFile
 from proxypypi.simple.parse import PageParseError
 from proxypypi.simple.render import render_project_jsons
+
+#: Bytes at the end of a stored page that hold its bookkeeping (a source
+#: URL, two validators, a time).
+_TAIL = 8192
 
 
 @attrs.frozen
@@ -265,6 +275,19 @@ class PageStore:
             self.storage.failed_write(e)
             return Stored(cached, {form: body})
         return Stored(cached)
+
+    def fetched_at(self, name: NormalizedName) -> float | None:
+        """
+        When the stored page of ``name`` was fetched (by any process), or
+        ``None`` without one.
+        """
+        try:
+            with open(self.storage.page_path(name), "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - _TAIL))
+                return fetched_at(f.read())
+        except OSError:
+            return None
 
     def retouch(
         self,

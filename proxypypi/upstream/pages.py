@@ -147,6 +147,30 @@ class PageFetcher:
     thread_threshold: int = PARSE_IN_THREAD_BYTES
     log = Logger()
 
+    def lags(
+        self, name: NormalizedName, source: str, serial: int | None, result: PageResult
+    ) -> bool:
+        """
+        Whether ``result`` is older than the page of ``name`` we hold (from
+        ``source``, at ``serial``): a lagging mirror of the group that
+        served ours sent it (the members of a group mirror one index, so
+        their serials compare).
+        """
+        new = None if result.page is None else result.page.last_serial
+        if serial is None or new is None or new >= serial:
+            return False
+        member = self.pool.member_for(source)
+        if source != result.source and (member is None or member.group != result.group):
+            return False
+        self.log.info(
+            "{upstream} sent {project} at serial {new}, older than our {old}; kept ours",
+            upstream=result.source,
+            project=name,
+            new=new,
+            old=serial,
+        )
+        return True
+
     def _sticky_group(self, validators: Validators | None) -> int | None:
         if validators is None:
             return None
