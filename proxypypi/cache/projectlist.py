@@ -34,6 +34,7 @@ from twisted.python.failure import Failure
 from proxypypi.cache.complete import CompleteFile
 from proxypypi.cache.forms import Form, compressor
 from proxypypi.cache.growing import GrowingFile
+from proxypypi.cache.locks import Locks
 from proxypypi.cache.storage import Storage, write_all
 from proxypypi.interfaces import IFileSource
 from proxypypi.simple import render
@@ -167,7 +168,16 @@ class ProjectList:
     timeout: float = LIST_TIMEOUT
     log = Logger()
     _refreshing: SingleFlight[str, None] = attrs.field(factory=SingleFlight)
-    _started: Waiters[_Writer] = attrs.field(factory=Waiters)
+    #: The writer of the list being fetched, for cold requests to stream;
+    #: ``None`` when another worker fetched it meanwhile (read it from disk).
+    _started: Waiters[_Writer | None] = attrs.field(factory=Waiters)
+    #: One list fetch across the worker processes.
+    locks: Locks = attrs.field(
+        default=attrs.Factory(
+            lambda self: Locks(os.path.join(self.storage.root, "locks"), self.clock),
+            takes_self=True,
+        )
+    )
     _merged_key: tuple[int, int, tuple[str, ...]] | None = None
 
     def path(self, form: Form) -> str:
@@ -206,8 +216,10 @@ class ProjectList:
         if not self.offline and age is None:
             self._refresh(frozenset(private)).addErrback(lambda _: None)
             writer = await self._started.wait()
-            # The first fetch streams the upstream's names as they come.
-            return writer.files[form], "miss"
+            if writer is not None:
+                # The first fetch streams the upstream's names as they come.
+                return writer.files[form], "miss"
+            age = self._age()
         if age is not None and age >= self.ttl:
             cache = "stale"
             self._refresh().addErrback(lambda _: None)
@@ -244,6 +256,18 @@ class ProjectList:
         if self._started.fired:
             # A new refresh: later cold requests follow its own writer.
             self._started = Waiters()
+        held, waited = await self.locks.acquire("list")
+        try:
+            age = self._age() if waited else None
+            if age is not None and age < self.ttl:
+                # Another worker fetched it while this one waited.
+                self._started.fire(None)
+                return
+            await self._fetch_unlocked(private)
+        finally:
+            held.release()
+
+    async def _fetch_unlocked(self, private: frozenset[str]) -> None:
         errors = []
         for member in self.pool.in_order():
             try:
