@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from packaging.utils import NormalizedName
+from packaging.version import Version
 from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -28,6 +30,8 @@ from proxypypi.cache.pages import PageCache
 from proxypypi.cache.storage import FileKey, Storage
 from proxypypi.cache.usage import SizeAccounting
 from proxypypi.config.model import UpstreamConfig
+from proxypypi.private.model import Upload
+from proxypypi.private.store import PrivateStore
 from proxypypi.testing import FakeIndex, Fault, make_wheel
 from proxypypi.upstream.origin import Origin
 from proxypypi.upstream.pages import PageFetcher
@@ -204,3 +208,45 @@ class SharedPageTests(SynchronousTestCase):
         b.ready("proto-alpha")  # type: ignore[arg-type]
         pump(self.agent, clock=self.clock, advance=0.01, until=lambda: fresh(b), what="b's")
         self.assertEqual(self.index.count("/simple/proto-alpha/", "GET"), fetches)
+
+
+class SharedPrivateTests(SynchronousTestCase):
+    def test_upload_through_one_seen_by_the_other(self) -> None:
+        """
+        A private upload, a yank and a release through one worker are seen
+        by the other at its next request, without a restart.
+        """
+        root = self.mktemp()
+        Storage(root, sync_run).prepare()
+        clock = Clock()
+
+        def worker() -> PrivateStore:
+            return PrivateStore.open(
+                os.path.join(root, "private"), os.path.join(root, "tmp"), sync_run, clock
+            )
+
+        a, b = worker(), worker()
+        dist = make_wheel("proto-secret", "1.0")
+        spool = os.path.join(root, "tmp", "upload.part")
+        with open(spool, "wb") as f:
+            f.write(dist.data)
+        upload = Upload(
+            NormalizedName("proto-secret"),
+            dist.filename,
+            "wheel",
+            Version("1.0"),
+            spool,
+            {"sha256": dist.sha256},
+            None,
+            "alice",
+        )
+        self.assertFalse(b.is_private("proto-secret"))
+        self.successResultOf(Deferred.fromCoroutine(a.add(upload)))
+        self.assertTrue(b.is_private("proto-secret"))
+        self.assertTrue(b.claims("proto-secret", dist.filename))
+        self.successResultOf(Deferred.fromCoroutine(b.delete("proto-secret", dist.filename)))
+        private = a.project("proto-secret")
+        assert private is not None
+        self.assertEqual(private.files, ())
+        self.successResultOf(Deferred.fromCoroutine(a.release("proto-secret")))
+        self.assertFalse(b.is_private("proto-secret"))

@@ -1,8 +1,10 @@
 # -*- test-case-name: tests.test_shared -*-
 """
-Named locks across the worker processes that share a storage: one upstream
-fetch of a page, or of the project list, however many workers are asked
-for it at once.
+Coordination of the worker processes that share a storage: named locks
+(one upstream fetch of a page, or of the project list, however many
+workers are asked for it at once; one change of the private projects at a
+time) and generation files (a change one worker made, seen by the others
+at their next look).
 
 Each lock is an exclusive ``flock`` on a file under ``DATA/locks/``, which
 the kernel releases when its holder dies, so a killed worker never leaves
@@ -22,6 +24,8 @@ import os
 import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
+
+from proxypypi.cache.storage import write_atomically
 
 #: Seconds between two tries of a lock another process holds.
 STEP = 0.02
@@ -93,3 +97,40 @@ class Locks:
                 return Held(None), True
             await deferLater(self.clock, STEP, lambda: None)
             waited += STEP
+
+
+@attrs.define
+class Generation:
+    """
+    A file replaced whenever some state shared by the workers changes: a
+    worker that finds it replaced (one ``stat``) reads that state again.
+    """
+
+    path: str
+    _seen: tuple[int, int] | None = None
+
+    def changed(self) -> bool:
+        """
+        Whether the file was replaced since this process last looked (or
+        bumped it); looking counts as seeing.
+        """
+        now = _identity(self.path)
+        if now == self._seen:
+            return False
+        self._seen = now
+        return True
+
+    def bump(self) -> None:
+        """
+        Replace the file (atomically), as seen here.  Blocking.
+        """
+        write_atomically(self.path, os.urandom(8))
+        self._seen = _identity(self.path)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns

@@ -24,10 +24,11 @@ outside ``DATA/files/``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 import attrs
 from packaging.utils import NormalizedName
@@ -37,6 +38,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from proxypypi.cache.forms import MemoryForms
+from proxypypi.cache.locks import Generation, Locks
 from proxypypi.cache.page import CachedPage
 from proxypypi.cache.pages import PageCache, PageFacts
 from proxypypi.cache.storage import (
@@ -59,6 +61,11 @@ from proxypypi.private.model import (
 )
 from proxypypi.simple.model import DistFile, ProjectPage, Yanked
 from proxypypi.upstream.pages import ProjectNotFound
+
+#: Replaced whenever a worker changes a private project, so that the
+#: others read them again (a name no project can have: it starts with a
+#: dot).
+GENERATION = ".generation"
 
 
 @attrs.define(eq=False)
@@ -87,6 +94,10 @@ class PrivateStore:
     _merged: dict[NormalizedName, tuple[PrivateProject, PageFacts, MemoryForms]] = attrs.field(
         factory=dict
     )
+    #: Replaced by any worker that changes a private project.
+    _generation: Generation | None = None
+    #: Changes across the worker processes, one at a time.
+    _locks: Locks | None = None
 
     @classmethod
     def open(
@@ -108,8 +119,21 @@ class PrivateStore:
         merged = frozenset(n for n in (normalize(m) for m in merge_upstream) if n is not None)
         store = cls(root, spool_dir, run, clock, merged, allow_overwrite)
         os.makedirs(root, exist_ok=True)
-        for entry in sorted(os.listdir(root)):
-            page = os.path.join(root, entry, PAGE_FILE)
+        store._locks = Locks(os.path.join(os.path.dirname(root), "locks"), clock)
+        store._generation = Generation(os.path.join(root, GENERATION))
+        store._current()
+        if store._projects:
+            store.log.info("{count} private projects", count=len(store._projects))
+        return store
+
+    def _reload(self) -> None:
+        """
+        Read every private project from disk (blocking, and cheap: a page
+        per project).
+        """
+        projects: dict[NormalizedName, PrivateProject] = {}
+        for entry in sorted(os.listdir(self.root)):
+            page = os.path.join(self.root, entry, PAGE_FILE)
             name = normalize(entry)
             if name != entry or not os.path.isfile(page):
                 continue
@@ -118,7 +142,7 @@ class PrivateStore:
                     doc = json.load(f)
                 files = [PrivateFile.from_json(item) for item in doc["files"]]
             except (OSError, ValueError, KeyError, TypeError) as e:
-                store.log.error(
+                self.log.error(
                     "cannot read the private page {path} ({error}); {project} is not "
                     "private until it is fixed",
                     path=page,
@@ -126,21 +150,30 @@ class PrivateStore:
                     project=name,
                 )
                 continue
-            store._projects[name] = PrivateProject.build(name, files)
-        if store._projects:
-            store.log.info("{count} private projects", count=len(store._projects))
-        return store
+            projects[name] = PrivateProject.build(name, files)
+        self._projects = projects
+        self._merged.clear()
+
+    def _current(self) -> dict[NormalizedName, PrivateProject]:
+        """
+        The private projects, read again when another worker changed them
+        (it replaced the generation file): one ``stat`` per call.
+        """
+        assert self._generation is not None
+        if self._generation.changed():
+            self._reload()
+        return self._projects
 
     # Reading
 
     def is_private(self, name: str) -> bool:
-        return name in self._projects
+        return name in self._current()
 
     def project(self, name: str) -> PrivateProject | None:
-        return self._projects.get(NormalizedName(name))
+        return self._current().get(NormalizedName(name))
 
     def names(self) -> list[NormalizedName]:
-        return sorted(self._projects)
+        return sorted(self._current())
 
     def claims(self, project: str, filename: str) -> bool:
         """
@@ -176,7 +209,7 @@ class PrivateStore:
         The forms of ``name``'s page if it is private and not merged with
         the upstream's (those are had at once, with no I/O).
         """
-        private = self._projects.get(name)
+        private = self._current().get(name)
         if private is None or name in self.merge_upstream:
             return None
         return private.forms
@@ -191,7 +224,7 @@ class PrivateStore:
 
         :raises KeyError: when ``name`` is not private.
         """
-        private = self._projects[name]
+        private = self._current()[name]
         if name not in self.merge_upstream:
             return private.forms
         try:
@@ -236,7 +269,7 @@ class PrivateStore:
         try:
             inspected: Inspected = await self.run(inspect_upload, upload, self.spool_dir)
             metadata_spool = inspected.metadata_path
-            async with self._lock:
+            async with self._changing():
                 return await self._add_locked(upload, inspected)
         finally:
             for path in (upload.spool_path, metadata_spool):
@@ -279,6 +312,7 @@ class PrivateStore:
             self._commit_files, upload.project, upload.filename, upload.spool_path,
             inspected.metadata_path, updated.to_bytes(),
         )  # fmt: skip
+        await self._bump()
         self._projects[upload.project] = updated
         self.log.info(
             "{user} uploaded {filename} ({size} bytes) to private project {project}",
@@ -317,7 +351,7 @@ class PrivateStore:
 
         :raises UploadRejected: 404 when there is no such private file.
         """
-        async with self._lock:
+        async with self._changing():
             private, f = self._find(project, filename)
             changed = attrs.evolve(f, yanked=yanked)
             files = [changed if g.filename == filename else g for g in private.files]
@@ -337,7 +371,7 @@ class PrivateStore:
 
         :raises UploadRejected: 404 when there is no such private file.
         """
-        async with self._lock:
+        async with self._changing():
             private, f = self._find(project, filename)
             files = [g for g in private.files if g.filename != filename]
             await self._write_page(PrivateProject.build(private.name, files))
@@ -354,7 +388,7 @@ class PrivateStore:
         :raises UploadRejected: 404 when it is not private, 409 while it
             still has files.
         """
-        async with self._lock:
+        async with self._changing():
             private = self.project(project)
             if private is None:
                 raise UploadRejected(404, f"{project} is not a private project")
@@ -363,6 +397,7 @@ class PrivateStore:
                     409, f"{project} still has {len(private.files)} files; delete them first"
                 )
             await self.run(shutil.rmtree, os.path.join(self.root, project))
+            await self._bump()
             del self._projects[private.name]
             self._merged.pop(private.name, None)
             self.log.info("released the private name {project}", project=project)
@@ -377,7 +412,30 @@ class PrivateStore:
     async def _write_page(self, updated: PrivateProject) -> None:
         path = os.path.join(self.root, updated.name, PAGE_FILE)
         await self.run(write_atomically, path, updated.to_bytes())
+        await self._bump()
         self._projects[updated.name] = updated
+
+    @contextlib.asynccontextmanager
+    async def _changing(self) -> AsyncIterator[None]:
+        """
+        One change at a time, in this process and across the workers, made
+        to the projects as the disk has them now.
+        """
+        async with self._lock:
+            assert self._locks is not None
+            held, _ = await self._locks.acquire("private")
+            try:
+                self._current()
+                yield
+            finally:
+                held.release()
+
+    async def _bump(self) -> None:
+        """
+        Tell the other workers the private projects changed.
+        """
+        assert self._generation is not None
+        await self.run(self._generation.bump)
 
 
 def _is_sdist_of(filename: str, version: Version) -> bool:
@@ -386,3 +444,4 @@ def _is_sdist_of(filename: str, version: Version) -> bool:
     except InvalidDistFilename:
         return False
     return dist.kind == "sdist" and dist.version == version
+
