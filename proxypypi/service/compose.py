@@ -11,6 +11,7 @@ object afterwards.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ from proxypypi.config.model import Config, UpstreamConfig
 from proxypypi.config.urls import ConfigError
 from proxypypi.internals import QuietConnectionPool
 from proxypypi.ops.metrics import Metrics
+from proxypypi.ops.shared import InFlight, SharedFigures
 from proxypypi.private.auth import Authenticator
 from proxypypi.private.store import PrivateStore
 from proxypypi.service.describe import log_configuration
@@ -62,6 +64,12 @@ log = Logger()
 
 #: Seconds between probe writes to the storage (for /health and recovery).
 STORAGE_PROBE_INTERVAL = 10.0
+
+#: Seconds between two publications of a worker's figures.
+SHARE_INTERVAL = 1.0
+
+#: Where the workers publish their figures, under the storage directory.
+RUN_DIR = "run"
 
 
 def _probe_storage(storage: Storage) -> Deferred[None]:
@@ -130,6 +138,7 @@ def build_proxy(
         usage = Evictor(storage, reactor, config.max_cache_size)
     else:
         usage = SizeAccounting(storage, reactor)
+    downloads = Manager(storage, reactor, usage, config.download_idle_timeout)
     return Proxy(
         config=config,
         clock=reactor,
@@ -145,7 +154,7 @@ def build_proxy(
             offline=config.offline,
             work=page_run,
         ),
-        downloads=Manager(storage, reactor, usage, config.download_idle_timeout),
+        downloads=downloads,
         project_list=ProjectList(pool, storage, reactor, offline=config.offline),
         usage=usage,
         private=PrivateStore.open(
@@ -161,7 +170,22 @@ def build_proxy(
         if config.auth_file is None
         else Authenticator.from_htpasswd(config.auth_file, auth_run or storage.run, reactor),
         started_at=reactor.seconds(),
+        shared=None if role.count == 1 else _shared(storage, role, metrics, downloads),
     )
+
+
+def _shared(storage: Storage, role: Role, metrics: Metrics, downloads: Manager) -> SharedFigures:
+    """
+    This worker's figures as the others read them, carried on from its
+    last incarnation's.
+    """
+
+    def own() -> list[InFlight]:
+        return [(d.key, *d.progress()) for d in downloads.in_flight() if d.stored_here]
+
+    shared = SharedFigures(os.path.join(storage.root, RUN_DIR), role.index, metrics, own)
+    shared.restore()
+    return shared
 
 
 def build_site(proxy: Proxy) -> ProxySite:
@@ -198,6 +222,7 @@ def make_service(config: Config, reactor: Any) -> IService:
                 cpus=cpus,
             )
         Storage(config.storage, _no_runner).prepare()
+        shutil.rmtree(os.path.join(config.storage, RUN_DIR), ignore_errors=True)
         return Supervisor(config, reactor, count)
     endpoints_ = [listen_endpoint(reactor, description) for description in config.listen]
     return _node(config, reactor, endpoints_, Role())
@@ -268,6 +293,10 @@ def _node(
     storage_probe.clock = reactor
     storage_probe.setServiceParent(top)
     UsageService(proxy.usage, reactor).setServiceParent(top)
+    if proxy.shared is not None:
+        figures = TimerService(SHARE_INTERVAL, proxy.shared.write)
+        figures.clock = reactor
+        figures.setServiceParent(top)
     site = build_site(proxy)
     for endpoint in listen:
         WebServer(endpoint, site, reactor).setServiceParent(top)

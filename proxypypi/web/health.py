@@ -49,7 +49,7 @@ class HealthResource(Page):
                 "storage-free-bytes": storage.free_bytes,
                 "upstreams-usable": usable,
                 "upstreams": pool.health_report(),
-                "downloads-in-flight": len(self.proxy.downloads.in_flight()),
+                "downloads-in-flight": len(self.proxy.all_downloads()),
             },
             indent=1,
         ).encode()

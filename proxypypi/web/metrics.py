@@ -41,7 +41,7 @@ class ProxyCollector:
 
     def collect(self) -> Iterator[Metric]:
         proxy = self.proxy
-        m = proxy.metrics
+        m = proxy.all_metrics()
         info = GaugeMetricFamily(
             "proxypypi_build_info", "Version of the running proxypypi.", labels=["version"]
         )
@@ -172,7 +172,7 @@ class ProxyCollector:
         yield from (requests, errors, received, latency, state, error_ratio, average, in_flight)
 
     def _downloads(self, proxy: Proxy) -> Iterator[Metric]:
-        downloads = proxy.downloads.in_flight()
+        downloads = proxy.all_downloads()
         yield GaugeMetricFamily(
             "proxypypi_downloads_in_flight",
             "Upstream file downloads running now.",
@@ -181,7 +181,7 @@ class ProxyCollector:
         yield GaugeMetricFamily(
             "proxypypi_downloads_in_flight_bytes",
             "Bytes written so far by the downloads running now.",
-            value=sum(d.progress()[0] for d in downloads),
+            value=sum(written for _, written, _ in downloads),
         )
 
     def _storage(self, proxy: Proxy, m: Metrics) -> Iterator[Metric]:

@@ -18,6 +18,7 @@ from proxypypi.cache.usage import IUsageTracker
 from proxypypi.config.model import Config
 from proxypypi.ops.figures import StorageFigures, storage_figures
 from proxypypi.ops.metrics import Metrics
+from proxypypi.ops.shared import InFlight, SharedFigures
 from proxypypi.private.auth import Authenticator
 from proxypypi.private.store import PrivateStore
 from proxypypi.upstream.pool import Pool
@@ -33,7 +34,8 @@ class Proxy:
     :ivar private: uploaded projects; they shadow every upstream.
     :ivar auth: who may upload (and read, with ``--auth-read``); ``None``:
         nobody.
-    :ivar metrics: counters for ``/metrics`` and the status page.
+    :ivar metrics: this process's counters, for ``/metrics`` and the status
+        page (`all_metrics` adds the other workers').
     """
 
     config: Config
@@ -48,6 +50,22 @@ class Proxy:
     metrics: Metrics
     auth: Authenticator | None = None
     started_at: float = 0.0
+    #: The other workers' figures, when worker processes share the service.
+    shared: SharedFigures | None = None
+
+    def all_metrics(self) -> Metrics:
+        """
+        The counters of the whole service (every worker's, added up).
+        """
+        return self.metrics if self.shared is None else self.shared.combined()
+
+    def all_downloads(self) -> list[InFlight]:
+        """
+        The downloads in flight in the whole service.
+        """
+        if self.shared is not None:
+            return self.shared.all_downloads()
+        return [(d.key, *d.progress()) for d in self.downloads.in_flight()]
 
     def storage_figures(self) -> StorageFigures:
         """

@@ -110,9 +110,10 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[str]], numeric: set[int]
 
 def _upstreams(proxy: Proxy) -> str:
     rows = []
+    meters = proxy.all_metrics().upstreams
     for i, m in enumerate(proxy.pool.members()):
         h = m.health
-        meter = proxy.metrics.upstreams.get(m.url)
+        meter = meters.get(m.url)
         state = h.state.value
         latency = h.latency
         rows.append(
@@ -149,7 +150,7 @@ def _upstreams(proxy: Proxy) -> str:
 
 
 def _cache(proxy: Proxy) -> str:
-    m = proxy.metrics
+    m = proxy.all_metrics()
     rows = []
     for kind, results in RESULTS_BY_KIND.items():
         for result in results:
@@ -185,7 +186,8 @@ def _cache(proxy: Proxy) -> str:
 def _requests(proxy: Proxy) -> str:
     by_route: dict[str, int] = {}
     errors: dict[str, int] = {}
-    for (route, code), n in proxy.metrics.requests.items():
+    metrics = proxy.all_metrics()
+    for (route, code), n in metrics.requests.items():
         by_route[route] = by_route.get(route, 0) + n
         if code >= 500:
             errors[route] = errors.get(route, 0) + n
@@ -195,11 +197,11 @@ def _requests(proxy: Proxy) -> str:
             e(route),
             _count(n, f"requests-{route}"),
             _count(errors.get(route, 0)),
-            _bytes(proxy.metrics.sent.get(route, 0), f"sent-{route}"),
+            _bytes(metrics.sent.get(route, 0), f"sent-{route}"),
         ]
         for route, n in sorted(by_route.items())
     ]
-    sent = sum(proxy.metrics.sent.values())
+    sent = sum(metrics.sent.values())
     return (
         f"<p>{_counted(total, 'request', 'requests-total')} answered, "
         f"{_bytes(sent, 'sent-total')} sent.</p>"
@@ -232,12 +234,11 @@ def _storage(proxy: Proxy) -> str:
 
 
 def _downloads(proxy: Proxy) -> str:
-    downloads = proxy.downloads.in_flight()
+    downloads = proxy.all_downloads()
     if not downloads:
         return '<p id="downloads">No download running.</p>'
     rows = []
-    for d in downloads[:MAX_ROWS]:
-        written, total = d.progress()
+    for key, written, total in downloads[:MAX_ROWS]:
         if total:
             bar = f'<progress value="{written}" max="{total}"></progress>'
             share = f" {written * 100 // total}%"
@@ -245,7 +246,7 @@ def _downloads(proxy: Proxy) -> str:
             bar, share = "", ""
         rows.append(
             [
-                e(f"{d.key.project}/{d.key.filename}"),
+                e(f"{key.project}/{key.filename}"),
                 _bytes(written),
                 _bytes(total),
                 bar + e(share),
