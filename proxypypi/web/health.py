@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_web,tests.test_resilience -*-
 """
-``/health``: whether this proxy can serve, for load balancers and
-monitoring.
+``/health``: whether this proxy can serve, for monitoring; and
+``/health/ready``, whether it can serve what it stores, for load
+balancers.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class HealthResource(Page):
         self.proxy = proxy
 
     def render_GET(self, request: IRequest) -> bytes:
+        if request.postpath == [b"ready"]:
+            return self._ready(request)
         pool = self.proxy.pool
         storage = self.proxy.storage
         writable = os.access(storage.tmp_dir, os.W_OK) and storage.write_error is None
@@ -57,3 +60,17 @@ class HealthResource(Page):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         return body
+
+    def _ready(self, request: IRequest) -> bytes:
+        """
+        ``/health/ready``, for a load balancer choosing among hosts: 200
+        while this host can serve what it stores (its storage is readable),
+        whatever its upstreams do.  Taking every host out because the
+        upstream is down would stop the cached files too: that is what
+        ``/health``'s 503 says, and why a balancer should not use it.
+        """
+        ready = os.access(self.proxy.storage.files_dir, os.R_OK | os.X_OK)
+        request.setResponseCode(200 if ready else 503)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return b"ready\n" if ready else b"storage not readable\n"
