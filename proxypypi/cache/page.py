@@ -9,6 +9,7 @@ forms (`proxypypi.cache.forms`).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,9 @@ from proxypypi.upstream.pages import Validators
 _MARK = b',"_proxypypi":'
 #: How each file's entry in a stored page starts.
 _ENTRY = b'{"filename":'
+#: Bytes read from the end of a stored page for its bookkeeping block: a
+#: source URL, a time and two validators, well under this.
+_TAIL = 16384
 
 
 def stored_head(raw: bytes) -> memoryview:
@@ -82,6 +86,25 @@ def stored_entry(raw: bytes, name: NormalizedName, filename: str) -> DistFile | 
     except ValueError:
         return None
     return parse_json_entry(entry, meta["source"], name)
+
+
+def stored_origin(path: str) -> tuple[str, float] | None:
+    """
+    Where and when the stored page at ``path`` came from (its source
+    upstream and fetch time), read from its last bytes alone: the browse
+    pages show this for dozens of projects at once, whose pages may each
+    be megabytes.  ``None`` when there is no page or it is damaged.
+    Blocking.
+    """
+    try:
+        with open(path, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            f.seek(max(0, end - _TAIL))
+            tail = f.read(_TAIL)
+        meta = _bookkeeping(tail)
+        return meta["source"], float(meta.get("fetched-at") or 0.0)
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _bookkeeping(raw: bytes) -> dict[str, Any]:
