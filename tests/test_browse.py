@@ -157,6 +157,26 @@ class ListingTests(BrowseCase):
         (moment,) = page.elements["time"]
         self.assertEqual(moment["datetime"], "2025-06-15T16:06:40Z")
 
+    def test_sources_of_large_and_damaged_pages(self) -> None:
+        """
+        The upstream of a page of hundreds of files is read from its end;
+        a damaged page shows none, and breaks nothing.
+        """
+        files = tuple(
+            DistFile(f"big-{v}.0.tar.gz", f"http://up.example/{v}", {"sha256": "a" * 64})
+            for v in range(600)
+        )
+        big = CachedPage(ProjectPage(normalize("big") or "big", files), UPSTREAM, 0.0)
+        raw = big.to_bytes()
+        self.assertGreater(len(raw), 64 * 1024)
+        for name, data in (("big", raw), ("broken", raw[:-10]), ("empty", b"")):
+            with open(os.path.join(self.data, "pages", f"{name}.json"), "wb") as f:
+                f.write(data)
+        rows = {row[0]: row for row in self.browse().cells()}
+        self.assertEqual(rows["big"][4], UPSTREAM)
+        self.assertEqual(rows["broken"][4], "–")
+        self.assertEqual(rows["empty"][4], "–")
+
     def test_one_disk_job_at_a_time(self) -> None:
         """
         The listing reads the disk in the disk threads, one request at a

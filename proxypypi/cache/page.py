@@ -88,23 +88,22 @@ def stored_entry(raw: bytes, name: NormalizedName, filename: str) -> DistFile | 
     return parse_json_entry(entry, meta["source"], name)
 
 
-def stored_origin(path: str) -> tuple[str, float] | None:
+def stored_source(path: str) -> str | None:
     """
-    Where and when the stored page at ``path`` came from (its source
-    upstream and fetch time), read from its last bytes alone: the browse
-    pages show this for dozens of projects at once, whose pages may each
-    be megabytes.  ``None`` when there is no page or it is damaged.
-    Blocking.
+    The upstream the stored page at ``path`` came from, read from its last
+    bytes alone: the browse pages show this for dozens of projects at
+    once, whose pages may each be megabytes.  ``None`` when there is no
+    page or it is damaged.  Blocking.
     """
     try:
         with open(path, "rb") as f:
             end = f.seek(0, os.SEEK_END)
             f.seek(max(0, end - _TAIL))
             tail = f.read(_TAIL)
-        meta = _bookkeeping(tail)
-        return meta["source"], float(meta.get("fetched-at") or 0.0)
-    except (OSError, ValueError, TypeError):
+        source: str = _bookkeeping(tail)["source"]
+    except (OSError, ValueError):
         return None
+    return source
 
 
 def _bookkeeping(raw: bytes) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 import attrs
 from packaging.utils import NormalizedName
 
-from proxypypi.cache.page import stored_origin
+from proxypypi.cache.page import stored_source
 from proxypypi.cache.storage import project_files, stored_projects
 from proxypypi.names import METADATA_SUFFIX, normalize
 
@@ -55,8 +55,8 @@ class StoredProject:
     :ivar newest: when the newest of those files was stored.
     :ivar filenames: the distribution files, for the last-use lookups made
         on the reactor thread.
-    :ivar source: the upstream its stored page came from, and
-        ``fetched_at`` when; ``None`` without a stored page.
+    :ivar source: the upstream its stored page came from; ``None``
+        without a stored page.
     """
 
     name: NormalizedName
@@ -65,7 +65,6 @@ class StoredProject:
     newest: float | None = None
     filenames: tuple[str, ...] = ()
     source: str | None = None
-    fetched_at: float | None = None
 
 
 @attrs.frozen
@@ -74,11 +73,9 @@ class Listing:
     One page of the listing.
 
     :ivar matching: the projects that match the search, on every page.
-    :ivar offset: the index of the first project shown among those.
     """
 
     matching: int
-    offset: int
     projects: tuple[StoredProject, ...]
 
 
@@ -126,9 +123,8 @@ def measure(files_dir: str, pages_dir: str, name: NormalizedName) -> StoredProje
         total += st.st_size
         filenames.append(filename)
         newest = st.st_mtime if newest is None else max(newest, st.st_mtime)
-    origin = stored_origin(os.path.join(pages_dir, name + _PAGE_SUFFIX))
-    source, fetched_at = origin if origin is not None else (None, None)
-    return StoredProject(name, files, total, newest, tuple(filenames), source, fetched_at)
+    source = stored_source(os.path.join(pages_dir, name + _PAGE_SUFFIX))
+    return StoredProject(name, files, total, newest, tuple(filenames), source)
 
 
 def list_stored(
@@ -145,6 +141,4 @@ def list_stored(
     """
     names = ranked(project_names(files_dir, pages_dir).union(private), key)
     shown = names[offset : offset + limit]
-    return Listing(
-        len(names), offset, tuple(measure(files_dir, pages_dir, name) for name in shown)
-    )
+    return Listing(len(names), tuple(measure(files_dir, pages_dir, name) for name in shown))

@@ -85,7 +85,6 @@ class ProjectView:
     releases: tuple[ReleaseView, ...]
     matching: int
     listed: int
-    offset: int
 
     @property
     def empty(self) -> bool:
@@ -180,5 +179,4 @@ def view_project(
         tuple(releases[offset : offset + limit]),
         len(releases),
         len(by_version),
-        offset,
     )
