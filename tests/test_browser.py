@@ -1,7 +1,8 @@
 """
 The pages for people in a real browser: headless chromium
 (`tests.support.chromium`) against the real service on 127.0.0.1, laid
-out at 1200 pixels and at a phone's 390.  Nothing may stick out sideways,
+out at 1200 pixels, at 1000 (just wide enough for tables) and at a
+phone's 390.  Nothing may stick out sideways,
 the search box must find a project, and its link must lead to the
 project's files.  Skipped where no chromium is installed
 (``apt-get install chromium``).
@@ -68,9 +69,10 @@ async def test_pages_fit_and_search_works(
     upstream: Upstream, proxy: RunningProxy, tmp_path: object
 ) -> None:
     """
-    The listing, a project's page and the status page fit at 1200 pixels
-    and on a phone; typing a name in the search box and submitting finds
-    the project, whose page shows its stored file and hash.
+    The listing, a project's page and the status page fit at 1200 and
+    1000 pixels and on a phone; typing a name in the search box and
+    submitting finds the project, whose page shows its stored file and
+    its hash.
     """
     executable = find_chromium()
     assert executable is not None
@@ -87,7 +89,7 @@ async def test_pages_fit_and_search_works(
             "long": f"browse/{LONG}/",
             "status": "",
         }
-        for width, phone in ((1200, False), (390, True)):
+        for width, phone in ((1200, False), (1000, False), (390, True)):
             await browser.viewport(width, 900, phone)
             for label, path in pages.items():
                 await browser.load(proxy.base + path)

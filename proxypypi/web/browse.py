@@ -37,12 +37,18 @@ from proxypypi.web.markup import (
     send_html,
     sized,
     table,
+    token,
 )
 from proxypypi.web.paging import argument, page_count, page_number, pager
 from proxypypi.web.proxy import Proxy
 
 #: Projects shown on one page of the listing.
 PER_PAGE = 50
+
+#: The listing's columns, and their widths in percent (fixed: an automatic
+#: layout gives a long project name the room a short URL then lacks).
+HEAD = ("project", "files", "size", "last use", "upstream", "private")
+COLUMNS = (32, 6, 9, 21, 24, 8)
 
 
 class BrowseResource(Page):
@@ -100,7 +106,7 @@ class BrowseResource(Page):
             found = f"{counted(listing.matching, 'project', 'matching')} stored here."
         rows = [self._row(p) for p in listing.projects]
         shown = (
-            table(["project", "files", "size", "last use", "upstream", "private"], rows, {1, 2})
+            table(HEAD, rows, {1, 2}, COLUMNS)
             if rows
             else '<p id="empty">Nothing to show here.</p>'
         )
@@ -128,7 +134,7 @@ class BrowseResource(Page):
         if private is not None:
             files += len(private.files)
             size += sum(f.size for f in private.files)
-        source = e(display_url(project.source)) if project.source else "–"
+        source = token(display_url(project.source)) if project.source else "–"
         return [
             f'<a href="{e(project_url(project.name))}">{e(project.name)}</a>',
             count(files),
@@ -150,4 +156,4 @@ class BrowseResource(Page):
             stored = moment(project.newest)
         else:
             return "–"
-        return f'<span class="nw">stored {stored}</span>'
+        return f"stored {stored}"

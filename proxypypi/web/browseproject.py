@@ -34,6 +34,7 @@ from proxypypi.web.markup import (
     send_html,
     sized,
     table,
+    token,
 )
 from proxypypi.web.paging import argument, page_count, page_number, pager
 from proxypypi.web.proxy import Proxy
@@ -113,7 +114,7 @@ class ProjectBrowseResource(Page):
 
 
 def _file_row(name: str, f: FileView) -> list[str]:
-    shown = e(f.filename)
+    shown = token(f.filename)
     if f.stored:
         shown = f'<a href="../../files/{e(quote(name))}/{e(quote(f.filename))}">{shown}</a>'
     marks = [

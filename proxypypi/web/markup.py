@@ -11,9 +11,10 @@ project names, file names and URLs come from upstreams, hosts from
 requests.
 
 Tables fit their page at any width: on a wide screen a long cell (a file
-name, a hash, an URL) wraps rather than widening the page; under 40em (a
-phone) each row becomes a small card whose cells carry their column's
-name (``data-label``).
+name, a hash, an URL: see `token`) wraps rather than widening the page; under 60em (a
+phone, a small tablet: the status page's ten columns need more) each row
+becomes a small card whose cells carry their column's name
+(``data-label``).
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from proxypypi.sizes import human_bytes
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:0 auto;padding:0 .8em 2em;max-width:72em;
-line-height:1.4;color:#222;background:#fff;overflow-wrap:anywhere}
+line-height:1.4;color:#222;background:#fff;overflow-wrap:break-word}
+.t,td a,td code{overflow-wrap:anywhere}
 h1{font-size:1.4em;margin:.6em 0 .2em}h2{font-size:1.1em;margin:1.4em 0 .4em;
 border-bottom:1px solid #ddd}h3{font-size:1em;margin:1.2em 0 .3em}
 table{border-collapse:collapse;width:100%}
 th,td{padding:.2em .5em;text-align:left;vertical-align:top;border-bottom:1px solid #eee}
-td.n,th.n{text-align:right}th,td.n,time,.nw{white-space:nowrap}table.fixed{table-layout:fixed}
+td.n,th.n{text-align:right}td.n{white-space:nowrap}th{overflow-wrap:normal}table.fixed{table-layout:fixed}
 code,pre{font-family:ui-monospace,monospace;font-size:.9em}td code{font-size:.8em}
 pre{background:#f5f5f5;padding:.6em;white-space:pre-wrap}
 .healthy{color:#060}.suspect{color:#a60}.down,.probing{color:#b00;font-weight:bold}
@@ -42,7 +44,7 @@ nav a{margin-right:.8em;display:inline-block}
 form{display:flex;flex-wrap:wrap;gap:.4em;margin:.6em 0}
 input[type=search]{flex:1 1 12em;min-width:0;font:inherit;padding:.3em}
 button{font:inherit;padding:.3em .8em}
-@media (max-width:40em){thead{display:none}
+@media (max-width:60em){thead{display:none}
 table,tbody,tr,td{display:block;width:auto}
 tr{border-bottom:1px solid #ddd;padding:.3em 0}td{border:0;padding:.1em 0}
 td.n{text-align:left}td[data-label]::before{content:attr(data-label) ": ";color:#777}}
@@ -55,6 +57,15 @@ def e(value: object) -> str:
     attribute).
     """
     return html.escape(str(value), quote=True)
+
+
+def token(text: str) -> str:
+    """
+    A long string with no spaces (a URL, a file name), escaped, that may
+    break anywhere: in a table it would otherwise set its column's least
+    width, and squeeze the words of every other column.
+    """
+    return f'<span class="t">{e(text)}</span>'
 
 
 def data(value: float | int | None, text: str, id: str | None = None) -> str:

@@ -17,7 +17,7 @@ from proxypypi import __version__
 from proxypypi.config.urls import display_url
 from proxypypi.ops.metrics import RESULTS_BY_KIND, SAVED_RESULTS
 from proxypypi.web.address import external_base
-from proxypypi.web.markup import count, counted, data, document, e, sized, table
+from proxypypi.web.markup import count, counted, data, document, e, sized, table, token
 from proxypypi.web.proxy import Proxy
 
 #: Most rows shown for downloads in flight and for private projects.
@@ -53,7 +53,7 @@ def _upstreams(proxy: Proxy) -> str:
         rows.append(
             [
                 count(m.group + 1),
-                e(display_url(m.url)),
+                token(display_url(m.url)),
                 e(f"{m.weight:g}"),
                 f'<span class="{e(state)}" id="upstream-{i}-state">{e(state)}</span>',
                 data(h.error_rate(), _percent(h.error_rate()), f"upstream-{i}-error-rate"),
@@ -184,7 +184,7 @@ def _downloads(proxy: Proxy) -> str:
             bar, share = "", ""
         rows.append(
             [
-                e(f"{d.key.project}/{d.key.filename}"),
+                token(f"{d.key.project}/{d.key.filename}"),
                 sized(written),
                 sized(total),
                 bar + e(share),
