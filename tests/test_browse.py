@@ -22,6 +22,7 @@ from proxypypi.simple.model import DistFile, ProjectPage
 from proxypypi.testing import make_wheel
 from proxypypi.web.browse import PER_PAGE, BrowseResource
 from proxypypi.web.markup import iso_moment
+from tests.support.auth import basic
 from tests.support.disk import HeldRunner
 from tests.support.harness import BASE, PIP_ACCEPT, UPSTREAM, MeteredHarness
 from tests.support.markup import Page
@@ -203,8 +204,11 @@ class ListingTests(BrowseCase):
     def test_read_guard(self) -> None:
         """With ``--auth-read``, browsing needs credentials too."""
         self.make_proxy(auth_read=True)
-        response, _ = self.get("/browse/")
-        self.assertEqual(response.code, 401)
+        for path in ("/browse/", "/browse/proto-alpha/"):
+            response, _ = self.get(path)
+            self.assertEqual(response.code, 401, path)
+        response, _ = self.get("/browse/", authorization=basic("alice", "secret"))
+        self.assertEqual(response.code, 200)
 
 
 class ProjectPageTests(BrowseCase):
