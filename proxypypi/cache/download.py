@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from proxypypi.cache.complete import open_no_links
 from proxypypi.cache.storage import FileKey, Storage, write_all
 from proxypypi.interfaces import IFileSource, IFileSourceListener
 from proxypypi.upstream.fetch import BodyReceiver, FetchError, describe_failure
@@ -162,7 +163,7 @@ class Download:
             # Committed (renamed) in the disk thread a moment ago; our path
             # is updated when that thread's result reaches the reactor.
             final = self.storage.file_path(self.key.project, self.key.filename)
-            return os.open(final, os.O_RDONLY)
+            return open_no_links(final)
 
     def available(self) -> int:
         if self.phase in (Phase.VERIFIED, Phase.COMPLETE):

@@ -80,7 +80,7 @@ def _brief(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _ascii_int(text: str) -> int | None:
+def ascii_int(text: str) -> int | None:
     """
     ``text`` as a non-negative integer, or ``None`` (also for numbers too
     long for ``int()``).
@@ -99,7 +99,7 @@ def _check_api_version(version: object) -> None:
     its fields may no longer mean what this module thinks they mean.
     """
     if isinstance(version, str):
-        major = _ascii_int(version.partition(".")[0].strip())
+        major = ascii_int(version.partition(".")[0].strip())
         if major is not None and major != 1:
             raise PageParseError(f"unsupported repository version {_brief(version)}")
 
@@ -546,7 +546,7 @@ class _PageParser(_AnchorParser):
     def handle_comment(self, data: str) -> None:
         words = data.split()
         if self.serial is None and len(words) == 2 and words[0] == "SERIAL":
-            self.serial = _ascii_int(words[1])
+            self.serial = ascii_int(words[1])
 
 
 def _decode_html(body: bytes, content_type: str) -> str:

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 
 from proxypypi.simple.model import ProjectPage
 from proxypypi.simple.negotiate import HTML, HTML_V1, JSON_V1
-from proxypypi.simple.parse import PageParseError, parse_project_page
+from proxypypi.simple.parse import PageParseError, ascii_int, parse_project_page
 from proxypypi.upstream.fetch import (
     FetchError,
     Timing,
@@ -284,7 +284,8 @@ class PageFetcher:
             raise FetchError(f"HTTP {response.code} for {url}")
         gzipped = gzip_encoded(response)
         body = await read_body(response, self.pool.clock, member.idle_timeout, self.max_page_bytes)
-        serial = header(response, b"x-pypi-last-serial")
+        # An unusable serial (``²``, five thousand digits) is ignored.
+        serial = ascii_int((header(response, b"x-pypi-last-serial") or "").strip())
         parse = partial(
             _decode_and_parse,
             body,
@@ -293,7 +294,7 @@ class PageFetcher:
             header(response, b"content-type") or "",
             final_url(response, url),
             name,
-            int(serial) if serial and serial.isdigit() else None,
+            serial,
         )
         # An index page compresses about sevenfold.
         expanded = len(body) * 7 if gzipped else len(body)
