@@ -37,6 +37,7 @@ from proxypypi.upstream.fetch import (
     request,
 )
 from proxypypi.upstream.origin import Origin
+from proxypypi.upstream.reach import Refused
 
 #: How many times one download may (re)connect before giving up.
 MAX_ATTEMPTS = 6
@@ -60,7 +61,8 @@ async def transfer(download: Download) -> None:
     """
     origins = download.origins
     errors: list[str] = []
-    # Origins that cannot serve this file at all (404, another size):
+    # Origins that cannot serve this file at all (404, another size, a URL
+    # refused):
     # asking them again would not help.
     excluded: dict[int, FetchError] = {}
     position = 0
@@ -74,15 +76,17 @@ async def transfer(download: Download) -> None:
         before = download.written
         try:
             await _attempt_reporting(download, origin, timing)
-        except (FileNotFoundUpstream, IntegrityError) as e:
+        except (FileNotFoundUpstream, IntegrityError, Refused) as e:
             if download.written > before:
                 download.contributed(origin)
             excluded[index] = e
             errors.append(f"{origin.url}: {e}")
             if isinstance(e, IntegrityError) and origin.health is not None:
                 origin.health.report_failure(str(e))
-            elif origin.health is not None:
+            elif isinstance(e, FileNotFoundUpstream) and origin.health is not None:
                 origin.health.report_success(timing.latency)
+            # A URL the proxy refuses to fetch says nothing of the member's
+            # health: its other pages and files are still served.
             continue
         except Exception as e:
             if download.written > before:

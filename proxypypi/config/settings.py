@@ -137,6 +137,8 @@ _SCALARS: Mapping[str, tuple[str, Any]] = {
 _LISTS: Mapping[str, str] = {
     "merge-upstream": "merge_upstream",
     "trusted-proxy": "trusted_proxies",
+    "file-host": "file_hosts",
+    "file-hosts": "file_hosts",
 }
 
 

@@ -77,6 +77,7 @@ class Options(usage.Options):
         self["listens"] = []
         self["merge-upstream"] = []
         self["trusted-proxy"] = []
+        self["file-host"] = []
 
     def opt_version(self) -> None:
         """
@@ -114,6 +115,13 @@ class Options(usage.Options):
         """
         self["trusted-proxy"].append(address)
 
+    def opt_file_host(self, host: str) -> None:
+        """
+        HOST[:PORT]: when given, the only hosts besides the upstreams that
+        files are fetched from, also on private addresses (repeatable).
+        """
+        self["file-host"].append(host)
+
     def postOptions(self) -> None:
         try:
             self["config_obj"] = config = options_to_config(self)
@@ -147,7 +155,7 @@ def options_to_config(options: usage.Options) -> Config:
         key = str(flag[0])
         if options[key]:
             settings[key] = True
-    for key in ("merge-upstream", "trusted-proxy"):
+    for key in ("merge-upstream", "trusted-proxy", "file-host"):
         if options[key]:
             settings[key] = options[key]
     return build_config(settings, options["upstreams"], options["listens"] or ())

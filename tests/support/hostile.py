@@ -6,6 +6,7 @@ over it.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from treq.testing import RequestTraversalAgent
@@ -21,6 +22,11 @@ from tests.support.pumping import pump
 
 #: The hostile member's base URL.
 HOSTILE = "http://hostile.example/simple/"
+
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+
+#: The file the hostile pages list.
+WHEEL = "proto_alpha-1.0-py3-none-any.whl"
 
 
 class Scripted(Resource):
@@ -59,3 +65,41 @@ class HostileMember:
         d = Deferred.fromCoroutine(self.fetcher.fetch(name))
         pump(self.agent, clock=self.clock, until=d, what="the page fetch to end")
         return d
+
+
+class Routes(Resource):
+    """
+    A hostile upstream on a real port: each path answers as scripted
+    (``routes``: path to a `Scripted`), anything else 404; every request's
+    path and ``Authorization`` header are recorded.
+    """
+
+    isLeaf = True
+
+    def __init__(self, routes: dict[str, Scripted] | None = None) -> None:
+        super().__init__()
+        self.routes = routes or {}
+        self.seen: list[tuple[str, str | None]] = []
+
+    def render(self, request: Request) -> bytes:
+        path = request.path.decode("utf-8", "replace")
+        self.seen.append((path, request.getHeader("authorization")))
+        route = self.routes.get(path)
+        if route is None:
+            request.setResponseCode(404)
+            return b"not here"
+        return route.render(request)
+
+
+def json_page(url: str, name: str = "proto-alpha", filename: str = WHEEL) -> Scripted:
+    """
+    The JSON page of ``name`` listing one file, ``filename`` at ``url``.
+    """
+    body = json.dumps(
+        {
+            "meta": {"api-version": "1.1"},
+            "name": name,
+            "files": [{"filename": filename, "url": url, "hashes": {}}],
+        }
+    ).encode()
+    return Scripted(200, {"content-type": JSON_TYPE}, body)
