@@ -133,6 +133,8 @@ class Config:
         upload; ``None`` disables uploads.
     :ivar auth_read: require a valid user for reads as well.
     :ivar max_upload_size: the largest upload accepted, in bytes.
+    :ivar max_file_size: the largest upstream file fetched and stored, in
+        bytes, whatever the page says (a page may give no size at all).
     :ivar allow_overwrite: let an upload replace a private file of the same
         name with different content.
     :ivar merge_upstream: private projects whose upstream files stay listed.
@@ -164,6 +166,7 @@ class Config:
     auth_file: str | None = None
     auth_read: bool = False
     max_upload_size: int = 1024**3
+    max_file_size: int = attrs.field(default=20 * 1024**3, validator=_positive("max-file-size"))
     allow_overwrite: bool = False
     merge_upstream: tuple[str, ...] = ()
     log_format: str = attrs.field(default="text", validator=attrs.validators.in_(("text", "json")))

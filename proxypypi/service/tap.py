@@ -57,6 +57,7 @@ class Options(usage.Options):
         ],
         ["auth-file", None, None, "htpasswd file (bcrypt) of users who may upload."],
         ["max-upload-size", None, None, "Largest upload accepted [1G]."],
+        ["max-file-size", None, None, "Largest upstream file fetched [20G]."],
         ["log-format", None, None, "Log format: text or json (one object per line) [text]."],
         ["upstream-proxy", None, None, "HTTP proxy URL to reach upstreams through."],
     ]

@@ -11,6 +11,9 @@ from typing import Any
 
 from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -18,7 +21,7 @@ from twisted.web.server import Request
 from proxypypi.config.model import UpstreamConfig
 from proxypypi.upstream.pages import PageFetcher, PageResult
 from proxypypi.upstream.pool import Pool
-from tests.support.pumping import pump
+from tests.support.pumping import QUIET, pump
 
 #: The hostile member's base URL.
 HOSTILE = "http://hostile.example/simple/"
@@ -66,6 +69,15 @@ class HostileMember:
         pump(self.agent, clock=self.clock, until=d, what="the page fetch to end")
         return d
 
+    def start(self, name: Any = "proto-alpha") -> Deferred[PageResult]:
+        """
+        Fetch ``name``'s page, letting the member answer all it can (the
+        fetch may still wait, on a held parse for one).
+        """
+        d = Deferred.fromCoroutine(self.fetcher.fetch(name))
+        pump(self.agent, clock=self.clock, until=QUIET, what="the member to answer")
+        return d
+
 
 class Routes(Resource):
     """
@@ -103,3 +115,36 @@ def json_page(url: str, name: str = "proto-alpha", filename: str = WHEEL) -> Scr
         }
     ).encode()
     return Scripted(200, {"content-type": JSON_TYPE}, body)
+
+
+class _RawAnswer(Protocol):
+    """
+    Reads a request head, answers with the bytes scripted for its path
+    (as they are: no length, no chunking unless written), and closes.
+    """
+
+    def __init__(self, answers: dict[str, bytes]) -> None:
+        self.answers = answers
+        self.head = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.head += data
+        if b"\r\n\r\n" not in self.head or self.transport is None:
+            return
+        path = self.head.split(b" ", 2)[1].decode("ascii", "replace")
+        self.transport.write(self.answers.get(path, b"HTTP/1.1 404 Not Found\r\n\r\n"))
+        self.transport.loseConnection()
+
+
+async def serve_raw(answers: dict[str, bytes]) -> tuple[IListeningPort, str]:
+    """
+    An upstream on 127.0.0.1 that writes raw answers by path (the body
+    ends when the connection does), for bodies a ``twisted.web`` server
+    would never send.
+    """
+    from twisted.internet import reactor
+
+    factory = Factory.forProtocol(lambda: _RawAnswer(answers))
+    factory.noisy = False
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+    return port, f"http://127.0.0.1:{port.getHost().port}/"
