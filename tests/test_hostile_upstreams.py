@@ -5,6 +5,7 @@ attack replayed against the parts it aims at, and refused.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from typing import Any
@@ -30,9 +31,9 @@ from proxypypi.simple.parse import (
 from proxypypi.testing import FakeIndex, make_wheel
 from proxypypi.text import printable
 from proxypypi.upstream.budget import Overloaded, PageBudget
-from proxypypi.upstream.fetch import BodyReceiver, BodyTooLarge
+from proxypypi.upstream.fetch import Body, BodyReceiver, BodyTooLarge
 from proxypypi.upstream.origin import Origin
-from proxypypi.upstream.pages import UpstreamUnavailable
+from proxypypi.upstream.pages import UpstreamUnavailable, decode_and_parse
 from proxypypi.web.errors import error
 from tests.support.disk import HeldRunner, sync_run
 from tests.support.hostile import HostileMember, Scripted
@@ -308,3 +309,22 @@ class Listening:
 
     def source_failed(self, reason: Failure) -> None:
         pass
+
+
+class RefusedPageMemoryTests(SynchronousTestCase):
+    """
+    Item 13: a refused page's expansion is freed at once, not when the
+    garbage collector next breaks its traceback's reference cycle.
+    """
+
+    def test_no_frame_holds_the_expansion(self) -> None:
+        bomb = gzip.compress(b"\0" * 2_000_000)
+        with self.assertRaises(BodyTooLarge) as e:
+            decode_and_parse(Body(bomb, False), True, 100_000, "text/html", "http://h/", NAME, None)
+        frames = []
+        tb = e.exception.__traceback__
+        while tb is not None:
+            frames.append(tb.tb_frame.f_code.co_name)
+            tb = tb.tb_next
+        self.assertNotIn("gunzip", frames)
+        self.assertIsNone(e.exception.__context__)

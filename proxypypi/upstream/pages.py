@@ -56,7 +56,7 @@ PARSE_IN_THREAD_BYTES = 64 * 1024
 PAGE_TIMEOUT = 60.0
 
 
-def _decode_and_parse(
+def decode_and_parse(
     body: Body,
     gzipped: bool,
     limit: int,
@@ -71,13 +71,20 @@ def _decode_and_parse(
     whole: a gzip stream by its end (`gunzip` checks it), a page by its own
     (`parse_project_page` with ``framed`` false).
     """
-    if gzipped:
+    try:
+        if gzipped:
+            return parse_project_page(
+                gunzip(body.data, limit), content_type, page_url, name, last_serial
+            )
         return parse_project_page(
-            gunzip(body.data, limit), content_type, page_url, name, last_serial
+            body.data, content_type, page_url, name, last_serial, framed=not body.unframed
         )
-    return parse_project_page(
-        body.data, content_type, page_url, name, last_serial, framed=not body.unframed
-    )
+    except Exception as e:
+        # The frames of its traceback hold the expanded page (tens of
+        # megabytes, and a gzip bomb's are always that): in the reference
+        # cycle a traceback makes, they would stay until the garbage
+        # collector next runs, eight refused pages holding 300 MB.
+        raise e.with_traceback(None) from None
 
 
 class ProjectNotFound(Exception):
@@ -324,7 +331,7 @@ class PageFetcher:
         # An unusable serial (``²``, five thousand digits) is ignored.
         serial = ascii_int((header(response, b"x-pypi-last-serial") or "").strip())
         parse = partial(
-            _decode_and_parse,
+            decode_and_parse,
             body,
             gzipped,
             self.max_page_bytes,
