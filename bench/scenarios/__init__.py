@@ -14,7 +14,17 @@ from collections.abc import Callable
 import attrs
 
 from bench.context import Bench
-from bench.scenarios import cached, cold, crash, metrics, outage, pages, perrequest, pip
+from bench.scenarios import (
+    cached,
+    cold,
+    crash,
+    hostile,
+    metrics,
+    outage,
+    pages,
+    perrequest,
+    pip,
+)
 
 
 @attrs.frozen
@@ -73,6 +83,11 @@ SCENARIOS: dict[str, Scenario] = {
         crash.run,
         "SIGKILL the proxy at random moments during concurrent cold downloads, restart it, "
         "check that nothing partial or corrupt is served (fails the run otherwise)",
+    ),
+    "hostile": Scenario(
+        hostile.run,
+        "issue 14: peak RSS with 8 concurrent gzip bombs, anchor floods and JSON value floods "
+        "from a hostile upstream; every answer a 502, no traceback",
     ),
     "outage": Scenario(
         outage.run,

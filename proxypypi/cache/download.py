@@ -41,9 +41,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from proxypypi.cache.complete import open_no_links
 from proxypypi.cache.storage import FileKey, Storage, write_all
 from proxypypi.interfaces import IFileSource, IFileSourceListener
-from proxypypi.upstream.fetch import BodyReceiver, FetchError, describe_failure
+from proxypypi.upstream.fetch import BodyReceiver, BodyTooLarge, FetchError, describe_failure
 from proxypypi.upstream.origin import Origin
 from proxypypi.waiting import Waiters
 
@@ -52,6 +53,24 @@ class IntegrityError(FetchError):
     """
     The bytes do not match what the index page promised.
     """
+
+
+class Abandoned(FetchError):
+    """
+    No client is reading any more, and the upstream sends too slowly for
+    the download to be worth finishing for the cache alone.
+    """
+
+
+#: The largest ``.metadata`` file accepted (PEP 658): core metadata is a
+#: few kilobytes, with the longest descriptions a few hundred.
+MAX_METADATA_BYTES = 8 * 1024 * 1024
+
+#: A download no client reads is dropped when, this many seconds after it
+#: started, it has averaged less than `ABANDON_RATE` bytes a second: it
+#: would tie up a connection and a partial file for hours, for nobody.
+ABANDON_AFTER = 30.0
+ABANDON_RATE = 64 * 1024
 
 
 class Phase(enum.Enum):
@@ -112,6 +131,8 @@ class Download:
         must match before the file is committed.
     :ivar size: the size the page gave, if any; a response of another
         length is refused.
+    :ivar limit: the most bytes accepted, whatever size the page or the
+        response gives (``None``: unbounded).
     :ivar written: bytes in the partial file so far.
     :ivar receiver: the body being read now, if any (aborted on cancel).
     :ivar bad_origins: after a hash mismatch, the URLs of the origins that
@@ -125,9 +146,11 @@ class Download:
     storage: Storage
     clock: IReactorTime
     idle_timeout: float
+    limit: int | None = None
     log = Logger()
 
     written: int = 0
+    _started: float = 0.0
     receiver: BodyReceiver | None = None
     bad_origins: tuple[str, ...] = ()
     _fd: int | None = None
@@ -162,7 +185,7 @@ class Download:
             # Committed (renamed) in the disk thread a moment ago; our path
             # is updated when that thread's result reaches the reactor.
             final = self.storage.file_path(self.key.project, self.key.filename)
-            return os.open(final, os.O_RDONLY)
+            return open_no_links(final)
 
     def available(self) -> int:
         if self.phase in (Phase.VERIFIED, Phase.COMPLETE):
@@ -197,6 +220,7 @@ class Download:
         waiters and listeners.
         """
         self._hash = _hashers(self.hashes)
+        self._started = self.clock.seconds()
         self._fd, self._path = self.storage.open_partial()
         d = Deferred.fromCoroutine(fetch(self))
         d.addErrback(self._machine.failed)
@@ -241,7 +265,12 @@ class Download:
         """
         An origin answered; ``total`` is the size it announced, if any
         (already checked against the page's).
+
+        :raises BodyTooLarge: when the file is larger than `limit`.
         """
+        size = total if total is not None else self.size
+        if size is not None and self.limit is not None and size > self.limit:
+            raise BodyTooLarge(f"the file has {size} bytes, over the {self.limit} accepted")
         if total is not None:
             self._total = total
         self._machine.headers_arrived()
@@ -258,16 +287,34 @@ class Download:
         Append ``data`` to the partial file and tell the readers.
 
         :raises IntegrityError: when it goes past the size announced.
+        :raises BodyTooLarge: when it goes past `limit`.
+        :raises Abandoned: when nobody reads it and it is too slow to keep.
         """
         total = self.expected_size()
         if total is not None and self.written + len(data) > total:
             raise IntegrityError(f"upstream sent more than the {total} bytes announced")
+        if self.limit is not None and self.written + len(data) > self.limit:
+            raise BodyTooLarge(f"the file is larger than the {self.limit} bytes accepted")
+        if not self._listeners:
+            self._check_worth()
         assert self._fd is not None
         write_all(self._fd, data)
         for h in self._hash.values():
             h.update(data)
         self.written += len(data)
         self._notify()
+
+    def _check_worth(self) -> None:
+        """
+        :raises Abandoned: when the download, read by no client, has been
+            too slow for too long (`ABANDON_AFTER`, `ABANDON_RATE`).
+        """
+        elapsed = self.clock.seconds() - self._started
+        if elapsed >= ABANDON_AFTER and self.written < ABANDON_RATE * elapsed:
+            raise Abandoned(
+                f"no client reads it and the upstream sends {self.written / elapsed:.0f} "
+                f"bytes a second; dropped"
+            )
 
     async def finish(self) -> None:
         """

@@ -45,9 +45,12 @@ class Manager:
         origins: Sequence[Origin],
         hashes: Mapping[str, str],
         size: int | None,
+        limit: int | None = None,
     ) -> Download:
         """
         The download of ``key``: the one in flight, or a new one.
+
+        :param limit: the most bytes the file may have (`Download.limit`).
         """
         existing = self._active.get(key)
         if existing is not None:
@@ -56,7 +59,9 @@ class Manager:
         if tainted:
             # Stable: the untainted origins keep their order, first.
             origins = sorted(origins, key=lambda o: o.url in tainted)
-        download = Download(key, origins, hashes, size, self.storage, self.clock, self.idle_timeout)
+        download = Download(
+            key, origins, hashes, size, self.storage, self.clock, self.idle_timeout, limit
+        )
         self._active[key] = download
         released = self.usage.writing(key)
         download.start(transfer)

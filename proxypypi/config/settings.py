@@ -128,6 +128,7 @@ _SCALARS: Mapping[str, tuple[str, Any]] = {
     "auth-file": ("auth_file", str),
     "auth-read": ("auth_read", _flag),
     "max-upload-size": ("max_upload_size", parse_size),
+    "max-file-size": ("max_file_size", parse_size),
     "allow-overwrite": ("allow_overwrite", _flag),
     "log-format": ("log_format", str),
     "upstream-proxy": ("upstream_proxy", str),
@@ -137,6 +138,8 @@ _SCALARS: Mapping[str, tuple[str, Any]] = {
 _LISTS: Mapping[str, str] = {
     "merge-upstream": "merge_upstream",
     "trusted-proxy": "trusted_proxies",
+    "file-host": "file_hosts",
+    "file-hosts": "file_hosts",
 }
 
 

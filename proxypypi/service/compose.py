@@ -189,6 +189,7 @@ def make_service(config: Config, reactor: Any) -> IService:
             connections,
             config.upstream_proxy,
             proxy_from_environment=config.upstream_proxy is None,
+            file_hosts=config.file_hosts,
         ),
         auth_run=passwords.run,
         page_run=pages.run,

@@ -57,6 +57,7 @@ class Options(usage.Options):
         ],
         ["auth-file", None, None, "htpasswd file (bcrypt) of users who may upload."],
         ["max-upload-size", None, None, "Largest upload accepted [1G]."],
+        ["max-file-size", None, None, "Largest upstream file fetched [20G]."],
         ["log-format", None, None, "Log format: text or json (one object per line) [text]."],
         ["upstream-proxy", None, None, "HTTP proxy URL to reach upstreams through."],
     ]
@@ -77,6 +78,7 @@ class Options(usage.Options):
         self["listens"] = []
         self["merge-upstream"] = []
         self["trusted-proxy"] = []
+        self["file-host"] = []
 
     def opt_version(self) -> None:
         """
@@ -114,6 +116,13 @@ class Options(usage.Options):
         """
         self["trusted-proxy"].append(address)
 
+    def opt_file_host(self, host: str) -> None:
+        """
+        HOST[:PORT]: when given, the only hosts besides the upstreams that
+        files are fetched from, also on private addresses (repeatable).
+        """
+        self["file-host"].append(host)
+
     def postOptions(self) -> None:
         try:
             self["config_obj"] = config = options_to_config(self)
@@ -147,7 +156,7 @@ def options_to_config(options: usage.Options) -> Config:
         key = str(flag[0])
         if options[key]:
             settings[key] = True
-    for key in ("merge-upstream", "trusted-proxy"):
+    for key in ("merge-upstream", "trusted-proxy", "file-host"):
         if options[key]:
             settings[key] = options[key]
     return build_config(settings, options["upstreams"], options["listens"] or ())

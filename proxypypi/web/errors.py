@@ -10,10 +10,13 @@ from __future__ import annotations
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
+from proxypypi.text import printable
+
 
 def error(request: IRequest, code: int, message: str) -> bytes:
     """
-    Set up an error response and return its body: plain text, whatever was
+    Set up an error response and return its body: one line of plain text
+    (control characters escaped, `printable`), whatever was
     set up for the response it replaces (a gzip form's ``Content-Encoding``
     or a file's ``ETag`` would misdescribe it).
     """
@@ -22,7 +25,8 @@ def error(request: IRequest, code: int, message: str) -> bytes:
         request.responseHeaders.removeHeader(name)
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
     request.setHeader(b"cache-control", b"no-store")
-    body = (message.rstrip() + "\n").encode("utf-8")
+    # The message may quote an upstream's URL or reason: shown escaped.
+    body = (printable(message.rstrip()) + "\n").encode("utf-8")
     request.setHeader(b"content-length", str(len(body)).encode())
     return body
 
