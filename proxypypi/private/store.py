@@ -42,6 +42,7 @@ from proxypypi.cache.pages import PageCache, PageFacts
 from proxypypi.cache.storage import (
     Runner,
     fsync_dir,
+    remove_quietly,
     unlink_all,
     write_atomically,
 )
@@ -241,10 +242,7 @@ class PrivateStore:
         finally:
             for path in (upload.spool_path, metadata_spool):
                 if path is not None:
-                    try:
-                        os.unlink(path)
-                    except FileNotFoundError:
-                        pass
+                    remove_quietly(path)
 
     async def _add_locked(self, upload: Upload, inspected: Inspected) -> AddResult:
         project = self._projects.get(upload.project)

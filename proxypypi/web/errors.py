@@ -64,15 +64,17 @@ class Page(Resource):
 
     def render(self, request: IRequest) -> bytes | int:
         method = request.method.decode("ascii", "replace")
-        handler = getattr(self, "render_" + method, None)
-        if handler is None and method == "HEAD":
-            handler = getattr(self, "render_GET", None)
+        # twisted.web's Resource defines render_HEAD as "render_GET", even
+        # on resources without one: HEAD is answered exactly when GET is.
+        allowed = sorted(
+            name[len("render_") :]
+            for name in dir(self)
+            if name.startswith("render_") and name != "render_HEAD"
+        )
+        if "GET" in allowed:
+            allowed.append("HEAD")
+        handler = getattr(self, "render_" + method, None) if method in allowed else None
         if handler is None:
-            allowed = sorted(
-                name[len("render_") :] for name in dir(self) if name.startswith("render_")
-            )
-            if "GET" in allowed and "HEAD" not in allowed:
-                allowed.append("HEAD")
             request.setHeader(b"allow", ", ".join(allowed).encode())
             return error(request, 405, f"{method} is not allowed here; use {', '.join(allowed)}")
         result: bytes | int = handler(request)
