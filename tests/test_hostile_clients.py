@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from proxypypi.service.compose import build_proxy, build_site
 from proxypypi.testing import make_wheel
@@ -38,10 +40,14 @@ class HeldLoginsHarness(ProxyHarness):
 
     def send(self, data: bytes, peer: str = "127.0.0.1") -> StringTransport:
         """
-        Open a connection from ``peer`` and send ``data``.
+        Open a connection from ``peer`` and send ``data``; a client that
+        has its answer hangs up (or a flood from one address would meet
+        the cap on its connections first).
         """
         protocol, transport = self.connect(peer)
         protocol.dataReceived(data)
+        if parse_answer(transport.value()) is not None:
+            protocol.connectionLost(Failure(ConnectionDone()))
         return transport
 
     def answer(self, transport: StringTransport) -> Answer:

@@ -131,12 +131,16 @@ _SCALARS: Mapping[str, tuple[str, Any]] = {
     "allow-overwrite": ("allow_overwrite", _flag),
     "log-format": ("log_format", str),
     "upstream-proxy": ("upstream_proxy", str),
+    "header-timeout": ("header_timeout", float),
+    "max-connections": ("max_connections", int),
+    "max-client-connections": ("max_client_connections", int),
 }
 
 #: TOML keys (and repeatable options) holding lists of strings.
 _LISTS: Mapping[str, str] = {
     "merge-upstream": "merge_upstream",
     "trusted-proxy": "trusted_proxies",
+    "admin": "admins",
 }
 
 

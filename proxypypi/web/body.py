@@ -47,6 +47,7 @@ from proxypypi.cache.storage import Runner
 from proxypypi.internals import request_gone
 from proxypypi.private.auth import User
 from proxypypi.sizes import format_size
+from proxypypi.web.errors import raw_response
 from proxypypi.web.form import (
     MAX_FIELDS_SIZE,
     BodyRejected,
@@ -108,18 +109,6 @@ class BodyPolicy:
             "see --max-upload-size)"
         )
 
-
-
-def _raw_response(code: int, phrase: str, message: str) -> bytes:
-    body = (message + "\n").encode("utf-8")
-    head = (
-        f"HTTP/1.1 {code} {phrase}\r\n"
-        "Content-Type: text/plain; charset=utf-8\r\n"
-        "Cache-Control: no-store\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    return head.encode("latin-1") + body
 
 
 def reason_phrase(message: str) -> bytes:
@@ -291,7 +280,7 @@ class SpoolingRequest(Request):
         transport = self.channel.transport
         if transport is not None:
             phrase = reason_phrase(message).decode("ascii")
-            transport.write(_raw_response(code, phrase, message))
+            transport.write(raw_response(code, phrase, message))
         self.channel.loseConnection()
 
 

@@ -27,6 +27,25 @@ def error(request: IRequest, code: int, message: str) -> bytes:
     return body
 
 
+def raw_response(code: int, phrase: str, message: str, *, retry_after: int | None = None) -> bytes:
+    """
+    A whole one-line error response as bytes, for answers written straight
+    to a connection, before or instead of any request (a body refused
+    while it arrives, a late head, a connection over a cap); the
+    connection is closed after it.
+    """
+    body = (message + "\n").encode("utf-8")
+    retry = f"Retry-After: {retry_after}\r\n" if retry_after is not None else ""
+    head = (
+        f"HTTP/1.1 {code} {phrase}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "Cache-Control: no-store\r\n"
+        f"{retry}Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
 def redirect(request: IRequest, location: str) -> bytes:
     """
     A permanent redirect to ``location`` (relative, so it survives any
