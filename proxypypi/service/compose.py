@@ -128,6 +128,7 @@ def build_proxy(
             reactor,
             merge_upstream=config.merge_upstream,
             allow_overwrite=config.allow_overwrite,
+            admins=config.admins,
         ),
         metrics=metrics,
         auth=None
