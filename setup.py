@@ -45,6 +45,8 @@ setup(
             "ruff>=0.5",
             "uv>=0.4",
             "twine>=5",
+            # Property-based tests of the parsers of client input.
+            "hypothesis>=6.100",
         ],
     },
     classifiers=[

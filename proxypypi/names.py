@@ -101,11 +101,15 @@ def parse_dist_filename(filename: str) -> DistName:
     try:
         if filename.endswith(".whl"):
             name, version, _build, _tags = parse_wheel_filename(filename)
-            return DistName(name, version, "wheel")
-        name, version = parse_sdist_filename(filename)
-        return DistName(name, version, "sdist")
+            kind = "wheel"
+        else:
+            name, version = parse_sdist_filename(filename)
+            kind = "sdist"
     except (InvalidWheelFilename, InvalidSdistFilename) as e:
         raise InvalidDistFilename(str(e)) from e
+    if normalize(name) != name:
+        raise InvalidDistFilename(f"not a project name this index stores: {name!r}")
+    return DistName(name, version, kind)
 
 
 def _sdist_stem(filename: str) -> str | None:
