@@ -14,7 +14,17 @@ from collections.abc import Callable
 import attrs
 
 from bench.context import Bench
-from bench.scenarios import cached, cold, crash, metrics, outage, pages, perrequest, pip
+from bench.scenarios import (
+    cached,
+    cold,
+    crash,
+    metrics,
+    outage,
+    pages,
+    perrequest,
+    pip,
+    slowloris,
+)
 
 
 @attrs.frozen
@@ -78,5 +88,10 @@ SCENARIOS: dict[str, Scenario] = {
         outage.run,
         "warm pip download and uv pip install with the upstream up, hanging, refusing",
         needs=("uv",),
+    ),
+    "slowloris": Scenario(
+        slowloris.run,
+        "issue 14: page requests with 1,000 slow-header connections open (target: within "
+        "100 ms); the head deadline and the per-address cap at work",
     ),
 }
