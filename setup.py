@@ -45,7 +45,7 @@ setup(
             "ruff>=0.5",
             "uv>=0.4",
             "twine>=5",
-            # Property tests of the parsers of upstream input (issue 14).
+            # Property tests of the parsers of upstream and client input (issue 14).
             "hypothesis>=6.100",
         ],
     },

@@ -24,6 +24,7 @@ from bench.scenarios import (
     pages,
     perrequest,
     pip,
+    slowloris,
 )
 
 
@@ -93,5 +94,10 @@ SCENARIOS: dict[str, Scenario] = {
         outage.run,
         "warm pip download and uv pip install with the upstream up, hanging, refusing",
         needs=("uv",),
+    ),
+    "slowloris": Scenario(
+        slowloris.run,
+        "issue 14: page requests with 1,000 slow-header connections open (target: within "
+        "100 ms); the head deadline and the per-address cap at work",
     ),
 }

@@ -36,6 +36,8 @@ Runner = Callable[..., "Deferred[Any]"]
 
 PARTIAL_SUFFIX = ".part"
 
+_log = Logger()
+
 
 @attrs.frozen
 class FileKey:
@@ -118,6 +120,21 @@ def unlink_all(paths: Iterable[str]) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+def remove_quietly(path: str) -> None:
+    """
+    Remove a file that is no longer wanted (a spool file, say), for code
+    that is already handling a failure: one already gone is fine, and one
+    that cannot be removed (a read-only or failing disk) is logged, not
+    raised over the error being answered.
+    """
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        _log.warn("cannot remove {path}: {error}", path=path, error=e.strerror)
 
 
 #: What a file is written from: its bytes, or its chunks in order (a large

@@ -147,6 +147,12 @@ class Config:
         for reaching upstreams: https ones through a ``CONNECT`` tunnel
         (TLS still verified end to end), plain-http ones as proxied requests.
         ``None``: the one the environment names (`environment_proxy`), if any.
+    :ivar header_timeout: seconds for a request's head to arrive whole.
+    :ivar max_connections: client connections open at most; ``None``: the
+        file descriptor limit less a reserve.
+    :ivar max_client_connections: client connections open at most from
+        one address (trusted proxies are not capped).
+    :ivar admins: users who may change every private project.
     """
 
     upstreams: tuple[tuple[UpstreamConfig, ...], ...]
@@ -173,6 +179,14 @@ class Config:
     trusted_proxies: tuple[str, ...] = ()
     upstream_proxy: str | None = None
     file_hosts: tuple[str, ...] = ()
+    header_timeout: float = attrs.field(default=20.0, validator=_positive("header-timeout"))
+    max_connections: int | None = attrs.field(
+        default=None, validator=_positive("max-connections")
+    )
+    max_client_connections: int = attrs.field(
+        default=128, validator=_positive("max-client-connections")
+    )
+    admins: tuple[str, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if not self.upstreams:

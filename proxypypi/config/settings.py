@@ -132,6 +132,9 @@ _SCALARS: Mapping[str, tuple[str, Any]] = {
     "allow-overwrite": ("allow_overwrite", _flag),
     "log-format": ("log_format", str),
     "upstream-proxy": ("upstream_proxy", str),
+    "header-timeout": ("header_timeout", float),
+    "max-connections": ("max_connections", int),
+    "max-client-connections": ("max_client_connections", int),
 }
 
 #: TOML keys (and repeatable options) holding lists of strings.
@@ -140,6 +143,7 @@ _LISTS: Mapping[str, str] = {
     "trusted-proxy": "trusted_proxies",
     "file-host": "file_hosts",
     "file-hosts": "file_hosts",
+    "admin": "admins",
 }
 
 

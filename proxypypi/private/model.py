@@ -146,23 +146,50 @@ class PrivateFile:
         )
 
 
+def first_uploaders(files: Iterable[PrivateFile]) -> tuple[str, ...]:
+    """
+    The users who uploaded ``files``, each once, in order: the owners of a
+    project recorded before owners were (they are the ones who created it).
+    """
+    return tuple(dict.fromkeys(f.uploaded_by for f in files if f.uploaded_by))
+
+
 @attrs.frozen
 class PrivateProject:
     """
     A private project's files, in upload order, its page, and that page's
     forms, rendered when first asked for and kept (a private page is small).
+
+    :ivar owners: the users who may change it (besides the admins): who
+        created it, and whom its owners added.
     """
 
     name: NormalizedName
     files: tuple[PrivateFile, ...]
     page: ProjectPage
     forms: MemoryForms
+    owners: tuple[str, ...] = ()
 
     @classmethod
-    def build(cls, name: NormalizedName, files: Iterable[PrivateFile]) -> PrivateProject:
+    def build(
+        cls, name: NormalizedName, files: Iterable[PrivateFile], owners: Iterable[str] = ()
+    ) -> PrivateProject:
         files = tuple(files)
         page = ProjectPage(name, tuple(f.dist_file() for f in files))
-        return cls(name, files, page, MemoryForms(page))
+        return cls(name, files, page, MemoryForms(page), tuple(owners))
+
+    def check_owner(self, user: str, admins: frozenset[str]) -> None:
+        """
+        :raises UploadRejected: 403 unless ``user`` owns this project or is
+            an admin.
+        """
+        if user in admins or user in self.owners:
+            return
+        raise UploadRejected(
+            403,
+            f"{self.name} belongs to {', '.join(self.owners) or 'the admins'}; "
+            "ask an owner or an admin (--admin) to add you to its owners",
+        )
 
     def file(self, filename: str) -> PrivateFile | None:
         for f in self.files:
@@ -171,7 +198,11 @@ class PrivateProject:
         return None
 
     def to_bytes(self) -> bytes:
-        doc = {"name": self.name, "files": [f.to_json() for f in self.files]}
+        doc = {
+            "name": self.name,
+            "owners": list(self.owners),
+            "files": [f.to_json() for f in self.files],
+        }
         return json.dumps(doc, indent=1).encode("utf-8")
 
 

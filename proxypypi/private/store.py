@@ -15,6 +15,11 @@ publishes the same name upstream gains nothing), unless the operator named
 it with ``--merge-upstream``.  The name stays private when its last file is
 deleted, until it is released explicitly.
 
+A private project belongs to its owners, recorded in its page: the user
+who created it, and whom they add.  Only they and the admins
+(``--admin``) may upload to it, yank, delete or release it, or change its
+owners; anyone else gets 403.
+
 Every change is made durable before it is acknowledged: files are fsynced
 and renamed into place, and the page is written last (temp file, fsync,
 rename), so a crash leaves either the old page or the new one, never one
@@ -42,6 +47,7 @@ from proxypypi.cache.pages import PageCache, PageFacts
 from proxypypi.cache.storage import (
     Runner,
     fsync_dir,
+    remove_quietly,
     unlink_all,
     write_atomically,
 )
@@ -55,6 +61,7 @@ from proxypypi.private.model import (
     StoredFile,
     Upload,
     UploadRejected,
+    first_uploaders,
     upload_time,
 )
 from proxypypi.simple.model import DistFile, ProjectPage, Yanked
@@ -73,6 +80,7 @@ class PrivateStore:
         listed after the private ones.
     :ivar allow_overwrite: let a different file replace one of the same
         name.
+    :ivar admins: users who may change every private project.
     """
 
     root: str
@@ -81,6 +89,7 @@ class PrivateStore:
     clock: IReactorTime
     merge_upstream: frozenset[NormalizedName] = frozenset()
     allow_overwrite: bool = False
+    admins: frozenset[str] = frozenset()
     log = Logger()
     _projects: dict[NormalizedName, PrivateProject] = attrs.field(factory=dict)
     _lock: DeferredLock = attrs.field(factory=DeferredLock)
@@ -98,6 +107,7 @@ class PrivateStore:
         *,
         merge_upstream: Iterable[str] = (),
         allow_overwrite: bool = False,
+        admins: Iterable[str] = (),
     ) -> PrivateStore:
         """
         Create the directory if needed and load every private project
@@ -106,7 +116,7 @@ class PrivateStore:
         operator must fix.
         """
         merged = frozenset(n for n in (normalize(m) for m in merge_upstream) if n is not None)
-        store = cls(root, spool_dir, run, clock, merged, allow_overwrite)
+        store = cls(root, spool_dir, run, clock, merged, allow_overwrite, frozenset(admins))
         os.makedirs(root, exist_ok=True)
         for entry in sorted(os.listdir(root)):
             page = os.path.join(root, entry, PAGE_FILE)
@@ -117,6 +127,11 @@ class PrivateStore:
                 with open(page, "rb") as f:
                     doc = json.load(f)
                 files = [PrivateFile.from_json(item) for item in doc["files"]]
+                owners = doc.get("owners")
+                if owners is None:
+                    owners = first_uploaders(files)
+                elif not all(isinstance(o, str) for o in owners):
+                    raise TypeError("owners must be user names")
             except (OSError, ValueError, KeyError, TypeError) as e:
                 store.log.error(
                     "cannot read the private page {path} ({error}); {project} is not "
@@ -126,7 +141,7 @@ class PrivateStore:
                     project=name,
                 )
                 continue
-            store._projects[name] = PrivateProject.build(name, files)
+            store._projects[name] = PrivateProject.build(name, files, owners)
         if store._projects:
             store.log.info("{count} private projects", count=len(store._projects))
         return store
@@ -234,6 +249,8 @@ class PrivateStore:
         """
         metadata_spool: str | None = None
         try:
+            # Before hashing anything; again under the lock, where it counts.
+            self._check_owner(self._projects.get(upload.project), upload.user)
             inspected: Inspected = await self.run(inspect_upload, upload, self.spool_dir)
             metadata_spool = inspected.metadata_path
             async with self._lock:
@@ -241,13 +258,11 @@ class PrivateStore:
         finally:
             for path in (upload.spool_path, metadata_spool):
                 if path is not None:
-                    try:
-                        os.unlink(path)
-                    except FileNotFoundError:
-                        pass
+                    remove_quietly(path)
 
     async def _add_locked(self, upload: Upload, inspected: Inspected) -> AddResult:
         project = self._projects.get(upload.project)
+        self._check_owner(project, upload.user)
         files = list(project.files) if project is not None else []
         existing = project.file(upload.filename) if project is not None else None
         if existing is not None and existing.sha256 == inspected.sha256:
@@ -274,7 +289,8 @@ class PrivateStore:
             uploaded_by=upload.user,
         )
         files = [f for f in files if f.filename != upload.filename] + [record]
-        updated = PrivateProject.build(upload.project, files)
+        owners = project.owners if project is not None else (upload.user,)
+        updated = PrivateProject.build(upload.project, files, owners)
         await self.run(
             self._commit_files, upload.project, upload.filename, upload.spool_path,
             inspected.metadata_path, updated.to_bytes(),
@@ -311,17 +327,20 @@ class PrivateStore:
         fsync_dir(self.root)
         write_atomically(os.path.join(directory, PAGE_FILE), page)
 
-    async def set_yanked(self, project: str, filename: str, yanked: Yanked) -> PrivateFile:
+    async def set_yanked(
+        self, project: str, filename: str, yanked: Yanked, user: str
+    ) -> PrivateFile:
         """
         Yank a file (``True`` or a reason) or unyank it (``False``).
 
-        :raises UploadRejected: 404 when there is no such private file.
+        :raises UploadRejected: 404 when there is no such private file, 403
+            when ``user`` may not change the project.
         """
         async with self._lock:
-            private, f = self._find(project, filename)
+            private, f = self._find(project, filename, user)
             changed = attrs.evolve(f, yanked=yanked)
             files = [changed if g.filename == filename else g for g in private.files]
-            await self._write_page(PrivateProject.build(private.name, files))
+            await self._write_page(PrivateProject.build(private.name, files, private.owners))
             self.log.info(
                 "{filename} of {project} is now {state}",
                 filename=filename,
@@ -330,34 +349,33 @@ class PrivateStore:
             )
             return changed
 
-    async def delete(self, project: str, filename: str) -> PrivateFile:
+    async def delete(self, project: str, filename: str, user: str) -> PrivateFile:
         """
         Remove a file for good.  The project stays private, even without
         files, until `release`d.
 
-        :raises UploadRejected: 404 when there is no such private file.
+        :raises UploadRejected: 404 when there is no such private file, 403
+            when ``user`` may not change the project.
         """
         async with self._lock:
-            private, f = self._find(project, filename)
+            private, f = self._find(project, filename, user)
             files = [g for g in private.files if g.filename != filename]
-            await self._write_page(PrivateProject.build(private.name, files))
+            await self._write_page(PrivateProject.build(private.name, files, private.owners))
             paths = [self._path(project, filename), self._path(project, filename + METADATA_SUFFIX)]
             await self.run(unlink_all, paths)
             self.log.info("deleted {filename} of {project}", filename=filename, project=project)
             return f
 
-    async def release(self, project: str) -> None:
+    async def release(self, project: str, user: str) -> None:
         """
         Stop treating a project without files as private: its name goes
         back to the upstreams.
 
-        :raises UploadRejected: 404 when it is not private, 409 while it
-            still has files.
+        :raises UploadRejected: 404 when it is not private, 403 when
+            ``user`` may not change it, 409 while it still has files.
         """
         async with self._lock:
-            private = self.project(project)
-            if private is None:
-                raise UploadRejected(404, f"{project} is not a private project")
+            private = self._owned(project, user)
             if private.files:
                 raise UploadRejected(
                     409, f"{project} still has {len(private.files)} files; delete them first"
@@ -367,11 +385,43 @@ class PrivateStore:
             self._merged.pop(private.name, None)
             self.log.info("released the private name {project}", project=project)
 
-    def _find(self, project: str, filename: str) -> tuple[PrivateProject, PrivateFile]:
+    async def set_owners(self, project: str, owners: Iterable[str], user: str) -> PrivateProject:
+        """
+        Replace the owners of a project (at least one).
+
+        :raises UploadRejected: 404 when it is not private, 403 when
+            ``user`` may not change it, 400 for an empty list.
+        """
+        owners = tuple(dict.fromkeys(owners))
+        if not owners:
+            raise UploadRejected(400, "a private project needs at least one owner")
+        async with self._lock:
+            private = self._owned(project, user)
+            updated = PrivateProject.build(private.name, private.files, owners)
+            await self._write_page(updated)
+            self.log.info("owners of {project}: {owners}", project=project, owners=owners)
+            return updated
+
+    def _check_owner(self, private: PrivateProject | None, user: str) -> None:
+        # Anyone may create a project that does not exist.
+        if private is not None:
+            private.check_owner(user, self.admins)
+
+    def _owned(self, project: str, user: str) -> PrivateProject:
+        private = self.project(project)
+        if private is None:
+            raise UploadRejected(404, f"{project} is not a private project")
+        self._check_owner(private, user)
+        return private
+
+    def _find(
+        self, project: str, filename: str, user: str
+    ) -> tuple[PrivateProject, PrivateFile]:
         private = self.project(project)
         f = private.file(filename) if private is not None else None
         if private is None or f is None:
             raise UploadRejected(404, f"{filename} is not a file of the private project {project}")
+        self._check_owner(private, user)
         return private, f
 
     async def _write_page(self, updated: PrivateProject) -> None:

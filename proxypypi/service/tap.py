@@ -60,6 +60,19 @@ class Options(usage.Options):
         ["max-file-size", None, None, "Largest upstream file fetched [20G]."],
         ["log-format", None, None, "Log format: text or json (one object per line) [text]."],
         ["upstream-proxy", None, None, "HTTP proxy URL to reach upstreams through."],
+        ["header-timeout", None, None, "Seconds for a request's headers to arrive [20]."],
+        [
+            "max-connections",
+            None,
+            None,
+            "Client connections open at most [the file descriptor limit less a quarter].",
+        ],
+        [
+            "max-client-connections",
+            None,
+            None,
+            "Connections open at most per client address [128].",
+        ],
     ]
     optFlags = [
         ["offline", None, "Serve only what is stored; never contact an upstream."],
@@ -79,6 +92,7 @@ class Options(usage.Options):
         self["merge-upstream"] = []
         self["trusted-proxy"] = []
         self["file-host"] = []
+        self["admin"] = []
 
     def opt_version(self) -> None:
         """
@@ -123,6 +137,13 @@ class Options(usage.Options):
         """
         self["file-host"].append(host)
 
+    def opt_admin(self, user: str) -> None:
+        """
+        A user of the auth file who may change every private project
+        (repeatable).
+        """
+        self["admin"].append(user)
+
     def postOptions(self) -> None:
         try:
             self["config_obj"] = config = options_to_config(self)
@@ -156,7 +177,7 @@ def options_to_config(options: usage.Options) -> Config:
         key = str(flag[0])
         if options[key]:
             settings[key] = True
-    for key in ("merge-upstream", "trusted-proxy", "file-host"):
+    for key in ("merge-upstream", "trusted-proxy", "file-host", "admin"):
         if options[key]:
             settings[key] = options[key]
     return build_config(settings, options["upstreams"], options["listens"] or ())
