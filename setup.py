@@ -45,6 +45,8 @@ setup(
             "ruff>=0.5",
             "uv>=0.4",
             "twine>=5",
+            # Property tests of the parsers of upstream and client input (issue 14).
+            "hypothesis>=6.100",
         ],
     },
     classifiers=[

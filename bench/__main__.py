@@ -48,6 +48,7 @@ QUICK: dict[str, Any] = {
     "metrics_load_seconds": 3.0,
     "crash_kills": 5,
     "outage_reps": 1,
+    "slowloris_requests": 30,
     "big_pages": 10,
     "big_page_files": 6_000,
     "largest_page": 2_000,
@@ -170,6 +171,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
     g = p.add_argument_group("outage", SCENARIOS["outage"].summary)
     g.add_argument("--outage-reps", type=int, default=3, help="runs per state, median [3]")
+
+    g = p.add_argument_group("slowloris", SCENARIOS["slowloris"].summary)
+    g.add_argument(
+        "--slowloris-connections", type=int, default=1000, help="slow connections [1000]"
+    )
+    g.add_argument("--slowloris-requests", type=int, default=100, help="timed requests [100]")
+    g.add_argument(
+        "--slowloris-cap-probe",
+        type=int,
+        default=200,
+        help="connections opened from one address to show its cap [200]",
+    )
 
     args = p.parse_args(argv)
     unknown = [name for name in args.scenarios if name not in SCENARIOS]

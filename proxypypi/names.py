@@ -28,6 +28,12 @@ from packaging.version import InvalidVersion, Version
 #: Longest file name accepted anywhere; common file systems stop at 255 bytes.
 MAX_FILENAME_BYTES = 255
 
+#: Longest project name accepted: room under `MAX_FILENAME_BYTES` for the
+#: suffixes the storage adds to a name (``.json``, a page form's
+#: ``.v1.json.gz``, a private project's files).  The longest names on the
+#: public index are well under a hundred characters.
+MAX_PROJECT_NAME_BYTES = 200
+
 #: Distinct file names (and versions) whose verdicts are remembered: a page
 #: refreshed with the same files costs a dictionary lookup per file.  About
 #: a quarter of a kilobyte each.
@@ -55,7 +61,7 @@ def normalize(name: str) -> NormalizedName | None:
     cannot be a project name at all (so callers can answer 404 without
     asking any upstream).
     """
-    if not name or len(name.encode("utf-8", "replace")) > MAX_FILENAME_BYTES:
+    if not name or len(name.encode("utf-8", "replace")) > MAX_PROJECT_NAME_BYTES:
         return None
     try:
         return canonicalize_name(name, validate=True)
@@ -95,11 +101,15 @@ def parse_dist_filename(filename: str) -> DistName:
     try:
         if filename.endswith(".whl"):
             name, version, _build, _tags = parse_wheel_filename(filename)
-            return DistName(name, version, "wheel")
-        name, version = parse_sdist_filename(filename)
-        return DistName(name, version, "sdist")
+            kind = "wheel"
+        else:
+            name, version = parse_sdist_filename(filename)
+            kind = "sdist"
     except (InvalidWheelFilename, InvalidSdistFilename) as e:
         raise InvalidDistFilename(str(e)) from e
+    if normalize(name) != name:
+        raise InvalidDistFilename(f"not a project name this index stores: {name!r}")
+    return DistName(name, version, kind)
 
 
 def _sdist_stem(filename: str) -> str | None:

@@ -100,6 +100,12 @@ class SingleFlight(Generic[K, T]):
         waiters.wait().addBoth(lambda _: done.callback(None))
         return done
 
+    def count(self) -> int:
+        """
+        How many operations are in flight.
+        """
+        return len(self._flights)
+
     def running(self, key: K) -> bool:
         """
         Whether an operation for ``key`` is in flight.

@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "proxypypi")
 
 #: Modules of the package root that every part may stand on.
-FLOOR = {"__init__", "names", "interfaces", "internals", "sizes", "waiting"}
+FLOOR = {"__init__", "names", "interfaces", "internals", "sizes", "text", "waiting"}
 
 #: Each part and the parts it may import (besides itself and the floor),
 #: lowest first.

@@ -180,6 +180,19 @@ class ParseRangeSingleTests(SynchronousTestCase):
         """
         self.assertEqual(parse_range("bytes=0-" + "9" * 30, 10), SingleRange(0, 9, 10))
 
+    def test_thousands_of_digits(self) -> None:
+        """
+        Positions of 5,000 digits (past ``int()``'s limit) are read as
+        numbers larger than any file; leading zeros count for nothing.
+        """
+        huge = "9" * 5000
+        self.assertEqual(parse_range(f"bytes=0-{huge}", 10), SingleRange(0, 9, 10))
+        self.assertEqual(parse_range(f"bytes=-{huge}", 10), SingleRange(0, 9, 10))
+        self.assertEqual(parse_range(f"bytes={'0' * 5000}3-4", 10), SingleRange(3, 4, 10))
+        self.assertEqual(
+            parse_range(f"bytes={huge}-{'9' * 4999}", 10), FullResponse(FullReason.MALFORMED)
+        )
+
     def test_unit_case_insensitive(self) -> None:
         """
         The range unit is compared case-insensitively.
@@ -225,6 +238,14 @@ class ParseRangeUnsatisfiableTests(SynchronousTestCase):
         for header in ["bytes=11-", "bytes=20-30"]:
             with self.subTest(header=header):
                 self.assertEqual(parse_range(header, 10), Unsatisfiable(10))
+
+    def test_start_of_thousands_of_digits(self) -> None:
+        """
+        A start of 5,000 digits is past the end of any file: 416, as for any
+        start past the end (it used to be a 500).
+        """
+        self.assertEqual(parse_range(f"bytes={'5' * 5000}-", 10), Unsatisfiable(10))
+        self.assertEqual(parse_range(f"bytes={'5' * 5000}-{'6' * 5000}", 10), Unsatisfiable(10))
 
     def test_empty_suffix(self) -> None:
         """

@@ -244,9 +244,10 @@ class SharedPrivateTests(SynchronousTestCase):
         self.successResultOf(Deferred.fromCoroutine(a.add(upload)))
         self.assertTrue(b.is_private("proto-secret"))
         self.assertTrue(b.claims("proto-secret", dist.filename))
-        self.successResultOf(Deferred.fromCoroutine(b.delete("proto-secret", dist.filename)))
+        deleted = b.delete("proto-secret", dist.filename, "alice")
+        self.successResultOf(Deferred.fromCoroutine(deleted))
         private = a.project("proto-secret")
         assert private is not None
         self.assertEqual(private.files, ())
-        self.successResultOf(Deferred.fromCoroutine(a.release("proto-secret")))
+        self.successResultOf(Deferred.fromCoroutine(a.release("proto-secret", "alice")))
         self.assertFalse(b.is_private("proto-secret"))

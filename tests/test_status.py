@@ -7,8 +7,6 @@ harness of `tests.support.harness`).
 from __future__ import annotations
 
 import os
-from html.parser import HTMLParser
-from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.testing import EventLoggingObserver
@@ -24,61 +22,7 @@ from proxypypi.testing import Fault
 from proxypypi.web.address import is_trusted
 from proxypypi.web.status import human_duration
 from tests.support.harness import PIP_ACCEPT, UPSTREAM, MeteredHarness
-
-#: Elements that have no end tag.
-VOID = {"meta", "br", "hr", "img", "input", "link"}
-
-
-class Page(HTMLParser):
-    """
-    A parsed status page: text and ``value`` of every element with an
-    ``id``, and a check that every element is closed in order.
-    """
-
-    def __init__(self, text: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.stack: list[str] = []
-        self.errors: list[str] = []
-        self.ids: dict[str, dict[str, Any]] = {}
-        self.open_ids: list[tuple[int, str]] = []
-        self.tags: list[str] = []
-        self.text: list[str] = []
-        self.feed(text)
-        self.close()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append(tag)
-        a = dict(attrs)
-        if tag in VOID:
-            return
-        self.stack.append(tag)
-        ident = a.get("id")
-        if ident is not None:
-            if ident in self.ids:
-                self.errors.append(f"duplicate id {ident}")
-            self.ids[ident] = {"value": a.get("value"), "text": "", "attrs": a}
-            self.open_ids.append((len(self.stack), ident))
-
-    def handle_endtag(self, tag: str) -> None:
-        if not self.stack or self.stack[-1] != tag:
-            self.errors.append(f"</{tag}> closes {self.stack[-1:]}")
-            return
-        if self.open_ids and self.open_ids[-1][0] == len(self.stack):
-            self.open_ids.pop()
-        self.stack.pop()
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-        for _, ident in self.open_ids:
-            self.ids[ident]["text"] += data
-
-    def value(self, ident: str) -> float:
-        raw = self.ids[ident]["value"]
-        assert raw is not None, ident
-        return float(raw)
-
-    def show(self, ident: str) -> str:
-        return str(self.ids[ident]["text"]).strip()
+from tests.support.markup import Page
 
 
 class StatusPageTests(MeteredHarness):
@@ -175,6 +119,22 @@ class StatusPageTests(MeteredHarness):
         self.assertIn(self.upstream_alpha.filename, "".join(page.text))
         self.finish_downloads()
         self.body_of(d)
+
+    def test_use_this_index_first(self) -> None:
+        """
+        What a newcomer needs leads the page, before any figure; the page
+        links to the browse pages, and its tables label their cells for
+        a phone's layout.
+        """
+        _, body = self.get("/")
+        text = body.decode()
+        headings = [h.split("</h2>")[0] for h in text.split("<h2>")[1:]]
+        self.assertEqual(headings[0], "Use this index")
+        self.assertIn("Upstreams", headings[1:])
+        self.assertIn('id="index-url"', text.split("<h2>")[1])
+        page = Page(text)
+        self.assertIn("browse/", page.links)
+        self.assertIn('data-label="upstream"', text)
 
     def test_upstream_down(self) -> None:
         """A member taken out of rotation shows as down, with its error rate."""

@@ -40,6 +40,7 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from proxypypi.config.model import UpstreamConfig
+from proxypypi.config.urls import basic_authorization
 from proxypypi.simple.negotiate import JSON_V1
 from proxypypi.testing import Dist, FakeIndex, make_wheel
 from proxypypi.upstream.agents import _ProxiedAgent, upstream_agents
@@ -50,7 +51,6 @@ from proxypypi.upstream.tunnel import (
     TunnelError,
     authority,
     parse_response_head,
-    proxy_authorization,
 )
 from tests.support.tls import self_signed
 
@@ -324,9 +324,9 @@ class HeadTests(SynchronousTestCase):
 
     def test_authorization(self) -> None:
         """Credentials in the proxy URL become Basic, percent-escapes decoded."""
-        self.assertIsNone(proxy_authorization("http://proxy.example:3128"))
+        self.assertIsNone(basic_authorization("http://proxy.example:3128"))
         self.assertEqual(
-            proxy_authorization("http://svc:p%40ss@proxy.example:3128"),
+            basic_authorization("http://svc:p%40ss@proxy.example:3128"),
             b"Basic " + base64.b64encode(b"svc:p@ss"),
         )
 

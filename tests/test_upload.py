@@ -511,7 +511,7 @@ class PrivateApiTests(ProxyHarness):
         self.assertRefused(self.api("POST", path, b"[1"), 400, "JSON")
         self.assertRefused(self.api("POST", "Proto_Alpha/x/yank"), 404, "normalized")
         self.assertRefused(self.api("GET", "other-project"), 404, "not a private project")
-        self.assertEqual(self.api("PUT", path).code, 405)
+        self.assertEqual(self.api("PATCH", path).code, 405)
         self.make_proxy(auth_file=None)
         self.assertRefused(self.api("POST", path), 403, "--auth-file")
 

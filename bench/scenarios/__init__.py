@@ -14,7 +14,18 @@ from collections.abc import Callable
 import attrs
 
 from bench.context import Bench
-from bench.scenarios import cached, cold, crash, metrics, outage, pages, perrequest, pip
+from bench.scenarios import (
+    cached,
+    cold,
+    crash,
+    hostile,
+    metrics,
+    outage,
+    pages,
+    perrequest,
+    pip,
+    slowloris,
+)
 
 
 @attrs.frozen
@@ -74,9 +85,19 @@ SCENARIOS: dict[str, Scenario] = {
         "SIGKILL the proxy at random moments during concurrent cold downloads, restart it, "
         "check that nothing partial or corrupt is served (fails the run otherwise)",
     ),
+    "hostile": Scenario(
+        hostile.run,
+        "issue 14: peak RSS with 8 concurrent gzip bombs, anchor floods and JSON value floods "
+        "from a hostile upstream; every answer a 502, no traceback",
+    ),
     "outage": Scenario(
         outage.run,
         "warm pip download and uv pip install with the upstream up, hanging, refusing",
         needs=("uv",),
+    ),
+    "slowloris": Scenario(
+        slowloris.run,
+        "issue 14: page requests with 1,000 slow-header connections open (target: within "
+        "100 ms); the head deadline and the per-address cap at work",
     ),
 }

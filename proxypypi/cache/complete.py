@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 import attrs
 from twisted.python.failure import Failure
@@ -26,6 +27,10 @@ class CompleteFile:
     looked at, so a response never sends one file's bytes under another's
     length.  Once open, the descriptor keeps the file's bytes whatever
     replaces it.
+
+    Symbolic links are never followed, neither the file nor its directory
+    (``files/<project>/``): a link planted in the storage must not make the
+    proxy serve whatever it points at.  Only a regular file counts.
     """
 
     path: str
@@ -37,18 +42,26 @@ class CompleteFile:
 
     @classmethod
     def at(cls, path: str) -> CompleteFile | None:
+        """
+        The regular file at ``path``, or ``None`` (missing, a link, or its
+        directory a link).
+        """
         try:
-            st = os.stat(path)
+            if not stat.S_ISDIR(os.lstat(os.path.dirname(path)).st_mode):
+                return None
+            st = os.lstat(path)
         except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
             return None
         return cls(path, st.st_size, (st.st_dev, st.st_ino), st.st_mtime_ns)
 
     def open(self) -> int:
         """
-        :raises OSError: when the file cannot be opened, or was replaced
-            since it was looked at.
+        :raises OSError: when the file cannot be opened, is a link (or in a
+            directory that is one), or was replaced since it was looked at.
         """
-        fd = os.open(self.path, os.O_RDONLY)
+        fd = open_no_links(self.path)
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != self.identity or st.st_size != self.size:
             os.close(fd)
@@ -74,3 +87,19 @@ class CompleteFile:
         pass
 
 
+
+
+def open_no_links(path: str) -> int:
+    """
+    Open ``path`` for reading without following a symbolic link, neither
+    the file nor the directory it is in.
+
+    :raises OSError: ``ELOOP`` (or ``ENOTDIR``) for a link.
+    """
+    directory = os.open(
+        os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    )
+    try:
+        return os.open(os.path.basename(path), os.O_RDONLY | os.O_NOFOLLOW, dir_fd=directory)
+    finally:
+        os.close(directory)

@@ -26,12 +26,10 @@ runs in the disk threads.
 
 from __future__ import annotations
 
-import enum
 import errno
-import hashlib
 import os
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 from automat import TypeMachineBuilder
@@ -41,9 +39,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from proxypypi.cache.complete import open_no_links
+from proxypypi.cache.phases import Inputs, Phase, hashers
 from proxypypi.cache.storage import Claim, FileKey, Storage, write_all
 from proxypypi.interfaces import IFileSource, IFileSourceListener
-from proxypypi.upstream.fetch import BodyReceiver, FetchError, describe_failure
+from proxypypi.upstream.fetch import BodyReceiver, BodyTooLarge, FetchError, describe_failure
 from proxypypi.upstream.origin import Origin
 from proxypypi.waiting import Waiters
 
@@ -54,51 +54,22 @@ class IntegrityError(FetchError):
     """
 
 
-class Phase(enum.Enum):
+class Abandoned(FetchError):
     """
-    Where a download stands.
-    """
-
-    FETCHING = "fetching"
-    STREAMING = "streaming"
-    VERIFIED = "verified"
-    COMPLETE = "complete"
-    CANCELLING = "cancelling"
-    FAILED = "failed"
-
-
-class _Inputs(Protocol):
-    """
-    What can happen to a download.
+    No client is reading any more, and the upstream sends too slowly for
+    the download to be worth finishing for the cache alone.
     """
 
-    def headers_arrived(self) -> None:
-        """An origin answered with the file's headers."""
 
-    def bytes_verified(self) -> None:
-        """Every byte is on disk and every hash matched."""
+#: The largest ``.metadata`` file accepted (PEP 658): core metadata is a
+#: few kilobytes, with the longest descriptions a few hundred.
+MAX_METADATA_BYTES = 8 * 1024 * 1024
 
-    def committed(self) -> None:
-        """The file is in its final place, synced."""
-
-    def failed(self, failure: Failure) -> None:
-        """The download will never be complete."""
-
-    def cancel(self) -> None:
-        """The service is stopping: give up."""
-
-
-def _hashers(hashes: Mapping[str, str]) -> dict[str, Any]:
-    """
-    A running hash for every algorithm of the page's hashes we can compute.
-    """
-    out: dict[str, Any] = {}
-    for name, digest in hashes.items():
-        if name in hashlib.algorithms_available and digest:
-            out[name] = hashlib.new(name)
-    if "sha256" not in out:
-        out["sha256"] = hashlib.sha256()
-    return out
+#: A download no client reads is dropped when, this many seconds after it
+#: started, it has averaged less than `ABANDON_RATE` bytes a second: it
+#: would tie up a connection and a partial file for hours, for nobody.
+ABANDON_AFTER = 30.0
+ABANDON_RATE = 64 * 1024
 
 
 @implementer(IFileSource)
@@ -112,6 +83,8 @@ class Download:
         must match before the file is committed.
     :ivar size: the size the page gave, if any; a response of another
         length is refused.
+    :ivar limit: the most bytes accepted, whatever size the page or the
+        response gives (``None``: unbounded).
     :ivar written: bytes in the partial file so far.
     :ivar receiver: the body being read now, if any (aborted on cancel).
     :ivar bad_origins: after a hash mismatch, the URLs of the origins that
@@ -128,9 +101,11 @@ class Download:
     #: The partial file this process claimed (`Storage.claim`); bytes a
     #: dead holder left in it are kept, hashed again, and resumed from.
     claim: Claim
+    limit: int | None = None
     log = Logger()
 
     written: int = 0
+    _started: float = 0.0
     receiver: BodyReceiver | None = None
     bad_origins: tuple[str, ...] = ()
     _fd: int | None = None
@@ -143,7 +118,7 @@ class Download:
     _done: Waiters[None] = attrs.field(factory=Waiters)
     #: Origins whose bytes are in the partial file.
     _contributors: list[Origin] = attrs.field(factory=list)
-    _machine: _Inputs = attrs.field(init=False)
+    _machine: Inputs = attrs.field(init=False)
     #: Kept by the machine's transitions; readers (listeners called from
     #: inside a transition among them) read it here, since the machine
     #: cannot be asked while it is busy.
@@ -172,7 +147,7 @@ class Download:
             # Committed (renamed) in the disk thread a moment ago; our path
             # is updated when that thread's result reaches the reactor.
             final = self.storage.file_path(self.key.project, self.key.filename)
-            return os.open(final, os.O_RDONLY)
+            return open_no_links(final)
 
     def available(self) -> int:
         if self.phase in (Phase.VERIFIED, Phase.COMPLETE):
@@ -206,7 +181,8 @@ class Download:
         which fills and finishes the download.  Failures are reported to
         waiters and listeners.
         """
-        self._hash = _hashers(self.hashes)
+        self._hash = hashers(self.hashes)
+        self._started = self.clock.seconds()
         self._fd, self._path = self.claim.fd, self.claim.path
         self.written = self.claim.size()
         d = Deferred.fromCoroutine(self._resume_then(fetch))
@@ -271,7 +247,12 @@ class Download:
         """
         An origin answered; ``total`` is the size it announced, if any
         (already checked against the page's).
+
+        :raises BodyTooLarge: when the file is larger than `limit`.
         """
+        size = total if total is not None else self.size
+        if size is not None and self.limit is not None and size > self.limit:
+            raise BodyTooLarge(f"the file has {size} bytes, over the {self.limit} accepted")
         if total is not None:
             self._total = total
         self._machine.headers_arrived()
@@ -288,16 +269,34 @@ class Download:
         Append ``data`` to the partial file and tell the readers.
 
         :raises IntegrityError: when it goes past the size announced.
+        :raises BodyTooLarge: when it goes past `limit`.
+        :raises Abandoned: when nobody reads it and it is too slow to keep.
         """
         total = self.expected_size()
         if total is not None and self.written + len(data) > total:
             raise IntegrityError(f"upstream sent more than the {total} bytes announced")
+        if self.limit is not None and self.written + len(data) > self.limit:
+            raise BodyTooLarge(f"the file is larger than the {self.limit} bytes accepted")
+        if not self._listeners:
+            self._check_worth()
         assert self._fd is not None
         write_all(self._fd, data)
         for h in self._hash.values():
             h.update(data)
         self.written += len(data)
         self._notify()
+
+    def _check_worth(self) -> None:
+        """
+        :raises Abandoned: when the download, read by no client, has been
+            too slow for too long (`ABANDON_AFTER`, `ABANDON_RATE`).
+        """
+        elapsed = self.clock.seconds() - self._started
+        if elapsed >= ABANDON_AFTER and self.written < ABANDON_RATE * elapsed:
+            raise Abandoned(
+                f"no client reads it and the upstream sends {self.written / elapsed:.0f} "
+                f"bytes a second; dropped"
+            )
 
     async def finish(self) -> None:
         """
@@ -377,7 +376,7 @@ class Download:
 
 # The transition table.
 
-_builder = TypeMachineBuilder(_Inputs, Download)
+_builder = TypeMachineBuilder(Inputs, Download)
 _fetching = _builder.state("fetching")
 _streaming = _builder.state("streaming")
 _verified = _builder.state("verified")
@@ -386,44 +385,44 @@ _cancelling = _builder.state("cancelling")
 _failed = _builder.state("failed")
 
 
-def _headers_known(inputs: _Inputs, core: Download) -> None:
+def _headers_known(inputs: Inputs, core: Download) -> None:
     core._phase = Phase.STREAMING
     core._headers_known()
 
 
-def _verified_all(inputs: _Inputs, core: Download) -> None:
+def _verified_all(inputs: Inputs, core: Download) -> None:
     core._phase = Phase.VERIFIED
     core._notify()
 
 
-def _completed(inputs: _Inputs, core: Download) -> None:
+def _completed(inputs: Inputs, core: Download) -> None:
     core._phase = Phase.COMPLETE
     core._completed()
 
 
-def _stop_reading(inputs: _Inputs, core: Download) -> None:
+def _stop_reading(inputs: Inputs, core: Download) -> None:
     core._phase = Phase.CANCELLING
     core._stop_reading()
 
 
-def _give_up(inputs: _Inputs, core: Download, failure: Failure) -> None:
+def _give_up(inputs: Inputs, core: Download, failure: Failure) -> None:
     core._phase = Phase.FAILED
     core._failed(failure)
 
 
-_fetching.upon(_Inputs.headers_arrived).to(_streaming)(_headers_known)
+_fetching.upon(Inputs.headers_arrived).to(_streaming)(_headers_known)
 # A resumed attempt (another origin, or the same after a break).
-_streaming.upon(_Inputs.headers_arrived).loop().returns(None)
-_streaming.upon(_Inputs.bytes_verified).to(_verified)(_verified_all)
-_verified.upon(_Inputs.committed).to(_complete)(_completed)
+_streaming.upon(Inputs.headers_arrived).loop().returns(None)
+_streaming.upon(Inputs.bytes_verified).to(_verified)(_verified_all)
+_verified.upon(Inputs.committed).to(_complete)(_completed)
 for _state in (_fetching, _streaming):
-    _state.upon(_Inputs.cancel).to(_cancelling)(_stop_reading)
+    _state.upon(Inputs.cancel).to(_cancelling)(_stop_reading)
 for _state in (_fetching, _streaming, _verified, _cancelling):
-    _state.upon(_Inputs.failed).to(_failed)(_give_up)
+    _state.upon(Inputs.failed).to(_failed)(_give_up)
 # The transfer notices the cancellation at its next step and fails; a
 # commit already under way finishes; a finished download stays as it is.
-_cancelling.upon(_Inputs.headers_arrived).loop().returns(None)
+_cancelling.upon(Inputs.headers_arrived).loop().returns(None)
 for _state in (_verified, _cancelling, _complete, _failed):
-    _state.upon(_Inputs.cancel).loop().returns(None)
+    _state.upon(Inputs.cancel).loop().returns(None)
 
 _DownloadMachine = _builder.build()

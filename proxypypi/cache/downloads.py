@@ -50,6 +50,7 @@ class Manager:
         hashes: Mapping[str, str],
         size: int | None,
         seen: tuple[int, int] | None = None,
+        limit: int | None = None,
     ) -> Download | ForeignDownload:
         """
         The download of ``key``: the one in flight in this process, the one
@@ -58,13 +59,14 @@ class Manager:
         :param seen: the identity (device, inode) of the file the caller
             found in place and will not serve (damaged), if any: another
             file there now was committed by another process meanwhile.
+        :param limit: the most bytes the file may have (`Download.limit`).
         """
         existing = self._active.get(key)
         if existing is not None:
             return existing
 
         def ours(claim: Claim) -> Download:
-            return self._start(key, origins, hashes, size, claim)
+            return self._start(key, origins, hashes, size, claim, limit)
 
         claim = self.storage.claim(key)
         download: Download | ForeignDownload
@@ -88,13 +90,14 @@ class Manager:
         hashes: Mapping[str, str],
         size: int | None,
         claim: Claim,
+        limit: int | None,
     ) -> Download:
         tainted = self._tainted.get(key, frozenset())
         if tainted:
             # Stable: the untainted origins keep their order, first.
             origins = sorted(origins, key=lambda o: o.url in tainted)
         download = Download(
-            key, origins, hashes, size, self.storage, self.clock, self.idle_timeout, claim
+            key, origins, hashes, size, self.storage, self.clock, self.idle_timeout, claim, limit
         )
         download.start(transfer)
         # A failure reaches the clients through their own waits.

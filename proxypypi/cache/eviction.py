@@ -201,6 +201,10 @@ class Evictor:
             len(self._entries), self._total, self.evicted_files, self.evicted_bytes
         )
 
+    def last_used(self, key: FileKey) -> float | None:
+        entry = self._entries.get(key)
+        return None if entry is None else entry.used
+
     def stored(self, key: FileKey, size: int) -> None:
         try:
             self._touch(key, size)

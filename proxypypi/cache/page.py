@@ -9,6 +9,7 @@ forms (`proxypypi.cache.forms`).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,9 @@ from proxypypi.upstream.pages import Validators
 _MARK = b',"_proxypypi":'
 #: How each file's entry in a stored page starts.
 _ENTRY = b'{"filename":'
+#: Bytes read from the end of a stored page for its bookkeeping block: a
+#: source URL, a time and two validators, well under this.
+_TAIL = 16384
 
 
 def stored_head(raw: bytes) -> memoryview:
@@ -84,21 +88,29 @@ def stored_entry(raw: bytes, name: NormalizedName, filename: str) -> DistFile | 
     return parse_json_entry(entry, meta["source"], name)
 
 
-def fetched_at(tail: bytes) -> float | None:
+def stored_bookkeeping(path: str) -> dict[str, Any] | None:
     """
-    When a stored page was fetched, from the last bytes of its file (its
-    bookkeeping block is its last key: no need to read, let alone parse,
-    a page of megabytes); ``None`` when they hold no bookkeeping.
+    The bookkeeping block of the stored page at ``path``, read from its
+    last bytes alone (no need to read, let alone parse, a page of
+    megabytes): where it came from, when, its validators.  ``None`` when
+    there is no page or it is damaged.  Blocking.
     """
-    start = tail.rfind(_MARK)
-    if start < 0:
-        return None
     try:
-        meta = orjson.loads(tail[start + len(_MARK) : -1])
-    except ValueError:
+        with open(path, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            f.seek(max(0, end - _TAIL))
+            return _bookkeeping(f.read(_TAIL))
+    except (OSError, ValueError):
         return None
-    value = meta.get("fetched-at") if isinstance(meta, dict) else None
-    return float(value) if isinstance(value, int | float) else None
+
+
+def stored_source(path: str) -> str | None:
+    """
+    The upstream the stored page at ``path`` came from (the browse pages
+    show it for dozens of projects at once).  Blocking.
+    """
+    meta = stored_bookkeeping(path)
+    return None if meta is None else str(meta["source"])
 
 
 def _bookkeeping(raw: bytes) -> dict[str, Any]:

@@ -167,7 +167,7 @@ class PageCache:
     async def _get_from_disk_or_upstream(
         self, name: NormalizedName, form: Form | None
     ) -> tuple[PageFacts, str]:
-        loaded = await self._load(name)
+        loaded = await self.load(name)
         if loaded is not None:
             facts = self.known(name) or self.memory.remember(Stored(loaded))
             if not self.is_fresh(facts):
@@ -206,9 +206,11 @@ class PageCache:
             raise ProjectNotFound(name)
         return found
 
-    async def _load(self, name: NormalizedName) -> CachedPage | None:
+    async def load(self, name: NormalizedName) -> CachedPage | None:
         """
-        The stored page of ``name``, once any write of it has landed.
+        The stored page of ``name``, once any write of it has landed;
+        never fetched (the browse pages show what is stored, and nothing
+        else).
         """
         await self._saving.landed(name)
         loaded: CachedPage | None = await self.work(self._store.load, name)
@@ -272,7 +274,7 @@ class PageCache:
         :raises ProjectNotFound: and what else `get` raises.
         """
         await self.get(name)
-        cached = await self._load(name)
+        cached = await self.load(name)
         if cached is None:
             raise ProjectNotFound(name)
         return cached
@@ -300,7 +302,7 @@ class PageCache:
             if when is not None and self.clock.seconds() - when < self.ttl and (
                 facts is None or when > facts.fetched_at
             ):
-                loaded = await self._load(name)
+                loaded = await self.load(name)
                 if loaded is not None:
                     return self.memory.remember(Stored(loaded))
             return await self._fetch(name, facts, form)

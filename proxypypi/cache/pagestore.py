@@ -37,7 +37,7 @@ from proxypypi.cache.forms import (
 )
 from proxypypi.cache.page import (
     CachedPage,
-    fetched_at,
+    stored_bookkeeping,
     stored_entry,
     stored_head,
     with_bookkeeping,
@@ -46,10 +46,6 @@ from proxypypi.cache.storage import Chunks, Storage, unlink_all, write_atomicall
 from proxypypi.simple.model import DistFile
 from proxypypi.simple.parse import PageParseError
 from proxypypi.simple.render import render_project_jsons
-
-#: Bytes at the end of a stored page that hold its bookkeeping (a source
-#: URL, two validators, a time).
-_TAIL = 8192
 
 
 @attrs.frozen
@@ -281,13 +277,9 @@ class PageStore:
         When the stored page of ``name`` was fetched (by any process), or
         ``None`` without one.
         """
-        try:
-            with open(self.storage.page_path(name), "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - _TAIL))
-                return fetched_at(f.read())
-        except OSError:
-            return None
+        meta = stored_bookkeeping(self.storage.page_path(name))
+        value = None if meta is None else meta.get("fetched-at")
+        return float(value) if isinstance(value, int | float) else None
 
     def retouch(
         self,

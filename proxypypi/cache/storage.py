@@ -38,6 +38,8 @@ Runner = Callable[..., "Deferred[Any]"]
 
 PARTIAL_SUFFIX = ".part"
 
+_log = Logger()
+
 
 @attrs.frozen
 class FileKey:
@@ -63,33 +65,52 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def stored_files(files_dir: str) -> Iterator[tuple[str, str, os.stat_result]]:
+def stored_projects(files_dir: str) -> Iterator[os.DirEntry[str]]:
     """
-    Every file the service may have stored under ``files_dir``: in a
-    directory named by a normalized project name, with a safe name, not a
-    partial download.  Yields (project, filename, stat).  Anything else is
-    not ours (see ``proxypypi-admin verify``).  Blocking.
+    The project directories under ``files_dir``: those named by a
+    normalized project name.  Reads the one directory, no file in it.
+    Blocking.
     """
     try:
         projects = list(os.scandir(files_dir))
     except FileNotFoundError:
         return
     for project in projects:
-        if not project.is_dir(follow_symlinks=False) or normalize(project.name) != project.name:
+        if project.is_dir(follow_symlinks=False) and normalize(project.name) == project.name:
+            yield project
+
+
+def project_files(directory: str) -> Iterator[tuple[str, os.stat_result]]:
+    """
+    Every file the service may have stored in one project's ``directory``:
+    with a safe name, not a partial download.  Yields (filename, stat).
+    Blocking.
+    """
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        name = entry.name
+        if not is_safe_filename(name) or name.endswith(PARTIAL_SUFFIX):
             continue
         try:
-            entries = list(os.scandir(project.path))
+            if entry.is_file(follow_symlinks=False):
+                yield name, entry.stat(follow_symlinks=False)
         except OSError:
             continue
-        for entry in entries:
-            name = entry.name
-            if not is_safe_filename(name) or name.endswith(PARTIAL_SUFFIX):
-                continue
-            try:
-                if entry.is_file(follow_symlinks=False):
-                    yield project.name, name, entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
+
+
+def stored_files(files_dir: str) -> Iterator[tuple[str, str, os.stat_result]]:
+    """
+    Every file the service may have stored under ``files_dir`` (see
+    `stored_projects` and `project_files`).  Yields (project, filename,
+    stat).  Anything else is not ours (see ``proxypypi-admin verify``).
+    Blocking.
+    """
+    for project in stored_projects(files_dir):
+        for name, st in project_files(project.path):
+            yield project.name, name, st
 
 
 def unlink_all(paths: Iterable[str]) -> None:
@@ -101,6 +122,21 @@ def unlink_all(paths: Iterable[str]) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+def remove_quietly(path: str) -> None:
+    """
+    Remove a file that is no longer wanted (a spool file, say), for code
+    that is already handling a failure: one already gone is fine, and one
+    that cannot be removed (a read-only or failing disk) is logged, not
+    raised over the error being answered.
+    """
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        _log.warn("cannot remove {path}: {error}", path=path, error=e.strerror)
 
 
 #: What a file is written from: its bytes, or its chunks in order (a large

@@ -26,9 +26,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IResponse
 
-from proxypypi.cache.download import Download, IntegrityError
+from proxypypi.cache.download import Abandoned, Download, IntegrityError
 from proxypypi.upstream.fetch import (
     BodyReceiver,
+    BodyTooLarge,
     FetchError,
     Timing,
     describe_failure,
@@ -37,6 +38,7 @@ from proxypypi.upstream.fetch import (
     request,
 )
 from proxypypi.upstream.origin import Origin
+from proxypypi.upstream.reach import Refused
 
 #: How many times one download may (re)connect before giving up.
 MAX_ATTEMPTS = 6
@@ -60,7 +62,8 @@ async def transfer(download: Download) -> None:
     """
     origins = download.origins
     errors: list[str] = []
-    # Origins that cannot serve this file at all (404, another size):
+    # Origins that cannot serve this file at all (404, another size, a URL
+    # refused):
     # asking them again would not help.
     excluded: dict[int, FetchError] = {}
     position = 0
@@ -74,23 +77,27 @@ async def transfer(download: Download) -> None:
         before = download.written
         try:
             await _attempt_reporting(download, origin, timing)
-        except (FileNotFoundUpstream, IntegrityError) as e:
+        except (FileNotFoundUpstream, IntegrityError, Refused) as e:
             if download.written > before:
                 download.contributed(origin)
             excluded[index] = e
             errors.append(f"{origin.url}: {e}")
             if isinstance(e, IntegrityError) and origin.health is not None:
                 origin.health.report_failure(str(e))
-            elif origin.health is not None:
+            elif isinstance(e, FileNotFoundUpstream) and origin.health is not None:
                 origin.health.report_success(timing.latency)
+            # A URL the proxy refuses to fetch says nothing of the member's
+            # health: its other pages and files are still served.
             continue
         except Exception as e:
             if download.written > before:
                 download.contributed(origin)
             # A disk error ends the download; an unknown host name
             # (DNSLookupError is an OSError too) is the origin's fault.
-            if download.cancelling or (
-                isinstance(e, OSError) and not isinstance(e, DNSLookupError)
+            if (
+                download.cancelling
+                or isinstance(e, Abandoned | BodyTooLarge)
+                or (isinstance(e, OSError) and not isinstance(e, DNSLookupError))
             ):
                 raise
             failure = Failure(e)
@@ -162,7 +169,11 @@ async def _attempt(download: Download, origin: Origin, timing: Timing) -> None:
         response.deliverBody(Protocol())  # closes the connection
         raise FetchError("download cancelled")
     skip, total = _accept_response(download, response)
-    download.headers_arrived(total)
+    try:
+        download.headers_arrived(total)
+    except BodyTooLarge:
+        response.deliverBody(Protocol())  # closes the connection
+        raise
     idle = origin.idle_timeout if origin.idle_timeout is not None else download.idle_timeout
 
     def on_data(data: bytes) -> None:
@@ -187,6 +198,11 @@ async def _attempt(download: Download, origin: Origin, timing: Timing) -> None:
     expected = download.expected_size()
     if expected is not None and download.written < expected:
         raise FetchError(f"body ended at byte {download.written} of {expected}")
+    if receiver.unframed and expected is None and not download.hashes:
+        # Nothing tells such a body from one the connection cut short.
+        raise FetchError(
+            "the file ended with its connection, with no length or hash to prove it whole"
+        )
 
 
 def _accept_response(download: Download, response: IResponse) -> tuple[int, int | None]:

@@ -80,6 +80,12 @@ class IUsageTracker(Interface):
         The size of the cache as far as known now; cheap (no disk access).
         """
 
+    def last_used(key: FileKey) -> float | None:
+        """
+        When ``key`` was last read or stored, if that is recorded (only
+        eviction keeps an access order); cheap (no disk access).
+        """
+
     def tick() -> Deferred[None] | None:
         """
         One background pass (a scan, an eviction): never fails, since a
@@ -143,6 +149,9 @@ class SizeAccounting:
 
     def figures(self) -> UsageFigures:
         return UsageFigures(self.files, self.bytes)
+
+    def last_used(self, key: FileKey) -> float | None:
+        return None
 
     def tick(self) -> Deferred[None]:
         """

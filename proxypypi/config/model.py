@@ -15,7 +15,14 @@ from typing import Any
 
 import attrs
 
-from proxypypi.config.urls import ConfigError, display_url, proxy_address
+from proxypypi.config.urls import (
+    ConfigError,
+    basic_authorization,
+    display_url,
+    parse_file_host,
+    proxy_address,
+    without_credentials,
+)
 
 DEFAULT_LISTEN = "tcp:3141:interface=127.0.0.1"
 DEFAULT_STORAGE = "./proxypypi-data"
@@ -39,7 +46,8 @@ class UpstreamConfig:
     on, and the next one asked, well before an installer's own read timeout
     (pip's is 15 s) fails the install.
 
-    :ivar url: the simple-index base URL, always ending in ``/``.
+    :ivar url: the simple-index base URL, always ending in ``/``, as given
+        (credentials included: use `address` to name it).
     :ivar weight: this member's share of its group's load.
     :ivar connect_timeout: seconds to establish a connection.
     :ivar first_byte_timeout: seconds from request to response headers.
@@ -48,11 +56,25 @@ class UpstreamConfig:
         ``download-idle-timeout``.
     """
 
-    url: str
+    url: str = attrs.field(repr=display_url)
     weight: float = attrs.field(default=1.0, validator=_positive("weight"))
     connect_timeout: float = attrs.field(default=5.0, validator=_positive("connect-timeout"))
     first_byte_timeout: float = attrs.field(default=10.0, validator=_positive("first-byte-timeout"))
     idle_timeout: float | None = attrs.field(default=None, validator=_positive("idle-timeout"))
+
+    @property
+    def address(self) -> str:
+        """
+        The URL without credentials: what the upstream is called everywhere.
+        """
+        return without_credentials(self.url)
+
+    @property
+    def authorization(self) -> bytes | None:
+        """
+        Basic authorization for the credentials of the URL, if it has any.
+        """
+        return basic_authorization(self.url)
 
 
 
@@ -111,17 +133,28 @@ class Config:
         upload; ``None`` disables uploads.
     :ivar auth_read: require a valid user for reads as well.
     :ivar max_upload_size: the largest upload accepted, in bytes.
+    :ivar max_file_size: the largest upstream file fetched and stored, in
+        bytes, whatever the page says (a page may give no size at all).
     :ivar allow_overwrite: let an upload replace a private file of the same
         name with different content.
     :ivar merge_upstream: private projects whose upstream files stay listed.
     :ivar log_format: ``text`` or ``json`` (one JSON object per line).
     :ivar trusted_proxies: addresses whose ``X-Forwarded-*`` headers count.
+    :ivar file_hosts: ``--file-host`` values (``HOST[:PORT]``): when given,
+        the only hosts besides the upstreams' own that files are fetched
+        from, on any address (`proxypypi.upstream.reach`).
     :ivar upstream_proxy: an HTTP proxy URL (``http://[user:password@]host:port``)
         for reaching upstreams: https ones through a ``CONNECT`` tunnel
         (TLS still verified end to end), plain-http ones as proxied requests.
         ``None``: the one the environment names (`environment_proxy`), if any.
     :ivar workers: worker processes serving the listening sockets and the
         storage together; ``1`` is a single process; ``None``, one per CPU.
+    :ivar header_timeout: seconds for a request's head to arrive whole.
+    :ivar max_connections: client connections open at most; ``None``: the
+        file descriptor limit less a reserve.
+    :ivar max_client_connections: client connections open at most from
+        one address (trusted proxies are not capped).
+    :ivar admins: users who may change every private project.
     """
 
     upstreams: tuple[tuple[UpstreamConfig, ...], ...]
@@ -141,12 +174,22 @@ class Config:
     auth_file: str | None = None
     auth_read: bool = False
     max_upload_size: int = 1024**3
+    max_file_size: int = attrs.field(default=20 * 1024**3, validator=_positive("max-file-size"))
     allow_overwrite: bool = False
     merge_upstream: tuple[str, ...] = ()
     log_format: str = attrs.field(default="text", validator=attrs.validators.in_(("text", "json")))
     trusted_proxies: tuple[str, ...] = ()
     upstream_proxy: str | None = None
     workers: int | None = None
+    file_hosts: tuple[str, ...] = ()
+    header_timeout: float = attrs.field(default=20.0, validator=_positive("header-timeout"))
+    max_connections: int | None = attrs.field(
+        default=None, validator=_positive("max-connections")
+    )
+    max_client_connections: int = attrs.field(
+        default=128, validator=_positive("max-client-connections")
+    )
+    admins: tuple[str, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if not self.upstreams:
@@ -169,6 +212,8 @@ class Config:
             )
         if self.upstream_proxy is not None:
             proxy_address(self.upstream_proxy)
+        for host in self.file_hosts:
+            parse_file_host(host)
         seen: set[str] = set()
         for group in self.upstreams:
             if not group:

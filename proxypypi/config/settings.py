@@ -128,16 +128,23 @@ _SCALARS: Mapping[str, tuple[str, Any]] = {
     "auth-file": ("auth_file", str),
     "auth-read": ("auth_read", _flag),
     "max-upload-size": ("max_upload_size", parse_size),
+    "max-file-size": ("max_file_size", parse_size),
     "allow-overwrite": ("allow_overwrite", _flag),
     "log-format": ("log_format", str),
     "upstream-proxy": ("upstream_proxy", str),
     "workers": ("workers", int),
+    "header-timeout": ("header_timeout", float),
+    "max-connections": ("max_connections", int),
+    "max-client-connections": ("max_client_connections", int),
 }
 
 #: TOML keys (and repeatable options) holding lists of strings.
 _LISTS: Mapping[str, str] = {
     "merge-upstream": "merge_upstream",
     "trusted-proxy": "trusted_proxies",
+    "file-host": "file_hosts",
+    "file-hosts": "file_hosts",
+    "admin": "admins",
 }
 
 

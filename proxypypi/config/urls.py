@@ -1,13 +1,15 @@
 # -*- test-case-name: tests.test_config,tests.test_upstream -*-
 """
-Upstream and proxy URLs: their canonical form, how they are shown (never
-with a password), and the proxy the environment names.
+Upstream and proxy URLs: their canonical form, the credentials they carry
+(sent as Basic authorization, never shown), and the proxy the environment
+names.
 """
 
 from __future__ import annotations
 
+import base64
 import urllib.request
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 
 class ConfigError(ValueError):
@@ -19,15 +21,42 @@ class ConfigError(ValueError):
 
 def display_url(url: str) -> str:
     """
-    An upstream URL as shown in labels and on the status page: without a
-    password, should the URL carry credentials.
+    An upstream or proxy URL as shown in logs, labels and on the status
+    page: the password replaced by ``***``, and a user name without a
+    password too (it is then a token, as pip reads it).
     """
     parts = urlsplit(url)
-    if parts.password is None:
+    if parts.username is None:
         return url
     netloc = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{netloc}", parts.path, parts.query, ""))
+    user = "***" if parts.password is None else f"{parts.username}:***"
+    return urlunsplit((parts.scheme, f"{user}@{netloc}", parts.path, parts.query, ""))
+
+
+def without_credentials(url: str) -> str:
+    """
+    ``url`` without its user and password: the address requests go to and
+    the name the upstream is known by everywhere (pages' sources, logs,
+    errors, ``/health``), so a credential cannot leak through any of them.
+    """
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def basic_authorization(url: str) -> bytes | None:
+    """
+    The Basic ``Authorization`` (or ``Proxy-Authorization``) value for the
+    credentials a URL carries (``https://user:password@host/``,
+    percent-escapes decoded, as pip reads an index URL), or ``None``.
+    """
+    parts = urlsplit(url.strip())
+    if parts.username is None:
+        return None
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return b"Basic " + base64.b64encode(pair.encode("utf-8"))
 
 
 def parse_upstream_url(url: str) -> str:
@@ -52,6 +81,27 @@ def parse_upstream_url(url: str) -> str:
     if not text.endswith("/"):
         text += "/"
     return text
+
+
+def parse_file_host(value: str) -> tuple[str, int | None]:
+    """
+    A ``--file-host`` value, ``HOST`` or ``HOST:PORT`` (``[v6]:PORT``), as
+    a lowercase host and the port (``None``: the scheme's default).
+
+    :raises ConfigError: for anything else (a URL, a path, a bad port).
+    """
+    text = value.strip()
+    try:
+        parts = urlsplit("//" + text)
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(f"file host {value!r} is malformed: {e}") from e
+    if not parts.hostname or parts.path or parts.query or parts.fragment or "@" in text:
+        raise ConfigError(
+            f"file host {value!r} must be HOST or HOST:PORT (files.mirror.example:8443), "
+            "without a scheme or path"
+        )
+    return parts.hostname.lower(), port
 
 
 def proxy_address(url: str) -> tuple[str, int]:

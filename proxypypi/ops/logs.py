@@ -29,6 +29,7 @@ from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
 from proxypypi.ops.facts import RequestFacts
+from proxypypi.text import printable
 
 ACCESS_NAMESPACE = "proxypypi.access"
 ACCESS_FORMAT = "{method} {path} {status} {bytes} {duration:.3f}s"
@@ -165,10 +166,12 @@ def event_as_text(event: LogEvent, stamp: Callable[[float], str] = _STAMP) -> st
     One log event as twistd's classic text line (plus a traceback, if any).
     """
     level = event.get("log_level")
-    text = message(event)
+    # Upstream URLs and reasons end up in messages: no escape sequence
+    # reaches the operator's terminal.
+    text = printable(message(event), keep_newlines=True)
     failure = event.get("log_failure")
     if failure is not None:
-        text = f"{text}\n{failure.getTraceback()}".rstrip("\n")
+        text = f"{text}\n{printable(failure.getTraceback(), keep_newlines=True)}".rstrip("\n")
     system = f"{_worker.text}{event.get('log_namespace', '-')}#{getattr(level, 'name', '-')}"
     text = text.replace("\n", "\n\t")
     return f"{stamp(event.get('log_time', 0.0))} [{system}] {text}\n"

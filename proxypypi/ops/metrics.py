@@ -298,7 +298,7 @@ class Metrics:
         """
 
         def metered_agent_for(upstream: Any) -> IAgent:
-            return MeteredAgent(agent_for(upstream), self.meter(upstream.url), clock)
+            return MeteredAgent(agent_for(upstream), self.meter(upstream.address), clock)
 
         return metered_agent_for
 

@@ -2,6 +2,14 @@
 """
 Inspection of an uploaded file, blocking and in a thread: its digests
 checked against what the client sent, and a wheel's METADATA taken out.
+
+A wheel must describe the project and version its file name (and the
+form) declare: its ``.dist-info`` directory is named for them, and its
+METADATA's ``Name`` and ``Version`` say the same, as the public index
+requires.  Otherwise a user allowed to upload ``corp-lib`` could serve
+METADATA that says ``Name: requests`` to every installer.  Its table of
+contents is bounded before ``zipfile`` reads it
+(`proxypypi.private.ziplimits`).
 """
 
 from __future__ import annotations
@@ -14,12 +22,15 @@ from email.parser import BytesHeaderParser
 from typing import Any
 
 import attrs
+from packaging.version import InvalidVersion, Version
 
 from proxypypi.cache.storage import (
     PARTIAL_SUFFIX,
     write_synced,
 )
+from proxypypi.names import normalize
 from proxypypi.private.model import DigestMismatch, Upload, UploadRejected
+from proxypypi.private.ziplimits import ArchiveRefused, check_members
 
 #: The largest wheel METADATA extracted.
 MAX_METADATA = 16 * 1024 * 1024
@@ -43,35 +54,83 @@ class Inspected:
     metadata_sha256: str | None = None
 
 
-def wheel_metadata(path: str, filename: str) -> bytes:
+def _is_dist_info_of(member: str, upload: Upload) -> bool:
     """
-    The exact bytes of a wheel's ``<name>-<version>.dist-info/METADATA``.
-
-    :raises UploadRejected: when the file is not a wheel with one.
+    Whether ``member`` is the METADATA of a ``.dist-info`` directory named
+    for the upload's project and version (spelled any way they normalize
+    alike: ``Corp_Lib-1.0.0`` for ``corp-lib`` 1.0).
     """
-    stem = filename[: -len(".whl")].split("-")
-    expected = f"{stem[0]}-{stem[1]}.dist-info/METADATA"
+    directory, slash, rest = member.partition("/")
+    if not slash or rest != "METADATA" or not directory.endswith(".dist-info"):
+        return False
+    name, dash, version = directory[: -len(".dist-info")].rpartition("-")
+    if not dash or normalize(name) != upload.project:
+        return False
     try:
+        return Version(version) == upload.version
+    except InvalidVersion:
+        return False
+
+
+def _check_metadata(data: bytes, upload: Upload) -> None:
+    """
+    METADATA must name the project and version the file name does.
+
+    :raises UploadRejected: saying what it names instead.
+    """
+    headers = BytesHeaderParser().parsebytes(data)
+    name, version = str(headers.get("Name", "")).strip(), str(headers.get("Version", "")).strip()
+    if normalize(name) != upload.project:
+        raise UploadRejected(
+            400,
+            f"{upload.filename!r}: its METADATA says Name: {name or '(none)'}, but the file "
+            f"is for {upload.project}; build the wheel from that project",
+        )
+    try:
+        same = Version(version) == upload.version
+    except InvalidVersion:
+        same = False
+    if not same:
+        raise UploadRejected(
+            400,
+            f"{upload.filename!r}: its METADATA says Version: {version or '(none)'}, but the "
+            f"file is version {upload.version}",
+        )
+
+
+def wheel_metadata(path: str, upload: Upload) -> bytes:
+    """
+    The exact bytes of a wheel's ``<name>-<version>.dist-info/METADATA``,
+    once checked to be the upload's.
+
+    :raises UploadRejected: when the file is not a wheel of the upload's
+        project and version with one.
+    """
+    filename = upload.filename
+    expected = f"{upload.project}-{upload.version}.dist-info/METADATA"
+    try:
+        with open(path, "rb") as f:
+            check_members(f)
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            if expected not in names:
-                found = [
-                    n for n in names if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
-                ]
-                if len(found) != 1:
-                    raise UploadRejected(400, f"{filename!r} is not a valid wheel: no {expected}")
-                expected = found[0]
-            info = zf.getinfo(expected)
+            found = [n for n in zf.namelist() if _is_dist_info_of(n, upload)]
+            if len(found) != 1:
+                raise UploadRejected(
+                    400, f"{filename!r} is not a valid wheel: no {expected} (or several)"
+                )
+            info = zf.getinfo(found[0])
             if info.file_size > MAX_METADATA:
                 raise UploadRejected(400, f"{filename!r}: METADATA is too large")
             with zf.open(info) as member:
                 data = member.read(MAX_METADATA + 1)
     except UploadRejected:
         raise
+    except ArchiveRefused as e:
+        raise UploadRejected(400, f"{filename!r} is not a valid wheel: {e}") from None
     except Exception as e:
         raise UploadRejected(400, f"{filename!r} is not a valid wheel ({e})") from None
     if len(data) > MAX_METADATA:
         raise UploadRejected(400, f"{filename!r}: METADATA is too large")
+    _check_metadata(data, upload)
     return data
 
 
@@ -109,7 +168,7 @@ def inspect_upload(upload: Upload, spool_dir: str) -> Inspected:
     requires_python = upload.requires_python
     if upload.kind != "wheel":
         return Inspected(hashers["sha256"].hexdigest(), size, requires_python)
-    metadata = wheel_metadata(upload.spool_path, upload.filename)
+    metadata = wheel_metadata(upload.spool_path, upload)
     if requires_python is None:
         requires_python = BytesHeaderParser().parsebytes(metadata).get("Requires-Python")
         requires_python = requires_python.strip() if requires_python else None

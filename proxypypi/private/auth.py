@@ -21,7 +21,9 @@ Three properties matter more than the mechanics:
   of an upload, and with ``--auth-read`` an installer sends them with every
   request.  A successful check is remembered for a few minutes, keyed by a
   keyed hash of user and password (the password itself is never kept), and
-  forgotten as soon as the file changes.
+  forgotten as soon as the file changes; requests with the same
+  credentials at once share one check.  How many checks may wait, and who
+  must wait first, is `proxypypi.private.logins`'s to say.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ from twisted.web.iweb import IRequest
 from zope.interface import Attribute, Interface, implementer
 
 from proxypypi.cache.storage import Runner
+from proxypypi.private.logins import LoginGate, TryLater
+from proxypypi.waiting import SingleFlight
 
 #: The realm named in ``WWW-Authenticate``.
 REALM = "proxypypi"
@@ -190,6 +194,9 @@ class HtpasswdChecker:
     _remembered: OrderedDict[bytes, tuple[float, tuple[int, int, int, int]]] = attrs.field(
         factory=OrderedDict, init=False
     )
+    #: Checks running or queued, by cache key: the same credentials sent
+    #: by several requests at once cost one bcrypt.
+    _flights: SingleFlight[bytes, Any] = attrs.field(factory=SingleFlight, init=False)
 
     def load(self) -> int:
         """
@@ -279,6 +286,21 @@ class HtpasswdChecker:
         except OSError:
             return None
 
+    @property
+    def pending(self) -> int:
+        """
+        Password checks waiting for a thread or running.
+        """
+        return self._flights.count()
+
+    def remembers(self, user: bytes, password: bytes) -> bool:
+        """
+        Whether these credentials checked out recently: checking them again
+        costs no bcrypt.
+        """
+        remembered = self._remembered.get(self._cache_key(user, password))
+        return remembered is not None and remembered[0] > self.clock.seconds()
+
     def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
         """
         Vouch for the user name when the password matches.
@@ -305,7 +327,7 @@ class HtpasswdChecker:
                 self._remembered.popitem(last=False)
             return user
 
-        d: Deferred[Any] = self.run(self._verify, user, password)
+        d = self._flights.run(key, lambda: self.run(self._verify, user, password))
         result: Deferred[bytes | tuple[()]] = d.addCallback(checked)
         return result
 
@@ -352,6 +374,9 @@ class Authenticator:
 
     portal: Portal
     realm: str = REALM
+    #: Bounds the logins waiting for bcrypt and slows down clients that
+    #: keep failing; none: every login is checked.
+    gate: LoginGate | None = None
     log = Logger()
 
     @classmethod
@@ -374,23 +399,28 @@ class Authenticator:
         checker = HtpasswdChecker(path, run, clock, verify=verify)
         if load:
             checker.load()
-        return cls(Portal(UserRealm(), [checker]))
+        return cls(Portal(UserRealm(), [checker]), gate=LoginGate(checker, clock))
 
-    def authenticate(self, request: IRequest) -> Deferred[User | None]:
+    def authenticate(
+        self, request: IRequest, client: str | None = None
+    ) -> Deferred[User | TryLater | None]:
         """
         Who sent ``request``: the `User` when its Basic credentials are
-        valid, ``None`` otherwise (missing, malformed or wrong alike).
-        Fires synchronously for credentials checked recently.
-        """
-        return self.authenticate_header(request.getHeader(b"authorization"))
+        valid, ``None`` otherwise (missing, malformed or wrong alike), or
+        `TryLater` when they could not be checked now.  Fires synchronously
+        for credentials checked recently.
 
-    def authenticate_header(self, header: bytes | None) -> Deferred[User | None]:
+        :param client: the client's address, for the gate's count of
+            failures.
         """
-        `authenticate`, from the ``Authorization`` header's value alone.
-        """
-        credentials = parse_basic(header)
+        credentials = parse_basic(request.getHeader(b"authorization"))
         if credentials is None:
             return succeed(None)
+        gate = self.gate
+        if gate is not None:
+            later = gate.admit(credentials.username, credentials.password, client)
+            if later is not None:
+                return succeed(later)
 
         def logged_in(result: tuple[Any, Any, Any]) -> User | None:
             _interface, avatar, _logout = result
@@ -399,6 +429,8 @@ class Authenticator:
         def refused(failure: Any) -> None:
             if not failure.check(UnauthorizedLogin):
                 self.log.failure("error while checking credentials", failure)
+            elif gate is not None:
+                gate.failed(client)
             return None
 
         d: Deferred[Any] = self.portal.login(credentials, None, IUser)

@@ -7,6 +7,7 @@ as their project's page records them, and the refusals.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,7 @@ from packaging.utils import NormalizedName
 from packaging.version import Version
 
 from proxypypi.cache.forms import MemoryForms
+from proxypypi.names import InvalidDistFilename, parse_dist_filename
 from proxypypi.simple.model import DistFile, ProjectPage, Yanked
 
 #: The page file inside a project's directory; a leading dot keeps it out
@@ -146,23 +148,50 @@ class PrivateFile:
         )
 
 
+def first_uploaders(files: Iterable[PrivateFile]) -> tuple[str, ...]:
+    """
+    The users who uploaded ``files``, each once, in order: the owners of a
+    project recorded before owners were (they are the ones who created it).
+    """
+    return tuple(dict.fromkeys(f.uploaded_by for f in files if f.uploaded_by))
+
+
 @attrs.frozen
 class PrivateProject:
     """
     A private project's files, in upload order, its page, and that page's
     forms, rendered when first asked for and kept (a private page is small).
+
+    :ivar owners: the users who may change it (besides the admins): who
+        created it, and whom its owners added.
     """
 
     name: NormalizedName
     files: tuple[PrivateFile, ...]
     page: ProjectPage
     forms: MemoryForms
+    owners: tuple[str, ...] = ()
 
     @classmethod
-    def build(cls, name: NormalizedName, files: Iterable[PrivateFile]) -> PrivateProject:
+    def build(
+        cls, name: NormalizedName, files: Iterable[PrivateFile], owners: Iterable[str] = ()
+    ) -> PrivateProject:
         files = tuple(files)
         page = ProjectPage(name, tuple(f.dist_file() for f in files))
-        return cls(name, files, page, MemoryForms(page))
+        return cls(name, files, page, MemoryForms(page), tuple(owners))
+
+    def check_owner(self, user: str, admins: frozenset[str]) -> None:
+        """
+        :raises UploadRejected: 403 unless ``user`` owns this project or is
+            an admin.
+        """
+        if user in admins or user in self.owners:
+            return
+        raise UploadRejected(
+            403,
+            f"{self.name} belongs to {', '.join(self.owners) or 'the admins'}; "
+            "ask an owner or an admin (--admin) to add you to its owners",
+        )
 
     def file(self, filename: str) -> PrivateFile | None:
         for f in self.files:
@@ -171,7 +200,11 @@ class PrivateProject:
         return None
 
     def to_bytes(self) -> bytes:
-        doc = {"name": self.name, "files": [f.to_json() for f in self.files]}
+        doc = {
+            "name": self.name,
+            "owners": list(self.owners),
+            "files": [f.to_json() for f in self.files],
+        }
         return json.dumps(doc, indent=1).encode("utf-8")
 
 
@@ -196,3 +229,36 @@ class AddResult:
     existing: bool = False
 
 
+
+
+def read_project(directory: str, name: NormalizedName) -> PrivateProject | None:
+    """
+    The private project whose page is in ``directory``, or ``None`` when
+    there is none (blocking).
+
+    :raises ValueError: (or ``KeyError``, ``TypeError``, ``OSError``) for a
+        damaged page.
+    """
+    page = os.path.join(directory, PAGE_FILE)
+    if not os.path.isfile(page):
+        return None
+    with open(page, "rb") as f:
+        doc = json.load(f)
+    files = [PrivateFile.from_json(item) for item in doc["files"]]
+    owners = doc.get("owners")
+    if owners is None:
+        owners = first_uploaders(files)
+    elif not all(isinstance(o, str) for o in owners):
+        raise TypeError("owners must be user names")
+    return PrivateProject.build(name, files, owners)
+
+
+def is_sdist_of(filename: str, version: Version) -> bool:
+    """
+    Whether ``filename`` is an sdist of ``version`` (a release has one).
+    """
+    try:
+        dist = parse_dist_filename(filename)
+    except InvalidDistFilename:
+        return False
+    return dist.kind == "sdist" and dist.version == version

@@ -15,40 +15,44 @@ publishes the same name upstream gains nothing), unless the operator named
 it with ``--merge-upstream``.  The name stays private when its last file is
 deleted, until it is released explicitly.
 
-Every change is made durable before it is acknowledged: files are fsynced
-and renamed into place, and the page is written last (temp file, fsync,
-rename), so a crash leaves either the old page or the new one, never one
-that lists a missing file.  Nothing here is ever evicted: this tree is
-outside ``DATA/files/``.
+A private project belongs to its owners, recorded in its page: the user
+who created it, and whom they add.  Only they and the admins
+(``--admin``) may upload to it, yank, delete or release it, or change its
+owners; anyone else gets 403.
+
+Every change is durable before it is acknowledged: files are fsynced and
+renamed into place, the page written last (temp file, fsync, rename), so a
+crash leaves the old page or the new one, never one listing a missing
+file; then ``.generation`` is replaced, so every worker reads it again.
+Nothing here is evicted: this tree is outside ``DATA/files/``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterable
 
 import attrs
 from packaging.utils import NormalizedName
-from packaging.version import Version
 from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from proxypypi.cache.forms import MemoryForms
 from proxypypi.cache.locks import Generation, Locks
-from proxypypi.cache.page import CachedPage
-from proxypypi.cache.pages import PageCache, PageFacts
+from proxypypi.cache.pages import PageCache
 from proxypypi.cache.storage import (
     Runner,
     fsync_dir,
+    remove_quietly,
     unlink_all,
     write_atomically,
 )
-from proxypypi.names import METADATA_SUFFIX, InvalidDistFilename, normalize, parse_dist_filename
+from proxypypi.names import METADATA_SUFFIX, normalize
 from proxypypi.private.archive import Inspected, inspect_upload
+from proxypypi.private.merged import MergedForms
 from proxypypi.private.model import (
     PAGE_FILE,
     AddResult,
@@ -57,10 +61,11 @@ from proxypypi.private.model import (
     StoredFile,
     Upload,
     UploadRejected,
+    is_sdist_of,
+    read_project,
     upload_time,
 )
-from proxypypi.simple.model import DistFile, ProjectPage, Yanked
-from proxypypi.upstream.pages import ProjectNotFound
+from proxypypi.simple.model import Yanked
 
 #: Replaced whenever a worker changes a private project, so that the
 #: others read them again (a name no project can have: it starts with a
@@ -80,6 +85,7 @@ class PrivateStore:
         listed after the private ones.
     :ivar allow_overwrite: let a different file replace one of the same
         name.
+    :ivar admins: users who may change every private project.
     """
 
     root: str
@@ -88,16 +94,19 @@ class PrivateStore:
     clock: IReactorTime
     merge_upstream: frozenset[NormalizedName] = frozenset()
     allow_overwrite: bool = False
+    admins: frozenset[str] = frozenset()
     log = Logger()
     _projects: dict[NormalizedName, PrivateProject] = attrs.field(factory=dict)
     _lock: DeferredLock = attrs.field(factory=DeferredLock)
-    _merged: dict[NormalizedName, tuple[PrivateProject, PageFacts, MemoryForms]] = attrs.field(
-        factory=dict
-    )
+    _merged: MergedForms = attrs.field(factory=MergedForms)
     #: Replaced by any worker that changes a private project.
-    _generation: Generation | None = None
+    _generation: Generation = attrs.field(init=False)
     #: Changes across the worker processes, one at a time.
-    _locks: Locks | None = None
+    _locks: Locks = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._generation = Generation(os.path.join(self.root, GENERATION))
+        self._locks = Locks(os.path.join(os.path.dirname(self.root), "locks"), self.clock)
 
     @classmethod
     def open(
@@ -109,6 +118,7 @@ class PrivateStore:
         *,
         merge_upstream: Iterable[str] = (),
         allow_overwrite: bool = False,
+        admins: Iterable[str] = (),
     ) -> PrivateStore:
         """
         Create the directory if needed and load every private project
@@ -117,49 +127,40 @@ class PrivateStore:
         operator must fix.
         """
         merged = frozenset(n for n in (normalize(m) for m in merge_upstream) if n is not None)
-        store = cls(root, spool_dir, run, clock, merged, allow_overwrite)
+        store = cls(root, spool_dir, run, clock, merged, allow_overwrite, frozenset(admins))
         os.makedirs(root, exist_ok=True)
-        store._locks = Locks(os.path.join(os.path.dirname(root), "locks"), clock)
-        store._generation = Generation(os.path.join(root, GENERATION))
         store._current()
         if store._projects:
             store.log.info("{count} private projects", count=len(store._projects))
         return store
 
     def _reload(self) -> None:
-        """
-        Read every private project from disk (blocking, and cheap: a page
-        per project).
-        """
+        """Read every private project from disk (blocking; a page each)."""
         projects: dict[NormalizedName, PrivateProject] = {}
         for entry in sorted(os.listdir(self.root)):
-            page = os.path.join(self.root, entry, PAGE_FILE)
             name = normalize(entry)
-            if name != entry or not os.path.isfile(page):
+            if name != entry:
                 continue
             try:
-                with open(page, "rb") as f:
-                    doc = json.load(f)
-                files = [PrivateFile.from_json(item) for item in doc["files"]]
+                project = read_project(os.path.join(self.root, entry), name)
             except (OSError, ValueError, KeyError, TypeError) as e:
                 self.log.error(
-                    "cannot read the private page {path} ({error}); {project} is not "
+                    "cannot read the private page of {project} ({error}); it is not "
                     "private until it is fixed",
-                    path=page,
                     error=e,
                     project=name,
                 )
                 continue
-            projects[name] = PrivateProject.build(name, files)
+            if project is not None:
+                projects[name] = project
         self._projects = projects
-        self._merged.clear()
+        self._merged.forget()
 
     def _current(self) -> dict[NormalizedName, PrivateProject]:
         """
         The private projects, read again when another worker changed them
         (it replaced the generation file): one ``stat`` per call.
         """
-        assert self._generation is not None
         if self._generation.changed():
             self._reload()
         return self._projects
@@ -227,30 +228,7 @@ class PrivateStore:
         private = self._current()[name]
         if name not in self.merge_upstream:
             return private.forms
-        try:
-            facts = await pages.get(name)
-            remembered = self._merged.get(name)
-            if remembered is not None and remembered[0] is private and remembered[1] is facts:
-                return remembered[2]
-            upstream = await pages.stored(name)
-        except ProjectNotFound:
-            return private.forms
-        except Exception as e:
-            self.log.warn(
-                "serving only the private files of {project}: {error}", project=name, error=e
-            )
-            return private.forms
-        merged = MemoryForms(self._merge(private, upstream))
-        self._merged[name] = (private, facts, merged)
-        return merged
-
-    def _merge(self, private: PrivateProject, upstream: CachedPage) -> ProjectPage:
-        ours = {f.filename for f in private.files}
-        theirs: tuple[DistFile, ...] = ()
-        status = upstream.page.status
-        if status is None or status.status != "quarantined":
-            theirs = tuple(f for f in upstream.page.files if f.filename not in ours)
-        return ProjectPage(private.name, private.page.files + theirs)
+        return await self._merged.forms_for(private, pages)
 
     # Changing
 
@@ -267,6 +245,8 @@ class PrivateStore:
         """
         metadata_spool: str | None = None
         try:
+            # Before hashing anything; again under the lock, where it counts.
+            self._check_owner(self._projects.get(upload.project), upload.user)
             inspected: Inspected = await self.run(inspect_upload, upload, self.spool_dir)
             metadata_spool = inspected.metadata_path
             async with self._changing():
@@ -274,13 +254,11 @@ class PrivateStore:
         finally:
             for path in (upload.spool_path, metadata_spool):
                 if path is not None:
-                    try:
-                        os.unlink(path)
-                    except FileNotFoundError:
-                        pass
+                    remove_quietly(path)
 
     async def _add_locked(self, upload: Upload, inspected: Inspected) -> AddResult:
         project = self._projects.get(upload.project)
+        self._check_owner(project, upload.user)
         files = list(project.files) if project is not None else []
         existing = project.file(upload.filename) if project is not None else None
         if existing is not None and existing.sha256 == inspected.sha256:
@@ -293,7 +271,7 @@ class PrivateStore:
             )
         if upload.kind == "sdist":
             for f in files:
-                if f.filename != upload.filename and _is_sdist_of(f.filename, upload.version):
+                if f.filename != upload.filename and is_sdist_of(f.filename, upload.version):
                     raise UploadRejected(
                         400, f"only one sdist per release: {f.filename} is already here"
                     )
@@ -307,7 +285,8 @@ class PrivateStore:
             uploaded_by=upload.user,
         )
         files = [f for f in files if f.filename != upload.filename] + [record]
-        updated = PrivateProject.build(upload.project, files)
+        owners = project.owners if project is not None else (upload.user,)
+        updated = PrivateProject.build(upload.project, files, owners)
         await self.run(
             self._commit_files, upload.project, upload.filename, upload.spool_path,
             inspected.metadata_path, updated.to_bytes(),
@@ -345,17 +324,20 @@ class PrivateStore:
         fsync_dir(self.root)
         write_atomically(os.path.join(directory, PAGE_FILE), page)
 
-    async def set_yanked(self, project: str, filename: str, yanked: Yanked) -> PrivateFile:
+    async def set_yanked(
+        self, project: str, filename: str, yanked: Yanked, user: str
+    ) -> PrivateFile:
         """
         Yank a file (``True`` or a reason) or unyank it (``False``).
 
-        :raises UploadRejected: 404 when there is no such private file.
+        :raises UploadRejected: 404 when there is no such private file, 403
+            when ``user`` may not change the project.
         """
         async with self._changing():
-            private, f = self._find(project, filename)
+            private, f = self._find(project, filename, user)
             changed = attrs.evolve(f, yanked=yanked)
             files = [changed if g.filename == filename else g for g in private.files]
-            await self._write_page(PrivateProject.build(private.name, files))
+            await self._write_page(PrivateProject.build(private.name, files, private.owners))
             self.log.info(
                 "{filename} of {project} is now {state}",
                 filename=filename,
@@ -364,34 +346,33 @@ class PrivateStore:
             )
             return changed
 
-    async def delete(self, project: str, filename: str) -> PrivateFile:
+    async def delete(self, project: str, filename: str, user: str) -> PrivateFile:
         """
         Remove a file for good.  The project stays private, even without
         files, until `release`d.
 
-        :raises UploadRejected: 404 when there is no such private file.
+        :raises UploadRejected: 404 when there is no such private file, 403
+            when ``user`` may not change the project.
         """
         async with self._changing():
-            private, f = self._find(project, filename)
+            private, f = self._find(project, filename, user)
             files = [g for g in private.files if g.filename != filename]
-            await self._write_page(PrivateProject.build(private.name, files))
+            await self._write_page(PrivateProject.build(private.name, files, private.owners))
             paths = [self._path(project, filename), self._path(project, filename + METADATA_SUFFIX)]
             await self.run(unlink_all, paths)
             self.log.info("deleted {filename} of {project}", filename=filename, project=project)
             return f
 
-    async def release(self, project: str) -> None:
+    async def release(self, project: str, user: str) -> None:
         """
         Stop treating a project without files as private: its name goes
         back to the upstreams.
 
-        :raises UploadRejected: 404 when it is not private, 409 while it
-            still has files.
+        :raises UploadRejected: 404 when it is not private, 403 when
+            ``user`` may not change it, 409 while it still has files.
         """
         async with self._changing():
-            private = self.project(project)
-            if private is None:
-                raise UploadRejected(404, f"{project} is not a private project")
+            private = self._owned(project, user)
             if private.files:
                 raise UploadRejected(
                     409, f"{project} still has {len(private.files)} files; delete them first"
@@ -399,14 +380,46 @@ class PrivateStore:
             await self.run(shutil.rmtree, os.path.join(self.root, project))
             await self._bump()
             del self._projects[private.name]
-            self._merged.pop(private.name, None)
+            self._merged.forget(private.name)
             self.log.info("released the private name {project}", project=project)
 
-    def _find(self, project: str, filename: str) -> tuple[PrivateProject, PrivateFile]:
+    async def set_owners(self, project: str, owners: Iterable[str], user: str) -> PrivateProject:
+        """
+        Replace the owners of a project (at least one).
+
+        :raises UploadRejected: 404 when it is not private, 403 when
+            ``user`` may not change it, 400 for an empty list.
+        """
+        owners = tuple(dict.fromkeys(owners))
+        if not owners:
+            raise UploadRejected(400, "a private project needs at least one owner")
+        async with self._changing():
+            private = self._owned(project, user)
+            updated = PrivateProject.build(private.name, private.files, owners)
+            await self._write_page(updated)
+            self.log.info("owners of {project}: {owners}", project=project, owners=owners)
+            return updated
+
+    def _check_owner(self, private: PrivateProject | None, user: str) -> None:
+        # Anyone may create a project that does not exist.
+        if private is not None:
+            private.check_owner(user, self.admins)
+
+    def _owned(self, project: str, user: str) -> PrivateProject:
+        private = self.project(project)
+        if private is None:
+            raise UploadRejected(404, f"{project} is not a private project")
+        self._check_owner(private, user)
+        return private
+
+    def _find(
+        self, project: str, filename: str, user: str
+    ) -> tuple[PrivateProject, PrivateFile]:
         private = self.project(project)
         f = private.file(filename) if private is not None else None
         if private is None or f is None:
             raise UploadRejected(404, f"{filename} is not a file of the private project {project}")
+        self._check_owner(private, user)
         return private, f
 
     async def _write_page(self, updated: PrivateProject) -> None:
@@ -422,7 +435,6 @@ class PrivateStore:
         to the projects as the disk has them now.
         """
         async with self._lock:
-            assert self._locks is not None
             held, _ = await self._locks.acquire("private")
             try:
                 self._current()
@@ -431,17 +443,6 @@ class PrivateStore:
                 held.release()
 
     async def _bump(self) -> None:
-        """
-        Tell the other workers the private projects changed.
-        """
-        assert self._generation is not None
+        """Tell the other workers the private projects changed."""
         await self.run(self._generation.bump)
-
-
-def _is_sdist_of(filename: str, version: Version) -> bool:
-    try:
-        dist = parse_dist_filename(filename)
-    except InvalidDistFilename:
-        return False
-    return dist.kind == "sdist" and dist.version == version
 

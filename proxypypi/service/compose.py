@@ -11,6 +11,7 @@ object afterwards.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -54,6 +55,7 @@ from proxypypi.service.supervisor import Supervisor
 from proxypypi.upstream.agents import upstream_agents
 from proxypypi.upstream.pages import PageFetcher
 from proxypypi.upstream.pool import Pool
+from proxypypi.web.connections import ConnectionLimits, connection_cap
 from proxypypi.web.proxy import Proxy
 from proxypypi.web.root import RootResource
 from proxypypi.web.site import ProxySite
@@ -164,6 +166,7 @@ def build_proxy(
             reactor,
             merge_upstream=config.merge_upstream,
             allow_overwrite=config.allow_overwrite,
+            admins=config.admins,
         ),
         metrics=metrics,
         auth=None
@@ -192,12 +195,23 @@ def build_site(proxy: Proxy) -> ProxySite:
     """
     The web site of ``proxy``: its resource tree, the treatment of request
     bodies (uploads spool into ``DATA/tmp/``, so committing them is a
-    rename) and where finished requests are counted.
+    rename), where finished requests are counted, and the limits on
+    connections (below this process's file descriptor limit).
     """
+    config = proxy.config
+    fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    connections = ConnectionLimits(
+        head_timeout=config.header_timeout,
+        max_total=connection_cap(config.max_connections, fd_limit),
+        max_per_client=config.max_client_connections,
+        clock=proxy.clock,
+        exempt=config.trusted_proxies,
+    )
     return ProxySite(
         RootResource(proxy),
         body_policy=body_policy(proxy),
         metrics=proxy.metrics,
+        connections=connections,
         reactor=proxy.clock,
     )
 
@@ -280,6 +294,7 @@ def _node(
             connections,
             config.upstream_proxy,
             proxy_from_environment=config.upstream_proxy is None,
+            file_hosts=config.file_hosts,
         ),
         auth_run=passwords.run,
         page_run=pages.run,

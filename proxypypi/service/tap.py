@@ -57,6 +57,7 @@ class Options(usage.Options):
         ],
         ["auth-file", None, None, "htpasswd file (bcrypt) of users who may upload."],
         ["max-upload-size", None, None, "Largest upload accepted [1G]."],
+        ["max-file-size", None, None, "Largest upstream file fetched [20G]."],
         ["log-format", None, None, "Log format: text or json (one object per line) [text]."],
         ["upstream-proxy", None, None, "HTTP proxy URL to reach upstreams through."],
         [
@@ -65,6 +66,19 @@ class Options(usage.Options):
             None,
             "Worker processes sharing the sockets and the storage; 1 is a single "
             "process [one per CPU].",
+        ],
+        ["header-timeout", None, None, "Seconds for a request's headers to arrive [20]."],
+        [
+            "max-connections",
+            None,
+            None,
+            "Client connections open at most [the file descriptor limit less a quarter].",
+        ],
+        [
+            "max-client-connections",
+            None,
+            None,
+            "Connections open at most per client address [128].",
         ],
     ]
     optFlags = [
@@ -84,6 +98,8 @@ class Options(usage.Options):
         self["listens"] = []
         self["merge-upstream"] = []
         self["trusted-proxy"] = []
+        self["file-host"] = []
+        self["admin"] = []
 
     def opt_version(self) -> None:
         """
@@ -121,6 +137,20 @@ class Options(usage.Options):
         """
         self["trusted-proxy"].append(address)
 
+    def opt_file_host(self, host: str) -> None:
+        """
+        HOST[:PORT]: when given, the only hosts besides the upstreams that
+        files are fetched from, also on private addresses (repeatable).
+        """
+        self["file-host"].append(host)
+
+    def opt_admin(self, user: str) -> None:
+        """
+        A user of the auth file who may change every private project
+        (repeatable).
+        """
+        self["admin"].append(user)
+
     def postOptions(self) -> None:
         try:
             self["config_obj"] = config = options_to_config(self)
@@ -154,7 +184,7 @@ def options_to_config(options: usage.Options) -> Config:
         key = str(flag[0])
         if options[key]:
             settings[key] = True
-    for key in ("merge-upstream", "trusted-proxy"):
+    for key in ("merge-upstream", "trusted-proxy", "file-host", "admin"):
         if options[key]:
             settings[key] = options[key]
     return build_config(settings, options["upstreams"], options["listens"] or ())

@@ -59,6 +59,13 @@ _BOM = b"\xef\xbb\xbf"
 #: page listing millions (hostile, or broken) is refused rather than read.
 MAX_PAGE_FILES = 100_000
 
+#: The most JSON values (counted by their separators and openings) a page
+#: may hold: thirty per file at `MAX_PAGE_FILES` (an entry has about
+#: fifteen).  Counted before the page is parsed, so a page of millions of
+#: tiny values (``[[],[],...]``), each costing the parser fifty bytes, is
+#: refused rather than built.
+MAX_JSON_TOKENS = 30 * MAX_PAGE_FILES
+
 #: Warnings kept per page; the rest are counted.
 MAX_WARNINGS = 5
 
@@ -80,7 +87,7 @@ def _brief(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _ascii_int(text: str) -> int | None:
+def ascii_int(text: str) -> int | None:
     """
     ``text`` as a non-negative integer, or ``None`` (also for numbers too
     long for ``int()``).
@@ -99,7 +106,7 @@ def _check_api_version(version: object) -> None:
     its fields may no longer mean what this module thinks they mean.
     """
     if isinstance(version, str):
-        major = _ascii_int(version.partition(".")[0].strip())
+        major = ascii_int(version.partition(".")[0].strip())
         if major is not None and major != 1:
             raise PageParseError(f"unsupported repository version {_brief(version)}")
 
@@ -289,8 +296,12 @@ def _load_json_object(
     The top-level JSON object of ``body``, each object in it through
     ``object_hook``.
 
-    :raises PageParseError: for anything but a JSON object.
+    :raises PageParseError: for anything but a JSON object, or one of too
+        many values (`MAX_JSON_TOKENS`).
     """
+    tokens = body.count(b",") + body.count(b"{") + body.count(b"[")
+    if tokens > MAX_JSON_TOKENS:
+        raise PageParseError(f"holds {tokens} JSON values, more than {MAX_JSON_TOKENS}")
     try:
         # The standard library's parser, not orjson's: as fast on these
         # pages, its peak memory is 3.5 times the body where orjson's is 15
@@ -518,6 +529,9 @@ class _AnchorParser(HTMLParser):
     def _finish_anchor(self) -> None:
         if self._attrs is not None:
             self.anchors.append((self._attrs, "".join(self._text).strip()))
+            # As they come, not once the page is read: a page of millions
+            # of anchors would cost gigabytes to read whole.
+            _check_count(len(self.anchors))
         self._attrs, self._text = None, []
 
 
@@ -546,7 +560,7 @@ class _PageParser(_AnchorParser):
     def handle_comment(self, data: str) -> None:
         words = data.split()
         if self.serial is None and len(words) == 2 and words[0] == "SERIAL":
-            self.serial = _ascii_int(words[1])
+            self.serial = ascii_int(words[1])
 
 
 def _decode_html(body: bytes, content_type: str) -> str:
@@ -670,7 +684,6 @@ def _parse_html(
         raise PageParseError("not an HTML page: no markup at all")
     _check_api_version(parser.meta.get("pypi:repository-version"))
     base = _html_base(c.page_url, parser.base)
-    _check_count(len(parser.anchors))
     for attrs_, text in parser.anchors:
         _html_file(c, base, attrs_, text)
     if c.foreign and not c.files:
@@ -700,6 +713,8 @@ def parse_project_page(
     page_url: str,
     expected_name: NormalizedName,
     last_serial: int | None = None,
+    *,
+    framed: bool = True,
 ) -> tuple[ProjectPage, list[str]]:
     """
     Read an upstream project page.
@@ -711,16 +726,24 @@ def parse_project_page(
     :param expected_name: the project asked for.
     :param last_serial: the ``X-PyPI-Last-Serial`` header, used when the
         body carries no serial.
+    :param framed: false when the body ended with its connection, without
+        a length: it may have been cut short, so an HTML page must end with
+        its closing tag (a JSON page cut short is no JSON at all).
     :returns: the page (whose ``versions`` already include every file's
         version) and human-readable warnings about what was dropped.
     :raises PageParseError: when ``body`` is not a project page (for HTML:
         has no markup at all), a JSON page names another project, or an HTML
-        page lists files of another project only.
+        page lists files of another project only, or may be cut short.
     """
     c = _Collector(page_url, expected_name)
     if _format_of(body) is Format.JSON:
         page = _parse_json(c, body, last_serial)
     else:
+        if not framed and _HTML_END.search(body, max(0, len(body) - 4096)) is None:
+            raise PageParseError(
+                "the page ended with its connection, without a length or a closing tag: "
+                "it may be cut short"
+            )
         page = _parse_html(c, body, content_type, last_serial)
     return page, c.all_warnings()
 

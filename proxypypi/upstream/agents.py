@@ -1,13 +1,15 @@
 # -*- test-case-name: tests.test_tunnel,tests.test_failover -*-
 """
 The HTTP agents that reach the upstreams: pooled connections, TLS verified
-against the system's trust roots, redirects followed, and an HTTP proxy
+against the system's trust roots, redirects followed, every request and
+redirect judged by where it goes (`proxypypi.upstream.reach`), credentials
+in an upstream's URL sent to it as Basic authorization, and an HTTP proxy
 when one is configured or named by the environment.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -26,8 +28,18 @@ from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 from proxypypi.config.model import UpstreamConfig
-from proxypypi.config.urls import display_url, environment_proxy, proxy_address
-from proxypypi.upstream.tunnel import TunnellingEndpointFactory, proxy_authorization
+from proxypypi.config.urls import (
+    basic_authorization,
+    display_url,
+    environment_proxy,
+    parse_file_host,
+    proxy_address,
+)
+from proxypypi.upstream.reach import JudgedAgent, Partition, Reach, ReachEndpoints, own_address
+from proxypypi.upstream.tunnel import TunnellingEndpointFactory
+
+#: Redirects followed for one request, each judged like the first hop.
+REDIRECT_LIMIT = 5
 
 log = Logger()
 
@@ -71,11 +83,13 @@ def upstream_agents(
     tls_policy: IPolicyForHTTPS | None = None,
     *,
     proxy_from_environment: bool = False,
+    file_hosts: Sequence[str] = (),
 ) -> Callable[[UpstreamConfig], IAgent]:
     """
     Real agents: pooled connections, TLS verified against the system's
-    trust roots (with service_identity), redirects followed (at most 5; a
-    loop is a failure of the upstream).
+    trust roots (with service_identity), redirects followed (at most
+    `REDIRECT_LIMIT`; a loop is a failure of the upstream), each request
+    and hop sent only where `Reach` allows.
 
     :param proxy: an HTTP proxy URL to send every request through: https in
         a ``CONNECT`` tunnel (`proxypypi.upstream.tunnel`), plain http as proxied
@@ -86,13 +100,15 @@ def upstream_agents(
     :param proxy_from_environment: without ``proxy``, reach each upstream
         through the proxy the environment names for it, if any
         (`environment_proxy`).
+    :param file_hosts: ``--file-host`` values (`Reach.file_hosts`).
     :raises ConfigError: (from the returned factory) when the environment
         names a proxy that cannot be used.
     """
     tls = tls_policy if tls_policy is not None else BrowserLikePolicyForHTTPS()
+    hosts = frozenset(parse_file_host(h) for h in file_hosts)
 
     def through(proxy_url: str, upstream: UpstreamConfig) -> IAgent:
-        authorization = proxy_authorization(proxy_url)
+        authorization = basic_authorization(proxy_url)
         host, port = proxy_address(proxy_url)
         endpoint = endpoints.HostnameEndpoint(reactor, host, port, timeout=upstream.connect_timeout)
         tunnels = TunnellingEndpointFactory(
@@ -105,26 +121,27 @@ def upstream_agents(
         )
 
     def agent_for(upstream: UpstreamConfig) -> IAgent:
+        reach = Reach(own_address(upstream.address), hosts)
         chosen = proxy
         if chosen is None and proxy_from_environment:
-            chosen = environment_proxy(upstream.url)
+            chosen = environment_proxy(upstream.address)
             if chosen is not None:
                 log.info(
                     "reaching {upstream} through {proxy}, the proxy the environment names",
-                    upstream=display_url(upstream.url),
+                    upstream=upstream.address,
                     proxy=display_url(chosen),
                 )
         agent: IAgent
         if chosen is not None:
+            # The proxy resolves names: only the URL can be judged.
             agent = through(chosen, upstream)
         else:
-            agent = Agent(
-                reactor,
-                contextFactory=tls,
-                connectTimeout=upstream.connect_timeout,
-                pool=connections,
+            endpoints = ReachEndpoints(reactor, tls, upstream.connect_timeout, reach)
+            agent = Agent.usingEndpointFactory(
+                reactor, endpoints, pool=Partition(connections, upstream.address)
             )
-        return RedirectAgent(agent, redirectLimit=5)
+        judged = JudgedAgent(agent, reach, upstream.authorization)
+        return RedirectAgent(judged, redirectLimit=REDIRECT_LIMIT)
 
     return agent_for
 

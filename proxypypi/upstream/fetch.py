@@ -122,14 +122,17 @@ class BodyReceiver(Protocol):
 
     :ivar done: fires with ``None`` once the whole body arrived, or fails
         with a `FetchError`.  A body cut short is a failure; a body without
-        a declared length that ends with the connection is accepted, and the
-        caller checks its length or hash.
+        a declared length that ends with the connection is accepted, with
+        `unframed` set: nothing tells it from a body cut short, so the
+        caller must prove it whole (its end marker, length or hash).
+    :ivar unframed: the body ended with the connection, without a length.
     """
 
     on_data: Callable[[bytes], None]
     clock: IReactorTime
     idle_timeout: float
     done: Deferred[None] = attrs.field(init=False)
+    unframed: bool = False
     _timer: IDelayedCall | None = None
     _error: Failure | None = None
 
@@ -184,6 +187,7 @@ class BodyReceiver(Protocol):
         if self._error is not None:
             self.done.errback(self._error)
         elif reason.check(ResponseDone, PotentialDataLoss):
+            self.unframed = reason.check(PotentialDataLoss) is not None
             self.done.callback(None)
         else:
             self.done.errback(
@@ -218,11 +222,31 @@ def request(
     return d
 
 
+@attrs.frozen
+class Body:
+    """
+    A whole body as read by `read_body`.
+
+    :ivar unframed: it ended with the connection, without a length
+        (`BodyReceiver.unframed`): it may have been cut short.
+    """
+
+    data: bytes
+    unframed: bool
+
+
 def read_body(
-    response: IResponse, clock: IReactorTime, idle_timeout: float, limit: int
-) -> Deferred[bytes]:
+    response: IResponse,
+    clock: IReactorTime,
+    idle_timeout: float,
+    limit: int,
+    take: Callable[[int], None] | None = None,
+) -> Deferred[Body]:
     """
     Read a whole (small) body, at most ``limit`` bytes.
+
+    :param take: told of each chunk's size before it is kept; raises to
+        refuse it (a memory budget shared with other bodies).
     """
     chunks: list[bytes] = []
     size = 0
@@ -232,11 +256,13 @@ def read_body(
         size += len(data)
         if size > limit:
             raise BodyTooLarge(f"response larger than {limit} bytes")
+        if take is not None:
+            take(len(data))
         chunks.append(data)
 
     receiver = BodyReceiver(add, clock, idle_timeout)
     response.deliverBody(receiver)
-    return receiver.done.addCallback(lambda _: b"".join(chunks))
+    return receiver.done.addCallback(lambda _: Body(b"".join(chunks), receiver.unframed))
 
 
 #: What ISA-L raises for a broken stream (its stub types it as an instance).

@@ -55,7 +55,11 @@ class Upstream:
 
     @property
     def url(self) -> str:
-        return self.config.url
+        """
+        The member's base URL without credentials: its name in pages'
+        sources, logs, errors and ``/health`` (its agent sends them).
+        """
+        return self.config.address
 
     @property
     def weight(self) -> float:

@@ -21,11 +21,14 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.iweb import IResponse
 
 from proxypypi.simple.model import ProjectPage
 from proxypypi.simple.negotiate import HTML, HTML_V1, JSON_V1
-from proxypypi.simple.parse import PageParseError, parse_project_page
+from proxypypi.simple.parse import PageParseError, ascii_int, parse_project_page
+from proxypypi.upstream.budget import Overloaded, PageBudget
 from proxypypi.upstream.fetch import (
+    Body,
     FetchError,
     Timing,
     UpstreamTimeout,
@@ -53,8 +56,8 @@ PARSE_IN_THREAD_BYTES = 64 * 1024
 PAGE_TIMEOUT = 60.0
 
 
-def _decode_and_parse(
-    body: bytes,
+def decode_and_parse(
+    body: Body,
     gzipped: bool,
     limit: int,
     content_type: str,
@@ -64,11 +67,24 @@ def _decode_and_parse(
 ) -> tuple[ProjectPage, list[str]]:
     """
     Decode (at most ``limit`` bytes) and parse a page body.  Blocking for
-    a large page.
+    a large page.  A body that ended with the connection must prove itself
+    whole: a gzip stream by its end (`gunzip` checks it), a page by its own
+    (`parse_project_page` with ``framed`` false).
     """
-    if gzipped:
-        body = gunzip(body, limit)
-    return parse_project_page(body, content_type, page_url, name, last_serial)
+    try:
+        if gzipped:
+            return parse_project_page(
+                gunzip(body.data, limit), content_type, page_url, name, last_serial
+            )
+        return parse_project_page(
+            body.data, content_type, page_url, name, last_serial, framed=not body.unframed
+        )
+    except Exception as e:
+        # The frames of its traceback hold the expanded page (tens of
+        # megabytes, and a gzip bomb's are always that): in the reference
+        # cycle a traceback makes, they would stay until the garbage
+        # collector next runs, eight refused pages holding 300 MB.
+        raise e.with_traceback(None) from None
 
 
 class ProjectNotFound(Exception):
@@ -133,6 +149,7 @@ class PageFetcher:
     Fetches project pages from the upstreams of ``pool``.
 
     :ivar max_page_bytes: the largest page accepted.
+    :ivar budget: the bytes all page bodies in flight may hold together.
     :ivar page_timeout: seconds one page fetch from one member may take.
     :ivar parse_in: runs the parsing of pages larger than
         `PARSE_IN_THREAD_BYTES` off the reactor thread (a page of twenty
@@ -141,6 +158,7 @@ class PageFetcher:
 
     pool: Pool
     max_page_bytes: int = 32 * 1024 * 1024
+    budget: PageBudget = attrs.field(factory=PageBudget)
     page_timeout: float = PAGE_TIMEOUT
     parse_in: Callable[..., Deferred[Any]] | None = None
     #: Pages at least this large are parsed through ``parse_in``.
@@ -262,7 +280,8 @@ class PageFetcher:
                 e = UpstreamTimeout(f"page not complete within {self.page_timeout:g}s")
             failure = Failure(e)
             reason = describe_failure(failure)
-            health.report_failure(reason, fatal=is_unreachable(failure))
+            if not isinstance(e, Overloaded):  # our own limit, not the member's fault
+                health.report_failure(reason, fatal=is_unreachable(failure))
             self.log.warn(
                 "upstream {upstream} failed for project {project}: {reason}",
                 upstream=member.url,
@@ -307,27 +326,14 @@ class PageFetcher:
             response.deliverBody(Protocol())
             raise FetchError(f"HTTP {response.code} for {url}")
         gzipped = gzip_encoded(response)
-        body = await read_body(response, self.pool.clock, member.idle_timeout, self.max_page_bytes)
-        serial = header(response, b"x-pypi-last-serial")
-        parse = partial(
-            _decode_and_parse,
-            body,
-            gzipped,
-            self.max_page_bytes,
-            header(response, b"content-type") or "",
-            final_url(response, url),
-            name,
-            int(serial) if serial and serial.isdigit() else None,
-        )
-        # An index page compresses about sevenfold.
-        expanded = len(body) * 7 if gzipped else len(body)
+        share = self.budget.share()
         try:
-            if self.parse_in is not None and expanded > self.thread_threshold:
-                page, warnings = await self.parse_in(parse)
-            else:
-                page, warnings = parse()
-        except PageParseError as e:
-            raise FetchError(f"unusable page at {url}: {e}") from e
+            body = await read_body(
+                response, self.pool.clock, member.idle_timeout, self.max_page_bytes, share.take
+            )
+            page, warnings = await self._parse(body, gzipped, response, url, name)
+        finally:
+            share.release()
         if warnings:
             # One line per page, however much of it was dropped.
             self.log.warn(
@@ -338,4 +344,32 @@ class PageFetcher:
             )
         return PageResult(page, member.url, member.group, etag, last_modified)
 
+    async def _parse(
+        self, body: Body, gzipped: bool, response: IResponse, url: str, name: NormalizedName
+    ) -> tuple[ProjectPage, list[str]]:
+        """
+        Decode and parse a page body, off the reactor thread when large.
 
+        :raises FetchError: when it is not a usable page.
+        """
+        # An unusable serial (``²``, five thousand digits) is ignored.
+        serial = ascii_int((header(response, b"x-pypi-last-serial") or "").strip())
+        parse = partial(
+            decode_and_parse,
+            body,
+            gzipped,
+            self.max_page_bytes,
+            header(response, b"content-type") or "",
+            final_url(response, url),
+            name,
+            serial,
+        )
+        # An index page compresses about sevenfold.
+        expanded = len(body.data) * 7 if gzipped else len(body.data)
+        try:
+            if self.parse_in is not None and expanded > self.thread_threshold:
+                result: tuple[ProjectPage, list[str]] = await self.parse_in(parse)
+                return result
+            return parse()
+        except PageParseError as e:
+            raise FetchError(f"unusable page at {url}: {e}") from e

@@ -29,6 +29,7 @@ from twisted.web.iweb import IAgent
 
 from proxypypi.config.model import UpstreamConfig
 from proxypypi.config.urls import display_url
+from proxypypi.text import printable
 from proxypypi.upstream.health import State
 from proxypypi.upstream.member import Upstream, rebase
 from proxypypi.upstream.origin import Origin
@@ -136,7 +137,8 @@ class Pool:
 
     def health_report(self) -> list[dict[str, object]]:
         """
-        Each member's health, for ``/health``.
+        Each member's health, for ``/health`` (open to anyone, even under
+        ``--auth-read``): URLs without passwords, errors escaped.
         """
         now = self.clock.seconds()
         report = []
@@ -153,7 +155,7 @@ class Pool:
                     "latency-ms": None if h.latency is None else round(h.latency * 1000, 1),
                     "outstanding": h.outstanding,
                     "consecutive-failures": h.consecutive_failures,
-                    "last-error": h.last_error,
+                    "last-error": None if h.last_error is None else printable(h.last_error),
                     "next-probe-in": None if next_probe is None else round(next_probe - now, 1),
                 }
             )

@@ -12,9 +12,7 @@ direct connection is (the same `IPolicyForHTTPS`).
 
 from __future__ import annotations
 
-import base64
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import attrs
 from twisted.internet.address import HostnameAddress
@@ -62,20 +60,6 @@ class TunnelError(FetchError):
     def __init__(self, message: str, *, unreachable: bool = False) -> None:
         super().__init__(message)
         self.unreachable = unreachable
-
-
-def proxy_authorization(proxy_url: str) -> bytes | None:
-    """
-    The ``Proxy-Authorization`` value for a proxy URL carrying credentials
-    (``http://user:password@proxy.example:3128``; percent-escapes decoded),
-    or ``None`` without them.  Basic is what proxies configured by URL
-    expect; the header only ever goes to the proxy, never to an upstream.
-    """
-    parts = urlsplit(proxy_url.strip())
-    if parts.username is None:
-        return None
-    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-    return b"Basic " + base64.b64encode(pair.encode("utf-8"))
 
 
 def authority(host: str, port: int) -> str:
@@ -231,7 +215,7 @@ class TunnelEndpoint:
         not resolve it: inside a proxied network we often cannot).
     :ivar port: the target port.
     :ivar authorization: a ``Proxy-Authorization`` value, if the proxy
-        wants one (`proxy_authorization`).
+        wants one (`proxypypi.config.urls.basic_authorization`).
     :ivar timeout: seconds to wait for the proxy's answer once connected.
     """
 

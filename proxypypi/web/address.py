@@ -114,3 +114,23 @@ def external_base(request: IRequest, trusted: tuple[str, ...]) -> str:
     if host is None:
         host = _local_host(request)
     return f"{scheme}://{_strip_default_port(host.lower(), scheme)}/"
+
+
+def client_key(request: IRequest, trusted: tuple[str, ...]) -> str | None:
+    """
+    Who a request comes from, to count a client's failed logins: its
+    peer's address; behind a ``--trusted-proxy``, the address that proxy
+    says it forwards for (the last ``X-Forwarded-For`` entry, which it
+    added itself); ``unix`` for a Unix socket's clients.
+    """
+    peer = request.getClientAddress()
+    if is_trusted(peer, trusted):
+        forwarded = _last(request, b"x-forwarded-for")
+        try:
+            return str(ipaddress.ip_address(forwarded or ""))
+        except ValueError:
+            pass
+    if isinstance(peer, UNIXAddress):
+        return "unix"
+    host = getattr(peer, "host", None)
+    return host if isinstance(host, str) else None

@@ -19,9 +19,12 @@ wrong, so `SpoolingRequest` takes over the body as it is received:
 - a body over a limit is answered with ``413`` at once and the connection
   closed, so no more bytes come in;
 - nothing is written at all for an upload without credentials (or when
-  uploads are disabled), and the credentials are checked while the body
-  arrives: once they turn out wrong, the rest is only counted.  The answer
-  (``401``) still waits for the end of the body, like any other.
+  uploads are disabled), and nothing either before its credentials are
+  checked: until then the connection is paused (the few bytes already
+  read are held in memory) and ``Expect: 100-continue`` is not answered,
+  so made-up credentials cannot fill the disk while bcrypt is busy.  With
+  wrong ones the body is only counted; the answer (``401``) still waits
+  for the end of the body, like any other.
 
 Spool files are removed when the request ends, unless an upload took
 ownership of them (`FormReceiver.take_content`); ``DATA/tmp/`` is emptied
@@ -41,7 +44,10 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from proxypypi.cache.storage import Runner
+from proxypypi.internals import request_gone
+from proxypypi.private.auth import User
 from proxypypi.sizes import format_size
+from proxypypi.web.errors import raw_response
 from proxypypi.web.form import (
     MAX_FIELDS_SIZE,
     BodyRejected,
@@ -58,6 +64,15 @@ MAX_OTHER_BODY = 64 * 1024
 
 #: `SpoolingRequest.checked_user` until the credentials are checked.
 NOT_CHECKED = object()
+
+#: Body bytes an upload may hold in memory while its credentials are
+#: checked.  The connection is paused meanwhile, so what arrives is at most
+#: what the last read had (64 KiB); more means a transport that does not
+#: pause, and the upload is refused.
+MAX_HELD = 1024 * 1024
+
+#: The answer to ``Expect: 100-continue`` once the credentials are checked.
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _log = Logger()
 
@@ -79,10 +94,10 @@ class BodyPolicy:
     uploads_enabled: bool = True
     max_fields_size: int = MAX_FIELDS_SIZE
     max_other_body: int = MAX_OTHER_BODY
-    #: Checks an ``Authorization`` header (firing with the user or
-    #: ``None``) while the body arrives, so that a body sent with wrong
-    #: credentials stops being written to disk as soon as that is known.
-    authenticate: Callable[[bytes | None], Deferred[Any]] | None = None
+    #: Checks the credentials of an upload as soon as its headers are in
+    #: (firing with the `User`, or anything else when there is none), so
+    #: that no byte of its body is written before that is known.
+    authenticate: Callable[[Any], Deferred[Any]] | None = None
 
     @property
     def max_form_body(self) -> int:
@@ -94,18 +109,6 @@ class BodyPolicy:
             "see --max-upload-size)"
         )
 
-
-
-def _raw_response(code: int, phrase: str, message: str) -> bytes:
-    body = (message + "\n").encode("utf-8")
-    head = (
-        f"HTTP/1.1 {code} {phrase}\r\n"
-        "Content-Type: text/plain; charset=utf-8\r\n"
-        "Cache-Control: no-store\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    return head.encode("latin-1") + body
 
 
 def reason_phrase(message: str) -> bytes:
@@ -139,6 +142,13 @@ class SpoolingRequest(Request):
     _received: int = 0
     _discarding: bool = False
     _too_large: str = "request body too large"
+    #: Body chunks received while the credentials are being checked.
+    _held: list[bytes] | None = None
+    _held_size: int = 0
+    #: The request's end, when it came before the credentials' verdict.
+    _postponed: tuple[bytes, bytes, bytes] | None = None
+    #: ``100 Continue`` is owed once the credentials are checked.
+    _continue: bool = False
 
     def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("parsePOSTFormSubmission", False)
@@ -176,16 +186,46 @@ class SpoolingRequest(Request):
         self.form = form
         self.notifyFinish().addBoth(lambda _: form.discard())
         if policy.authenticate is not None:
-            header = self.requestHeaders.getRawHeaders(b"authorization", [b""])[0]
-            policy.authenticate(header).addCallback(self._credentials_checked)
+            self._held = []
+            checked = policy.authenticate(self)
+            if not checked.called:
+                self._hold()
+            checked.addCallback(self._credentials_checked)
+
+    def _hold(self) -> None:
+        """
+        Receive no more of the body until the credentials are checked.
+        """
+        transport: Any = self.channel.transport
+        if transport is not None:
+            transport.pauseProducing()
+        expect = self.requestHeaders.getRawHeaders(b"expect", [b""])[0]
+        if expect.lower() == b"100-continue":
+            # twisted.web would answer it right after the headers.
+            self.requestHeaders.removeHeader(b"expect")
+            self._continue = True
 
     def _credentials_checked(self, user: object) -> None:
         self.checked_user = user
-        if user is None and self.form is not None:
+        held, self._held = self._held or [], None
+        if request_gone(self) or self.body_rejected:
+            return
+        if not isinstance(user, User) and self.form is not None:
             # Nobody to upload for: keep counting the body, write nothing.
             self.form.discard()
             self.form = None
             self._discarding = True
+        transport: Any = self.channel.transport
+        if self._continue and transport is not None:
+            self._continue = False
+            transport.write(CONTINUE)
+        for chunk in held:
+            self._take(chunk)
+        if transport is not None:
+            transport.resumeProducing()
+        if self._postponed is not None:
+            ended, self._postponed = self._postponed, None
+            self.requestReceived(*ended)
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.body_rejected:
@@ -194,6 +234,18 @@ class SpoolingRequest(Request):
         if self._limit is not None and self._received > self._limit:
             self._reject(413, self._too_large)
             return
+        if self._held is not None:
+            self._held.append(data)
+            self._held_size += len(data)
+            if self._held_size > MAX_HELD:
+                self._reject(503, "the upload came faster than its credentials could be checked")
+            return
+        self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        """
+        Spool, count or buffer a chunk of the body, once it may be kept.
+        """
         if self.form is not None:
             try:
                 self.form.feed(data)
@@ -206,6 +258,9 @@ class SpoolingRequest(Request):
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self.body_rejected:
+            return
+        if self._held is not None:
+            self._postponed = (command, path, version)
             return
         if self.form is not None:
             self.form.finish()
@@ -225,7 +280,7 @@ class SpoolingRequest(Request):
         transport = self.channel.transport
         if transport is not None:
             phrase = reason_phrase(message).decode("ascii")
-            transport.write(_raw_response(code, phrase, message))
+            transport.write(raw_response(code, phrase, message))
         self.channel.loseConnection()
 
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
+from proxypypi.text import printable
+
 
 def error(request: IRequest, code: int, message: str) -> bytes:
     """
-    Set up an error response and return its body: plain text, whatever was
+    Set up an error response and return its body: one line of plain text
+    (control characters escaped, `printable`), whatever was
     set up for the response it replaces (a gzip form's ``Content-Encoding``
     or a file's ``ETag`` would misdescribe it).
     """
@@ -22,9 +25,29 @@ def error(request: IRequest, code: int, message: str) -> bytes:
         request.responseHeaders.removeHeader(name)
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
     request.setHeader(b"cache-control", b"no-store")
-    body = (message.rstrip() + "\n").encode("utf-8")
+    # The message may quote an upstream's URL or reason: shown escaped.
+    body = (printable(message.rstrip()) + "\n").encode("utf-8")
     request.setHeader(b"content-length", str(len(body)).encode())
     return body
+
+
+def raw_response(code: int, phrase: str, message: str, *, retry_after: int | None = None) -> bytes:
+    """
+    A whole one-line error response as bytes, for answers written straight
+    to a connection, before or instead of any request (a body refused
+    while it arrives, a late head, a connection over a cap); the
+    connection is closed after it.
+    """
+    body = (message + "\n").encode("utf-8")
+    retry = f"Retry-After: {retry_after}\r\n" if retry_after is not None else ""
+    head = (
+        f"HTTP/1.1 {code} {phrase}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "Cache-Control: no-store\r\n"
+        f"{retry}Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
 
 
 def redirect(request: IRequest, location: str) -> bytes:
@@ -64,15 +87,17 @@ class Page(Resource):
 
     def render(self, request: IRequest) -> bytes | int:
         method = request.method.decode("ascii", "replace")
-        handler = getattr(self, "render_" + method, None)
-        if handler is None and method == "HEAD":
-            handler = getattr(self, "render_GET", None)
+        # twisted.web's Resource defines render_HEAD as "render_GET", even
+        # on resources without one: HEAD is answered exactly when GET is.
+        allowed = sorted(
+            name[len("render_") :]
+            for name in dir(self)
+            if name.startswith("render_") and name != "render_HEAD"
+        )
+        if "GET" in allowed:
+            allowed.append("HEAD")
+        handler = getattr(self, "render_" + method, None) if method in allowed else None
         if handler is None:
-            allowed = sorted(
-                name[len("render_") :] for name in dir(self) if name.startswith("render_")
-            )
-            if "GET" in allowed and "HEAD" not in allowed:
-                allowed.append("HEAD")
             request.setHeader(b"allow", ", ".join(allowed).encode())
             return error(request, 405, f"{method} is not allowed here; use {', '.join(allowed)}")
         result: bytes | int = handler(request)

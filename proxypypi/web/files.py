@@ -17,6 +17,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET, Request
 
 from proxypypi.cache.complete import CompleteFile
+from proxypypi.cache.download import MAX_METADATA_BYTES
 from proxypypi.cache.storage import FileKey
 from proxypypi.cache.transfer import FileNotFoundUpstream
 from proxypypi.interfaces import IFileSource
@@ -145,6 +146,7 @@ class FilesResource(Page):
             _hashes(f, metadata),
             None if metadata else f.size,
             seen=None if complete is None else complete.identity,
+            limit=MAX_METADATA_BYTES if metadata else self.proxy.config.max_file_size,
         )
         try:
             await download.wait_for_headers()

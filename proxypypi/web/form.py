@@ -23,7 +23,7 @@ from multipart import (  # type: ignore[import-untyped]
 from multipart import parse_options_header as _parse_options_header
 from twisted.logger import Logger
 
-from proxypypi.cache.storage import PARTIAL_SUFFIX, write_all
+from proxypypi.cache.storage import PARTIAL_SUFFIX, remove_quietly, write_all
 from proxypypi.sizes import format_size
 
 #: Bytes of form fields (everything but the file) kept in memory at most;
@@ -205,10 +205,7 @@ class FormReceiver:
         self._close()
         for path in (self._path, self.content.path if self.content else None):
             if path is not None:
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
+                remove_quietly(path)
         self._path = None
         self.content = None
 
@@ -232,8 +229,9 @@ class FormReceiver:
         if self.content is not None or self._path is not None:
             raise BodyRejected(400, "one file per upload: the content field came twice")
         name = f"upload-{secrets.token_hex(12)}{PARTIAL_SUFFIX}"
-        self._path = os.path.join(self.spool_dir, name)
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        path = os.path.join(self.spool_dir, name)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._path = path
         self._file_size = 0
 
     def _data(self, chunk: bytes) -> None:

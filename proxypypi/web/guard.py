@@ -14,6 +14,8 @@ from twisted.web.server import NOT_DONE_YET
 
 from proxypypi.internals import request_gone
 from proxypypi.private.auth import Authenticator, User
+from proxypypi.private.logins import TryLater
+from proxypypi.web.address import client_key
 from proxypypi.web.body import NOT_CHECKED, reason_phrase
 from proxypypi.web.deferred import render_async
 from proxypypi.web.errors import error
@@ -48,23 +50,46 @@ def unauthorized(request: IRequest, auth: Authenticator | None) -> bytes:
     return answer(request, 401, UNAUTHORIZED)
 
 
+def refused(request: IRequest, auth: Authenticator | None, verdict: object) -> bytes:
+    """
+    The answer to a request whose credentials did not give a `User`:
+    ``401``, or, when they could not be checked now, the `TryLater`
+    answer with its ``Retry-After``.
+    """
+    if isinstance(verdict, TryLater):
+        request.setHeader(b"retry-after", b"%d" % verdict.retry_after)
+        return answer(request, verdict.code, verdict.message)
+    return unauthorized(request, auth)
+
+
+def check_credentials(proxy: Proxy, request: IRequest) -> Deferred[User | TryLater | None]:
+    """
+    What the credentials of ``request`` give (see `Authenticator.authenticate`);
+    failures count against the client's address.
+    """
+    if proxy.auth is None:
+        return succeed(None)
+    return proxy.auth.authenticate(request, client_key(request, proxy.config.trusted_proxies))
+
+
 def writer(proxy: Proxy, request: IRequest) -> Deferred[User | bytes]:
     """
     Who may change things with ``request``: the `User`, or the error body
-    to send (``403`` when uploads are disabled, ``401`` otherwise).
+    to send (``403`` when uploads are disabled, ``401`` or a `TryLater`
+    answer otherwise).
     """
     auth = proxy.auth
     if auth is None:
         return succeed(answer(request, 403, UPLOADS_DISABLED))
 
     def checked(user: object) -> User | bytes:
-        return user if isinstance(user, User) else unauthorized(request, auth)
+        return user if isinstance(user, User) else refused(request, auth, user)
 
     # Checked already while the body arrived (SpoolingRequest): no second bcrypt.
     early = getattr(request, "checked_user", NOT_CHECKED)
     if early is not NOT_CHECKED:
         return succeed(checked(early))
-    return auth.authenticate(request).addCallback(checked)
+    return check_credentials(proxy, request).addCallback(checked)
 
 
 def cache_scope(proxy: Proxy) -> str:
@@ -84,18 +109,18 @@ class ReadGuard(Resource):
 
     isLeaf = True
 
-    def __init__(self, wrapped: IResource, auth: Authenticator | None) -> None:
+    def __init__(self, wrapped: IResource, proxy: Proxy) -> None:
         super().__init__()
         self.wrapped = wrapped
-        self.auth = auth
+        self.proxy = proxy
 
     def render(self, request: IRequest) -> int:
         async def check() -> bytes | int:
-            if self.auth is None:
+            if self.proxy.auth is None:
                 return answer(request, 403, "reads need credentials, but no --auth-file is set")
-            user = await self.auth.authenticate(request)
-            if user is None:
-                return unauthorized(request, self.auth)
+            user = await check_credentials(self.proxy, request)
+            if not isinstance(user, User):
+                return refused(request, self.proxy.auth, user)
             if request_gone(request):
                 return NOT_DONE_YET
             request.render(getChildForRequest(self.wrapped, request))  # type: ignore[attr-defined]
@@ -110,4 +135,4 @@ def guard_reads(proxy: Proxy, resource: IResource) -> IResource:
     """
     if not proxy.config.auth_read:
         return resource
-    return ReadGuard(resource, proxy.auth)
+    return ReadGuard(resource, proxy)

@@ -138,6 +138,10 @@ _ETAGC = re.compile(r"[\x21\x23-\x7e\x80-\xff]*")
 _ETAG_LIST_ITEM = re.compile(r'[ \t,]*(?P<tag>(?:W/)?"[\x21\x23-\x7e\x80-\xff]*")[ \t]*(?:,|$)')
 
 
+#: More digits than any file size has (an exabyte has 19).
+_MAX_DIGITS = 20
+
+
 def parse_range(header: str | None, size: int | None) -> RangeResult:
     """
     Decide which part of a file a ``Range`` header asks for.
@@ -162,21 +166,25 @@ def parse_range(header: str | None, size: int | None) -> RangeResult:
     specs = [spec for spec in specs if spec]
     if not specs:
         return FullResponse(FullReason.MALFORMED)
-    parsed: list[tuple[int | None, int | None]] = []
+    parsed: list[tuple[str | None, str | None]] = []
     for spec in specs:
         match = _RANGE_SPEC.fullmatch(spec)
         if match is None:
             return FullResponse(FullReason.MALFORMED)
-        first = int(match["first"]) if match["first"] else None
-        last = int(match["last"]) if match["last"] else None
-        if first is None and last is None:
+        first_digits, last_digits = _position(match["first"]), _position(match["last"])
+        if first_digits is None and last_digits is None:
             return FullResponse(FullReason.MALFORMED)
-        if first is not None and last is not None and last < first:
+        if (
+            first_digits is not None
+            and last_digits is not None
+            and _order(last_digits) < _order(first_digits)
+        ):
             return FullResponse(FullReason.MALFORMED)
-        parsed.append((first, last))
+        parsed.append((first_digits, last_digits))
     if len(parsed) > 1:
         return FullResponse(FullReason.MULTIPLE_RANGES)
-    [(first, last)] = parsed
+    [(first_digits, last_digits)] = parsed
+    first, last = _value(first_digits), _value(last_digits)
     if first is None:
         # A suffix range: the last ``last`` bytes.
         assert last is not None
@@ -193,6 +201,33 @@ def parse_range(header: str | None, size: int | None) -> RangeResult:
         return Unsatisfiable(size)
     end = size - 1 if last is None else min(last, size - 1)
     return SingleRange(start=first, end=end, size=size)
+
+
+def _position(digits: str) -> str | None:
+    """
+    A byte position as written, without leading zeros (``"0"`` for zero),
+    or ``None`` when absent.  Kept as text until it is known to be small:
+    ``int()`` refuses more than 4,300 digits, and a client may send 5,000.
+    """
+    return (digits.lstrip("0") or "0") if digits else None
+
+
+def _order(digits: str) -> tuple[int, str]:
+    """
+    A key that orders positions (without leading zeros) as numbers.
+    """
+    return (len(digits), digits)
+
+
+def _value(digits: str | None) -> int | None:
+    """
+    A position as a number; one past any real file's end when it has more
+    digits than any file size can (`Unsatisfiable` as a start, clamped to
+    the file as an end).
+    """
+    if digits is None:
+        return None
+    return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
 
 
 def _unknown() -> FullResponse:

@@ -9,6 +9,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from proxypypi.web.api import PrivateApiResource
+from proxypypi.web.browse import BrowseResource
 from proxypypi.web.errors import ErrorResource, Page
 from proxypypi.web.files import FilesResource
 from proxypypi.web.guard import guard_reads
@@ -33,6 +34,7 @@ class RootResource(Page):
         self.proxy = proxy
         self.putChild(b"simple", guard_reads(proxy, SimpleResource(proxy)))
         self.putChild(b"files", guard_reads(proxy, FilesResource(proxy)))
+        self.putChild(b"browse", guard_reads(proxy, BrowseResource(proxy)))
         self.putChild(b"health", HealthResource(proxy))
         self.putChild(b"metrics", MetricsResource(registry_for(proxy)))
         self.upload = UploadResource(proxy)

@@ -2,7 +2,9 @@
 """
 The web site: its requests carry what their responses learn (for the
 access log and the metrics), bound their bodies, and tell the site when
-they start and end, so a stopping service can wait for running responses.
+they start and end, so a stopping service can wait for running responses;
+its connections are capped and their request heads have a deadline
+(`proxypypi.web.connections`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from io import BytesIO
 from typing import IO, Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -23,6 +27,7 @@ from proxypypi.ops.facts import RequestFacts
 from proxypypi.ops.logs import log_access
 from proxypypi.ops.metrics import Metrics
 from proxypypi.web.body import BodyPolicy, SpoolingRequest
+from proxypypi.web.connections import ConnectionLimits, ProxyChannel, Refused
 
 log = Logger()
 
@@ -70,9 +75,14 @@ class ProxySite(Site):
         `proxypypi.web.body`).
     :ivar metrics: where finished requests are counted (``/metrics``, the
         status page).
+    :ivar connections: the caps on open connections and the deadline of
+        request heads; none without it.
     """
 
     requestFactory = ProxyRequest
+    # HTTP/1.1 only: twisted.web's default wraps each channel in a protocol
+    # that could switch to HTTP/2, which needs a package not installed here.
+    protocol = ProxyChannel  # type: ignore[assignment]
     displayTracebacks = False
 
     def __init__(
@@ -81,13 +91,32 @@ class ProxySite(Site):
         *,
         body_policy: BodyPolicy | None = None,
         metrics: Metrics | None = None,
+        connections: ConnectionLimits | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(resource, **kwargs)
         self.body_policy = body_policy
         self.metrics = metrics
+        self.connections = connections
         self.active = 0
         self._idle: list[Deferred[None]] = []
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
+        """
+        A connection, counted in `connections`; one over a cap gets
+        `Refused` instead.
+        """
+        limits = self.connections
+        if limits is not None:
+            refusal = limits.admit(addr)
+            if refusal is not None:
+                return Refused(refusal)
+        channel: Protocol | None = super().buildProtocol(addr)
+        if isinstance(channel, ProxyChannel):
+            channel.limits, channel.peer = limits, addr
+        elif limits is not None:
+            limits.release(addr)
+        return channel
 
     def getContentFile(self, length: int | None) -> IO[bytes]:
         """

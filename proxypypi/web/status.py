@@ -2,49 +2,26 @@
 """
 ``GET /``: the status page, for a person with a browser or a phone.
 
-Plain HTML with a little inline CSS: no script, no external resource, so
-it renders anywhere, and fast (it reads the same running totals as
-``/metrics``, never the disk beyond one ``statvfs``).  Every figure that
-has an exact value carries it in a ``<data value="...">`` element, with
-an ``id`` where a reader (or a test) wants to find it.  Everything shown
-is HTML-escaped, including what comes from requests (the ``Host`` header).
+What a newcomer needs comes first: the settings that point pip and uv
+here.  The page is fast: it reads the same running totals as
+``/metrics``, never the disk beyond one ``statvfs``.  Its markup (escaped
+throughout, including what comes from requests: the ``Host`` header) is
+`proxypypi.web.markup`'s.
 """
 
 from __future__ import annotations
-
-import html
-from collections.abc import Iterable, Sequence
 
 from twisted.web.iweb import IRequest
 
 from proxypypi import __version__
 from proxypypi.config.urls import display_url
 from proxypypi.ops.metrics import RESULTS_BY_KIND, SAVED_RESULTS
-from proxypypi.sizes import human_bytes
 from proxypypi.web.address import external_base
+from proxypypi.web.markup import count, counted, data, document, e, sized, table, token
 from proxypypi.web.proxy import Proxy
 
 #: Most rows shown for downloads in flight and for private projects.
 MAX_ROWS = 100
-
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:0 auto;padding:0 .8em 2em;max-width:62em;
-line-height:1.4;color:#222;background:#fff}
-h1{font-size:1.4em;margin:.6em 0 .2em}h2{font-size:1.1em;margin:1.4em 0 .4em;
-border-bottom:1px solid #ddd}
-.wide{overflow-x:auto}table{border-collapse:collapse;min-width:100%}
-th,td{padding:.2em .5em;text-align:left;border-bottom:1px solid #eee;white-space:nowrap}
-td.n,th.n{text-align:right}pre{background:#f5f5f5;padding:.6em;overflow-x:auto}
-.healthy{color:#060}.suspect{color:#a60}.down,.probing{color:#b00;font-weight:bold}
-.muted{color:#777}progress{width:8em}
-"""
-
-
-def e(value: object) -> str:
-    """
-    Any value as escaped HTML text.
-    """
-    return html.escape(str(value), quote=True)
 
 
 def human_duration(seconds: float) -> str:
@@ -66,48 +43,6 @@ def _percent(ratio: float | None) -> str:
     return "–" if ratio is None else f"{ratio * 100:.1f}%"
 
 
-def data(value: float | int | None, text: str, id: str | None = None) -> str:
-    """
-    A figure: ``text`` for people, ``value`` for machines.
-    """
-    ident = f' id="{e(id)}"' if id else ""
-    shown = e(text)
-    if value is None:
-        return f"<span{ident}>{shown}</span>"
-    return f'<data{ident} value="{e(value)}">{shown}</data>'
-
-
-def _count(value: int, id: str | None = None) -> str:
-    return data(value, str(value), id)
-
-
-def _counted(value: int, noun: str, id: str | None = None) -> str:
-    """
-    ``1 file``, ``2 files``, the number marked up as `_count`.
-    """
-    return f"{_count(value, id)} {e(noun if value == 1 else noun + 's')}"
-
-
-def _bytes(value: int | None, id: str | None = None) -> str:
-    return data(value, human_bytes(value), id)
-
-
-def _table(head: Sequence[str], rows: Iterable[Sequence[str]], numeric: set[int]) -> str:
-    """
-    A table of already escaped cells; columns in ``numeric`` align right.
-    """
-
-    def cls(i: int) -> str:
-        return ' class="n"' if i in numeric else ""
-
-    th = "".join(f"<th{cls(i)}>{h}</th>" for i, h in enumerate(head))
-    body = "".join(
-        "<tr>" + "".join(f"<td{cls(i)}>{c}</td>" for i, c in enumerate(row)) + "</tr>"
-        for row in rows
-    )
-    return f'<div class="wide"><table><tr>{th}</tr>{body}</table></div>'
-
-
 def _upstreams(proxy: Proxy) -> str:
     rows = []
     meters = proxy.all_metrics().upstreams
@@ -118,8 +53,8 @@ def _upstreams(proxy: Proxy) -> str:
         latency = h.latency
         rows.append(
             [
-                _count(m.group + 1),
-                e(display_url(m.url)),
+                count(m.group + 1),
+                token(display_url(m.url)),
                 e(f"{m.weight:g}"),
                 f'<span class="{e(state)}" id="upstream-{i}-state">{e(state)}</span>',
                 data(h.error_rate(), _percent(h.error_rate()), f"upstream-{i}-error-rate"),
@@ -128,10 +63,10 @@ def _upstreams(proxy: Proxy) -> str:
                     "–" if latency is None else f"{latency * 1000:.0f} ms",
                     f"upstream-{i}-latency",
                 ),
-                _count(h.outstanding),
-                _count(meter.requests if meter else 0, f"upstream-{i}-requests"),
-                _count(meter.errors if meter else 0, f"upstream-{i}-errors"),
-                _bytes(meter.received if meter else 0, f"upstream-{i}-bytes"),
+                count(h.outstanding),
+                count(meter.requests if meter else 0, f"upstream-{i}-requests"),
+                count(meter.errors if meter else 0, f"upstream-{i}-errors"),
+                sized(meter.received if meter else 0, f"upstream-{i}-bytes"),
             ]
         )
     head = [
@@ -146,7 +81,7 @@ def _upstreams(proxy: Proxy) -> str:
         "failed",
         "fetched",
     ]
-    return _table(head, rows, {0, 2, 4, 5, 6, 7, 8, 9})
+    return table(head, rows, {0, 2, 4, 5, 6, 7, 8, 9})
 
 
 def _cache(proxy: Proxy) -> str:
@@ -158,11 +93,11 @@ def _cache(proxy: Proxy) -> str:
                 [
                     e(f"{kind}s"),
                     e(result),
-                    _count(m.cache.get((kind, result), 0), f"cache-{kind}-{result}"),
-                    _bytes(m.cache_bytes.get((kind, result), 0), f"cache-{kind}-{result}-bytes"),
+                    count(m.cache.get((kind, result), 0), f"cache-{kind}-{result}"),
+                    sized(m.cache_bytes.get((kind, result), 0), f"cache-{kind}-{result}-bytes"),
                 ]
             )
-    table = _table(["", "result", "responses", "sent"], rows, {2, 3})
+    kinds = table(["", "result", "responses", "sent"], rows, {2, 3})
     cached = m.cache_sent("hit", "stale")
     fetched = m.received()
     saved = m.cache_sent(*SAVED_RESULTS)
@@ -172,15 +107,15 @@ def _cache(proxy: Proxy) -> str:
         f"Hit ratio {data(ratio, _percent(ratio), 'hit-ratio')} "
         f"(pages {data(m.hit_ratio('page'), _percent(m.hit_ratio('page')), 'hit-ratio-page')}, "
         f"files {data(m.hit_ratio('file'), _percent(m.hit_ratio('file')), 'hit-ratio-file')}). "
-        f"Served from cache {_bytes(cached, 'bytes-from-cache')}; "
-        f"fetched from upstreams {_bytes(fetched, 'bytes-fetched')}; "
-        f"saved {_bytes(saved, 'bytes-saved')}."
+        f"Served from cache {sized(cached, 'bytes-from-cache')}; "
+        f"fetched from upstreams {sized(fetched, 'bytes-fetched')}; "
+        f"saved {sized(saved, 'bytes-saved')}."
         "</p>"
         '<p class="muted">A hit needed no upstream transfer of its own: a fresh or stale '
         "page, a stored file, or a file joined while another request downloads it. "
         "Saved counts the bytes sent for those.</p>"
     )
-    return summary + table
+    return summary + kinds
 
 
 def _requests(proxy: Proxy) -> str:
@@ -195,17 +130,17 @@ def _requests(proxy: Proxy) -> str:
     rows = [
         [
             e(route),
-            _count(n, f"requests-{route}"),
-            _count(errors.get(route, 0)),
-            _bytes(metrics.sent.get(route, 0), f"sent-{route}"),
+            count(n, f"requests-{route}"),
+            count(errors.get(route, 0)),
+            sized(metrics.sent.get(route, 0), f"sent-{route}"),
         ]
         for route, n in sorted(by_route.items())
     ]
     sent = sum(metrics.sent.values())
     return (
-        f"<p>{_counted(total, 'request', 'requests-total')} answered, "
-        f"{_bytes(sent, 'sent-total')} sent.</p>"
-        + _table(["route", "requests", "5xx", "sent"], rows, {1, 2, 3})
+        f"<p>{counted(total, 'request', 'requests-total')} answered, "
+        f"{sized(sent, 'sent-total')} sent.</p>"
+        + table(["route", "requests", "5xx", "sent"], rows, {1, 2, 3})
     )
 
 
@@ -214,23 +149,27 @@ def _storage(proxy: Proxy) -> str:
     files = (
         '<span id="storage-files">measuring…</span>'
         if f.files is None
-        else f"{_counted(f.files, 'file', 'storage-files')}, {_bytes(f.bytes, 'storage-bytes')}"
+        else f"{counted(f.files, 'file', 'storage-files')}, {sized(f.bytes, 'storage-bytes')}"
     )
-    limit = "" if f.limit is None else f" of at most {_bytes(f.limit, 'storage-limit')}"
+    limit = "" if f.limit is None else f" of at most {sized(f.limit, 'storage-limit')}"
     parts = [
         f"<li>Upstream files: {files}{limit}; evicted "
-        f"{_counted(f.evicted_files, 'file', 'evicted-files')} "
-        f"({_bytes(f.evicted_bytes, 'evicted-bytes')}).</li>",
-        f"<li>Uploads: {_counted(f.private_files, 'file', 'private-files')}, "
-        f"{_bytes(f.private_bytes, 'private-bytes')}.</li>",
+        f"{counted(f.evicted_files, 'file', 'evicted-files')} "
+        f"({sized(f.evicted_bytes, 'evicted-bytes')}).</li>",
+        f"<li>Uploads: {counted(f.private_files, 'file', 'private-files')}, "
+        f"{sized(f.private_bytes, 'private-bytes')}.</li>",
     ]
     if f.disk_free is not None and f.disk_total is not None:
         parts.append(
-            f"<li>Disk: {_bytes(f.disk_free, 'disk-free')} free of "
-            f"{_bytes(f.disk_total, 'disk-total')} "
+            f"<li>Disk: {sized(f.disk_free, 'disk-free')} free of "
+            f"{sized(f.disk_total, 'disk-total')} "
             f"(<code>{e(proxy.storage.root)}</code>).</li>"
         )
-    return "<ul>" + "".join(parts) + "</ul>"
+    return (
+        "<ul>"
+        + "".join(parts)
+        + '</ul><p><a href="browse/">Browse the projects stored here</a>.</p>'
+    )
 
 
 def _downloads(proxy: Proxy) -> str:
@@ -246,17 +185,17 @@ def _downloads(proxy: Proxy) -> str:
             bar, share = "", ""
         rows.append(
             [
-                e(f"{key.project}/{key.filename}"),
-                _bytes(written),
-                _bytes(total),
+                token(f"{key.project}/{key.filename}"),
+                sized(written),
+                sized(total),
                 bar + e(share),
             ]
         )
     more = len(downloads) - MAX_ROWS
     tail = f"<p>… and {more} more.</p>" if more > 0 else ""
     return (
-        f"<p>{_counted(len(downloads), 'download', 'downloads')} running.</p>"
-        + _table(["file", "received", "size", "progress"], rows, {1, 2})
+        f"<p>{counted(len(downloads), 'download', 'downloads')} running.</p>"
+        + table(["file", "received", "size", "progress"], rows, {1, 2})
         + tail
     )
 
@@ -268,13 +207,13 @@ def _private(proxy: Proxy) -> str:
     items = []
     for name in names[:MAX_ROWS]:
         project = proxy.private.project(name)
-        count = len(project.files) if project is not None else 0
-        files = "1 file" if count == 1 else f"{count} files"
-        items.append(f'<li><a href="simple/{e(name)}/">{e(name)}</a> ({files})</li>')
+        files = len(project.files) if project is not None else 0
+        link = f'<a href="browse/{e(name)}/">{e(name)}</a>'
+        items.append(f"<li>{link} ({counted(files, 'file')})</li>")
     more = len(names) - MAX_ROWS
     tail = f"<li>… and {more} more</li>" if more > 0 else ""
     return (
-        f"<p>{_counted(len(names), 'private project', 'private')}.</p><ul>"
+        f"<p>{counted(len(names), 'private project', 'private')}.</p><ul>"
         + "".join(items)
         + tail
         + "</ul>"
@@ -327,23 +266,20 @@ def render_status(proxy: Proxy, request: IRequest) -> bytes:
     if proxy.config.offline:
         offline = " <strong>(offline: serving only what is stored)</strong>"
     sections = [
+        ("Use this index", _usage(proxy, base)),
         ("Upstreams", _upstreams(proxy)),
         ("Cache", _cache(proxy)),
         ("Requests", _requests(proxy)),
         ("Storage", _storage(proxy)),
         ("Downloads in flight", _downloads(proxy)),
         ("Private projects", _private(proxy)),
-        ("Use this index", _usage(proxy, base)),
     ]
     body = "".join(f"<h2>{e(title)}</h2>{content}" for title, content in sections)
-    page = (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>proxypypi {e(__version__)}</title><style>{_STYLE}</style></head><body>"
+    return document(
+        f"proxypypi {__version__}",
         f'<h1>proxypypi <span id="version">{e(__version__)}</span></h1>'
-        f"<p>Up {data(round(uptime, 3), human_duration(uptime), 'uptime')}{offline}. "
-        '<a href="health">health</a> · <a href="metrics">metrics</a> · '
-        '<a href="simple/">index</a></p>'
-        f"{body}</body></html>"
+        f"<p>Up {data(round(uptime, 3), human_duration(uptime), 'uptime')}{offline}.</p>"
+        '<nav><a href="browse/">browse what is cached</a><a href="simple/">index</a>'
+        '<a href="health">health</a><a href="metrics">metrics</a></nav>'
+        f"{body}",
     )
-    return page.encode("utf-8")

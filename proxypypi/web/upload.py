@@ -24,7 +24,7 @@ from proxypypi.private.model import UploadRejected
 from proxypypi.web.body import BodyPolicy, form_of
 from proxypypi.web.deferred import render_async
 from proxypypi.web.errors import ErrorResource, Page
-from proxypypi.web.guard import answer, writer
+from proxypypi.web.guard import answer, check_credentials, writer
 from proxypypi.web.legacy import refusal, validate_form
 from proxypypi.web.proxy import Proxy
 
@@ -40,7 +40,9 @@ def body_policy(proxy: Proxy) -> BodyPolicy:
         spool_dir=proxy.storage.tmp_dir,
         max_upload_size=proxy.config.max_upload_size,
         uploads_enabled=proxy.auth is not None,
-        authenticate=proxy.auth.authenticate_header if proxy.auth is not None else None,
+        authenticate=(lambda request: check_credentials(proxy, request))
+        if proxy.auth is not None
+        else None,
     )
 
 

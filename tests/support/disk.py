@@ -76,6 +76,22 @@ class FillableStorage(Storage):
         return Claim(os.open("/dev/full", os.O_WRONLY), claim.path)
 
 
+@attrs.define
+class UnwritableSpool(Storage):
+    """
+    `Storage` whose ``tmp/`` the test can make unusable: while `broken`
+    is true, creating a spool file there fails, and so does removing one
+    (what a file system remounted read-only does, with EROFS; here the
+    directory is under ``/dev/null``, so both fail with ENOTDIR).
+    """
+
+    broken: bool = attrs.field(default=False, kw_only=True)
+
+    @property
+    def tmp_dir(self) -> str:
+        return "/dev/null/tmp" if self.broken else super().tmp_dir
+
+
 def stored(storage: Storage, project: str, filename: str) -> bytes | None:
     """
     The bytes of an upstream file in ``storage``, or ``None`` when it is not

@@ -163,9 +163,13 @@ class ProxyHarness(ProxyCase):
 
     # Raw HTTP against the real site
 
-    def connect(self) -> tuple[Any, StringTransport]:
-        protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        transport = StringTransport()
+    def connect(self, peer: str = "127.0.0.1") -> tuple[Any, StringTransport]:
+        """
+        A connection to the site from the client address ``peer``.
+        """
+        address = IPv4Address("TCP", peer, 40000)
+        protocol = self.site.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
         protocol.makeConnection(transport)
         return protocol, transport
 
@@ -207,6 +211,7 @@ class ProxyHarness(ProxyCase):
         *,
         length: int | None = None,
         chunked: bool = False,
+        peer: str = "127.0.0.1",
         **head: Any,
     ) -> Answer:
         """
@@ -214,9 +219,10 @@ class ProxyHarness(ProxyCase):
         or in chunks of 16 KiB with ``chunked``).
 
         :param length: the ``Content-Length`` announced, if not the body's.
+        :param peer: the client's address.
         :param head: for `head`.
         """
-        protocol, transport = self.connect()
+        protocol, transport = self.connect(peer)
         announced = None if chunked else len(body) if length is None else length
         protocol.dataReceived(self.head(announced, **head))
         if chunked:

@@ -7,6 +7,9 @@ proxy the bytes a real client would.
 from __future__ import annotations
 
 import hashlib
+import io
+import zipfile
+from collections.abc import Iterable
 
 from proxypypi.testing import Dist
 
@@ -65,3 +68,22 @@ def multipart(
     if close:
         parts.append(f"--{BOUNDARY}--\r\n".encode())
     return b"".join(parts)
+
+
+def crafted_wheel(filename: str, members: Iterable[tuple[str, bytes]]) -> Dist:
+    """
+    A file named ``filename`` holding exactly ``members`` (path, bytes):
+    the wheels a hostile uploader builds by hand.
+    """
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for path, data in members:
+            zf.writestr(path, data)
+    return Dist(filename, buf.getvalue())
+
+
+def metadata(name: str, version: str) -> bytes:
+    """
+    The smallest METADATA naming a project and version.
+    """
+    return f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
