@@ -136,11 +136,13 @@ def render(
     return out
 
 
-def form_path(forms_dir: str, project: str, form: Form) -> str:
+def form_path(forms_dir: str, project: str, form: Form | str) -> str:
     """
-    The file of one form of a stored page.
+    The file of one form of a stored page (or, given a suffix, of
+    another file kept with them).
     """
-    return os.path.join(forms_dir, f"{project}.{form.value}")
+    suffix = form.value if isinstance(form, Form) else form
+    return os.path.join(forms_dir, f"{project}.{suffix}")
 
 
 def file_etag(size: int, mtime_ns: int, inode: int) -> str:

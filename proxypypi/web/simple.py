@@ -10,9 +10,9 @@ import functools
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
+from proxypypi.cache.answers import Answer
 from proxypypi.cache.complete import CompleteFile
 from proxypypi.cache.forms import Form, Rendered, file_etag
-from proxypypi.cache.pages import Answer
 from proxypypi.names import normalize
 from proxypypi.simple.negotiate import negotiate
 from proxypypi.upstream.fetch import FetchError

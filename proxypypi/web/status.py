@@ -19,6 +19,7 @@ from twisted.web.iweb import IRequest
 
 from proxypypi import __version__
 from proxypypi.config.urls import display_url
+from proxypypi.durations import human_duration
 from proxypypi.ops.metrics import RESULTS_BY_KIND, SAVED_RESULTS
 from proxypypi.sizes import human_bytes
 from proxypypi.web.address import external_base
@@ -45,21 +46,6 @@ def e(value: object) -> str:
     Any value as escaped HTML text.
     """
     return html.escape(str(value), quote=True)
-
-
-def human_duration(seconds: float) -> str:
-    """
-    An uptime for people: ``42 s``, ``5 min``, ``3 h 12 min``, ``2 d 4 h``.
-    """
-    s = int(max(0.0, seconds))
-    if s < 60:
-        return f"{s} s"
-    minutes, hours, days = s // 60, s // 3600, s // 86400
-    if s < 3600:
-        return f"{minutes} min"
-    if s < 86400:
-        return f"{hours} h {minutes % 60} min"
-    return f"{days} d {hours % 24} h"
 
 
 def _percent(ratio: float | None) -> str:
