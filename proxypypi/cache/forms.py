@@ -26,6 +26,7 @@ from urllib.parse import quote
 import attrs
 from isal import isal_zlib
 
+from proxypypi.policy.decision import Held
 from proxypypi.simple.model import DistFile, ProjectPage
 from proxypypi.simple.negotiate import JSON_V1
 from proxypypi.simple.render import render_project_html, render_project_json
@@ -169,9 +170,12 @@ class MemoryForms:
     """
     The forms of a small page kept in memory (a private project), each
     rendered when first asked for.
+
+    :ivar held: what the policy left out of ``page``.
     """
 
     page: ProjectPage
+    held: Held = attrs.field(factory=Held)
     _rendered: dict[Form, Rendered] = attrs.field(factory=dict)
 
     def get(self, form: Form) -> Rendered:

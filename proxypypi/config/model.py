@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from proxypypi.config.policy import PolicyConfig
 from proxypypi.config.urls import ConfigError, display_url, proxy_address
 
 DEFAULT_LISTEN = "tcp:3141:interface=127.0.0.1"
@@ -120,6 +121,7 @@ class Config:
         for reaching upstreams: https ones through a ``CONNECT`` tunnel
         (TLS still verified end to end), plain-http ones as proxied requests.
         ``None``: the one the environment names (`environment_proxy`), if any.
+    :ivar policy: the supply-chain policy (cooldown, deny and allow rules).
     """
 
     upstreams: tuple[tuple[UpstreamConfig, ...], ...]
@@ -144,6 +146,7 @@ class Config:
     log_format: str = attrs.field(default="text", validator=attrs.validators.in_(("text", "json")))
     trusted_proxies: tuple[str, ...] = ()
     upstream_proxy: str | None = None
+    policy: PolicyConfig = attrs.field(factory=PolicyConfig)
 
     def __attrs_post_init__(self) -> None:
         if not self.upstreams:

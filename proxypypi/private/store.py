@@ -15,6 +15,11 @@ publishes the same name upstream gains nothing), unless the operator named
 it with ``--merge-upstream``.  The name stays private when its last file is
 deleted, until it is released explicitly.
 
+The cooldown never holds back an upload (the files are the operator's
+own); deny and allow rules apply to them as to any file.  A private page
+is judged when first asked for after it or the rules change (it is small:
+on the reactor thread).
+
 Every change is made durable before it is acknowledged: files are fsynced
 and renamed into place, and the page is written last (temp file, fsync,
 rename), so a crash leaves either the old page or the new one, never one
@@ -45,7 +50,10 @@ from proxypypi.cache.storage import (
     unlink_all,
     write_atomically,
 )
+from proxypypi.config.policy import PolicyConfig
 from proxypypi.names import METADATA_SUFFIX, InvalidDistFilename, normalize, parse_dist_filename
+from proxypypi.policy.decision import Withheld
+from proxypypi.policy.state import Policy
 from proxypypi.private.archive import Inspected, inspect_upload
 from proxypypi.private.model import (
     PAGE_FILE,
@@ -73,6 +81,7 @@ class PrivateStore:
         listed after the private ones.
     :ivar allow_overwrite: let a different file replace one of the same
         name.
+    :ivar policy: the deny and allow rules private files answer to too.
     """
 
     root: str
@@ -81,8 +90,13 @@ class PrivateStore:
     clock: IReactorTime
     merge_upstream: frozenset[NormalizedName] = frozenset()
     allow_overwrite: bool = False
+    policy: Policy = attrs.field(
+        default=attrs.Factory(lambda self: Policy.start(PolicyConfig(), self.clock), True)
+    )
     log = Logger()
     _projects: dict[NormalizedName, PrivateProject] = attrs.field(factory=dict)
+    #: Each project's page as the policy serves it, and what it was judged from.
+    _judged: dict[NormalizedName, tuple[PrivateProject, MemoryForms]] = attrs.field(factory=dict)
     _lock: DeferredLock = attrs.field(factory=DeferredLock)
     _merged: dict[NormalizedName, tuple[PrivateProject, PageFacts, MemoryForms]] = attrs.field(
         factory=dict
@@ -98,6 +112,7 @@ class PrivateStore:
         *,
         merge_upstream: Iterable[str] = (),
         allow_overwrite: bool = False,
+        policy: Policy | None = None,
     ) -> PrivateStore:
         """
         Create the directory if needed and load every private project
@@ -107,6 +122,8 @@ class PrivateStore:
         """
         merged = frozenset(n for n in (normalize(m) for m in merge_upstream) if n is not None)
         store = cls(root, spool_dir, run, clock, merged, allow_overwrite)
+        if policy is not None:
+            store.policy = policy
         os.makedirs(root, exist_ok=True)
         for entry in sorted(os.listdir(root)):
             page = os.path.join(root, entry, PAGE_FILE)
@@ -179,7 +196,44 @@ class PrivateStore:
         private = self._projects.get(name)
         if private is None or name in self.merge_upstream:
             return None
-        return private.forms
+        return self._judge(private)
+
+    def _judge(self, private: PrivateProject) -> MemoryForms:
+        """
+        The forms of ``private``'s page as the policy serves it: judged
+        again only when the project or the rules changed.
+        """
+        rules = self.policy.rules
+        known = self._judged.get(private.name)
+        current = known is not None and known[1].held.generation == rules.generation
+        if known is not None and known[0] is private and current:
+            return known[1]
+        decision = rules.judge(private.page, self.clock.seconds())
+        forms = private.forms
+        if decision.page is not private.page or decision.held.total:
+            forms = MemoryForms(decision.page, decision.held)
+        self._judged[private.name] = (private, forms)
+        self.policy.ledger.note(private.name, decision.held)
+        return forms
+
+    def rejudge(self) -> None:
+        """
+        Judge every private page under the rules in force (after they
+        changed), so that the ledger counts what they hold back.
+        """
+        for private in list(self._projects.values()):
+            self._judge(private)
+
+    def verdict(self, project: str, filename: str) -> Withheld | None:
+        """
+        Why the private file ``filename`` (a distribution, not its
+        ``.metadata``) is withheld, or ``None``.
+        """
+        private = self.project(project)
+        f = private.file(filename) if private is not None else None
+        if private is None or f is None:
+            return None
+        return self.policy.rules.verdict(private.name, f.dist_file(), self.clock.seconds())
 
     async def forms_for(self, name: NormalizedName, pages: PageCache) -> MemoryForms:
         """
@@ -193,21 +247,26 @@ class PrivateStore:
         """
         private = self._projects[name]
         if name not in self.merge_upstream:
-            return private.forms
+            return self._judge(private)
         try:
             facts = await pages.get(name)
             remembered = self._merged.get(name)
             if remembered is not None and remembered[0] is private and remembered[1] is facts:
-                return remembered[2]
+                held = remembered[2].held
+                if held.generation == self.policy.generation and (
+                    self.clock.seconds() < held.valid_until
+                ):
+                    return remembered[2]
             upstream = await pages.stored(name)
         except ProjectNotFound:
-            return private.forms
+            return self._judge(private)
         except Exception as e:
             self.log.warn(
                 "serving only the private files of {project}: {error}", project=name, error=e
             )
-            return private.forms
-        merged = MemoryForms(self._merge(private, upstream))
+            return self._judge(private)
+        decision = self.policy.rules.judge(self._merge(private, upstream), self.clock.seconds())
+        merged = MemoryForms(decision.page, decision.held)
         self._merged[name] = (private, facts, merged)
         return merged
 
@@ -365,6 +424,8 @@ class PrivateStore:
             await self.run(shutil.rmtree, os.path.join(self.root, project))
             del self._projects[private.name]
             self._merged.pop(private.name, None)
+            self._judged.pop(private.name, None)
+            self.policy.ledger.note(private.name, None)
             self.log.info("released the private name {project}", project=project)
 
     def _find(self, project: str, filename: str) -> tuple[PrivateProject, PrivateFile]:

@@ -30,9 +30,11 @@ from proxypypi.cache.projectlist import ProjectList
 from proxypypi.cache.storage import Runner, Storage
 from proxypypi.cache.usage import IUsageTracker, SizeAccounting, UsageService
 from proxypypi.config.model import Config, UpstreamConfig
+from proxypypi.config.policy import PolicyConfig
 from proxypypi.config.urls import ConfigError
 from proxypypi.internals import QuietConnectionPool
 from proxypypi.ops.metrics import Metrics
+from proxypypi.policy.state import Policy
 from proxypypi.private.auth import Authenticator
 from proxypypi.private.store import PrivateStore
 from proxypypi.service.describe import log_configuration
@@ -46,6 +48,7 @@ from proxypypi.service.lifecycle import (
     WebServer,
 )
 from proxypypi.service.malloc import tune_malloc
+from proxypypi.service.policywatch import PolicyWatch
 from proxypypi.upstream.agents import upstream_agents
 from proxypypi.upstream.pages import PageFetcher
 from proxypypi.upstream.pool import Pool
@@ -75,6 +78,7 @@ def build_proxy(
     *,
     auth_run: Runner | None = None,
     page_run: Runner | None = None,
+    reread: Callable[[], PolicyConfig] | None = None,
 ) -> Proxy:
     """
     The proxy's collaborators, wired together.
@@ -84,10 +88,13 @@ def build_proxy(
         the storage's runner when not given.
     :param page_run: runs the parsing and rendering of pages off the
         reactor thread; the storage's runner when not given.
+    :param reread: the policy's settings read again (on ``SIGHUP``).
     :raises proxypypi.private.auth.AuthFileError: when the auth file is
         unreadable.
+    :raises ConfigError: when a policy rules file is unreadable or bad.
     """
     metrics = Metrics()
+    policy = Policy.start(config.policy, reactor, reread)
     pool = Pool.from_config(
         config.upstreams,
         metrics.metered(agent_for, reactor),
@@ -115,6 +122,7 @@ def build_proxy(
             forget_removed=config.forget_removed,
             offline=config.offline,
             work=page_run,
+            policy=policy,
         ),
         downloads=Manager(storage, reactor, usage, config.download_idle_timeout),
         project_list=ProjectList(pool, storage, reactor, offline=config.offline),
@@ -126,7 +134,9 @@ def build_proxy(
             reactor,
             merge_upstream=config.merge_upstream,
             allow_overwrite=config.allow_overwrite,
+            policy=policy,
         ),
+        policy=policy,
         metrics=metrics,
         auth=None
         if config.auth_file is None
@@ -149,10 +159,14 @@ def build_site(proxy: Proxy) -> ProxySite:
     )
 
 
-def make_service(config: Config, reactor: Any) -> IService:
+def make_service(
+    config: Config, reactor: Any, reread: Callable[[], PolicyConfig] | None = None
+) -> IService:
     """
-    The whole service: disk threads, upstream connections, and one web
-    server per listen endpoint.
+    The whole service: disk threads, upstream connections, the policy's
+    watch, and one web server per listen endpoint.
+
+    :param reread: the policy's settings read again, on ``SIGHUP``.
 
     :raises proxypypi.cache.storage.StorageError: when the storage is unusable.
     :raises ConfigError: when a listen endpoint cannot be used.
@@ -192,6 +206,7 @@ def make_service(config: Config, reactor: Any) -> IService:
         ),
         auth_run=passwords.run,
         page_run=pages.run,
+        reread=reread,
     )
     HealthProbes(proxy.pool).setServiceParent(top)
     # Stopped after the web servers drained: what is still downloading then
@@ -201,6 +216,7 @@ def make_service(config: Config, reactor: Any) -> IService:
     storage_probe.clock = reactor
     storage_probe.setServiceParent(top)
     UsageService(proxy.usage, reactor).setServiceParent(top)
+    PolicyWatch(proxy.policy, proxy.pages, proxy.private, reactor).setServiceParent(top)
     site = build_site(proxy)
     for description in config.listen:
         WebServer(listen_endpoint(reactor, description), site, reactor).setServiceParent(top)

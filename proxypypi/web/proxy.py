@@ -18,6 +18,7 @@ from proxypypi.cache.usage import IUsageTracker
 from proxypypi.config.model import Config
 from proxypypi.ops.figures import StorageFigures, storage_figures
 from proxypypi.ops.metrics import Metrics
+from proxypypi.policy.state import Policy
 from proxypypi.private.auth import Authenticator
 from proxypypi.private.store import PrivateStore
 from proxypypi.upstream.pool import Pool
@@ -33,6 +34,7 @@ class Proxy:
     :ivar private: uploaded projects; they shadow every upstream.
     :ivar auth: who may upload (and read, with ``--auth-read``); ``None``:
         nobody.
+    :ivar policy: the supply-chain policy in force, and what it holds back.
     :ivar metrics: counters for ``/metrics`` and the status page.
     """
 
@@ -45,6 +47,7 @@ class Proxy:
     project_list: ProjectList
     usage: IUsageTracker
     private: PrivateStore
+    policy: Policy
     metrics: Metrics
     auth: Authenticator | None = None
     started_at: float = 0.0
