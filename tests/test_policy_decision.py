@@ -92,7 +92,8 @@ class CooldownTests(SynchronousTestCase):
         """A page left without files says why, naming the first to come of age."""
         held = Rules(1, WEEK).judge(page(wheel("3.0", 3), wheel("3.1", 1)), NOW).held
         assert held.empty_reason is not None
-        self.assertIn("every file of flask (2) is held back", held.empty_reason)
+        self.assertIn("every file of flask is held back by the policy (2 in cooldown)",
+                      held.empty_reason)  # fmt: skip
         self.assertIn("flask-3.0-py3-none-any.whl", held.empty_reason)
 
 

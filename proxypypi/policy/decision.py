@@ -28,6 +28,17 @@ from proxypypi.simple.model import DistFile, ProjectPage
 #: Why a file is withheld, as counted and shown.
 REASONS = ("cooldown", "deny", "allow-list", "quarantine")
 
+#: How each reason reads in a sentence.
+HELD_AS = {"cooldown": "in cooldown", "deny": "denied", "allow-list": "not on the allow list",
+           "quarantine": "quarantined upstream"}  # fmt: skip
+
+
+def held_summary(counts: dict[str, int]) -> str:
+    """
+    ``1 in cooldown, 2 denied``: the counts that are not zero.
+    """
+    return ", ".join(f"{n} {HELD_AS[reason]}" for reason, n in counts.items() if n)
+
 
 @attrs.frozen
 class Withheld:
@@ -236,8 +247,9 @@ class Rules:
             example = withheld[0][1]
             if first is not None:
                 example = next(w for f, w in withheld if f is first[1])
+            summary = held_summary(dict(zip(REASONS, counts, strict=True)))
             empty = (
-                f"every file of {page.name} ({len(withheld)}) is held back by the policy; "
+                f"every file of {page.name} is held back by the policy ({summary}); "
                 f"e.g. {example.message}"
             )
         held = Held(

@@ -21,6 +21,8 @@ from proxypypi import __version__
 from proxypypi.config.urls import display_url
 from proxypypi.durations import human_duration
 from proxypypi.ops.metrics import RESULTS_BY_KIND, SAVED_RESULTS
+from proxypypi.policy.decision import HELD_AS
+from proxypypi.policy.state import describe
 from proxypypi.sizes import human_bytes
 from proxypypi.web.address import external_base
 from proxypypi.web.proxy import Proxy
@@ -266,6 +268,34 @@ def _private(proxy: Proxy) -> str:
     )
 
 
+def _policy(proxy: Proxy) -> str:
+    """
+    The policy in force and what it holds back now, on the pages in use.
+    """
+    rules, ledger = proxy.policy.rules, proxy.policy.ledger
+    parts = [f'<p id="policy">{e(describe(rules))}.</p>']
+    if not rules.active:
+        return parts[0]
+    held = ledger.by_reason()
+    would = "would be " if rules.report_only else ""
+    shown = [f"{_count(n, f'held-{r}')} {e(HELD_AS[r])}" for r, n in held.items() if n]
+    total = sum(held.values())
+    parts.append(
+        f"<p>{_counted(total, 'file', 'held')} {would}held back now"
+        + (f" ({', '.join(shown)})" if shown else "")
+        + f" on {_counted(ledger.projects(), 'page')} in use.</p>"
+    )
+    upcoming = ledger.next_release()
+    if upcoming is not None:
+        when, what = upcoming
+        left = human_duration(when - proxy.clock.seconds())
+        parts.append(f'<p>Next release to pass: <span id="next-release">{e(what)} in {e(left)}'
+                     "</span>.</p>")  # fmt: skip
+    refused = sum(ledger.refused.values())
+    parts.append(f"<p>{_counted(refused, 'file request', 'refused')} {would}refused.</p>")
+    return "".join(parts)
+
+
 def _usage(proxy: Proxy, base: str) -> str:
     index = base + "simple/"
     # pip's trusted-host takes host:port; base is scheme://host[:port]/.
@@ -318,6 +348,7 @@ def render_status(proxy: Proxy, request: IRequest) -> bytes:
         ("Storage", _storage(proxy)),
         ("Downloads in flight", _downloads(proxy)),
         ("Private projects", _private(proxy)),
+        ("Supply-chain policy", _policy(proxy)),
         ("Use this index", _usage(proxy, base)),
     ]
     body = "".join(f"<h2>{e(title)}</h2>{content}" for title, content in sections)
