@@ -14,7 +14,17 @@ from collections.abc import Callable
 import attrs
 
 from bench.context import Bench
-from bench.scenarios import cached, cold, crash, metrics, outage, pages, perrequest, pip
+from bench.scenarios import (
+    cached,
+    cold,
+    crash,
+    metrics,
+    outage,
+    pages,
+    perrequest,
+    pip,
+    policy,
+)
 
 
 @attrs.frozen
@@ -73,6 +83,12 @@ SCENARIOS: dict[str, Scenario] = {
         crash.run,
         "SIGKILL the proxy at random moments during concurrent cold downloads, restart it, "
         "check that nothing partial or corrupt is served (fails the run otherwise)",
+    ),
+    "policy": Scenario(
+        policy.run,
+        "issue 15: cached page requests/s without and with a policy (7-day cooldown, "
+        "100 deny rules): within 5%",
+        needs=("wrk",),
     ),
     "outage": Scenario(
         outage.run,
