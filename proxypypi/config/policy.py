@@ -136,17 +136,6 @@ def _exemptions(value: object) -> tuple[tuple[str, ...], tuple[tuple[str, float]
     return tuple(exempt), tuple(durations)
 
 
-def _yes(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"policy-report-only must be true or false, not {value!r}")
-
-
 def policy_config(settings: Mapping[str, object]) -> PolicyConfig:
     """
     A `PolicyConfig` from the keys of `POLICY_KEYS` (others are ignored).
@@ -174,6 +163,9 @@ def policy_config(settings: Mapping[str, object]) -> PolicyConfig:
             if not isinstance(path, str) or not path:
                 raise ConfigError(f"{key} must be the path of a rules file, not {path!r}")
             kwargs[field] = path
-    if settings.get("policy-report-only") is not None:
-        kwargs["report_only"] = _yes(settings["policy-report-only"])
+    report_only = settings.get("policy-report-only")
+    if report_only is not None:
+        if not isinstance(report_only, bool):
+            raise ConfigError(f"policy-report-only must be true or false, not {report_only!r}")
+        kwargs["report_only"] = report_only
     return PolicyConfig(**kwargs)

@@ -100,6 +100,8 @@ class Policy:
             raise ConfigError(str(e)) from e
         policy = cls(config, clock, rules, reread)
         policy._signatures = _signatures_of(config)
+        if rules.active:
+            cls.log.info("  policy: {policy}", policy=describe(rules))
         return policy
 
     @property
