@@ -150,9 +150,13 @@ class Rules:
     allow: RuleSet | None = None
     report_only: bool = False
 
-    @property
-    def active(self) -> bool:
-        return self.cooldown.active or self.deny is not None or self.allow is not None
+    #: Whether anything is asked of the policy: read on every page
+    #: request, so computed once.
+    active: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        active = self.cooldown.active or self.deny is not None or self.allow is not None
+        object.__setattr__(self, "active", active)
 
     def same_as(self, other: Rules) -> bool:
         """
