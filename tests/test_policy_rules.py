@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from proxypypi.config.policy import PolicyConfig, parse_exemption, policy_config
@@ -14,6 +15,7 @@ from proxypypi.config.settings import build_config
 from proxypypi.config.urls import ConfigError
 from proxypypi.durations import human_duration, parse_duration
 from proxypypi.policy.rules import RulesError, load_rules, parse_rules
+from proxypypi.policy.state import Policy
 from proxypypi.simple.model import DistFile
 
 UPSTREAM = "http://upstream.example/simple/"
@@ -164,3 +166,14 @@ class RulesTests(SynchronousTestCase):
         with self.assertRaises(RulesError) as caught:
             load_rules(path, need_reason=True)
         self.assertIn("not UTF-8", str(caught.exception))
+
+
+class StartTests(SynchronousTestCase):
+    def test_bad_rules_stop_the_start(self) -> None:
+        """The service does not start on a rules file with errors; the message has the line."""
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("fine  # ok\nrequests>=2.99,<  # broken\n")
+        with self.assertRaises(ConfigError) as caught:
+            Policy.start(PolicyConfig(deny_file=path), Clock())
+        self.assertIn("line 2:", str(caught.exception))

@@ -84,20 +84,16 @@ class Held:
     empty_reason: str | None = None
     quarantine: str | None = None
     digest: str = ""
+    #: Files the policy holds back (or would, reporting only), and those
+    #: actually left out of the page: read on every page request, so
+    #: computed once.
+    total: int = attrs.field(init=False)
+    withheld: int = attrs.field(init=False)
 
-    @property
-    def total(self) -> int:
-        """
-        Files the policy holds back (or would, reporting only).
-        """
-        return sum(self.counts)
-
-    @property
-    def withheld(self) -> int:
-        """
-        Files actually left out of the page.
-        """
-        return self.total if self.enforced else 0
+    def __attrs_post_init__(self) -> None:
+        total = sum(self.counts)
+        object.__setattr__(self, "total", total)
+        object.__setattr__(self, "withheld", total if self.enforced else 0)
 
 
 @attrs.frozen
