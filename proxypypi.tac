@@ -23,6 +23,8 @@ if not path:
 try:
     config = build_config(load_toml(path))
     application = service.Application("proxypypi")
-    make_service(config, reactor).setServiceParent(application)
+    # SIGHUP reads the file again for the policy's settings.
+    reread = lambda: build_config(load_toml(path)).policy  # noqa: E731
+    make_service(config, reactor, reread=reread).setServiceParent(application)
 except (ConfigError, StorageError) as e:
     sys.exit(f"proxypypi.tac: {e}")

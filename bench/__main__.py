@@ -54,6 +54,7 @@ QUICK: dict[str, Any] = {
     "largest_page": 2_000,
     "list_names": 50_000,
     "working_set": 100,
+    "policy_reps": 1,
 }
 
 
@@ -150,6 +151,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     g.add_argument("--perrequest-gzip", action="store_true", help="ask for gzip, as pip and uv do")
     g.add_argument("--perrequest-rounds", type=int, default=15, help="rounds, best taken [15]")
     g.add_argument("--perrequest-count", type=int, default=1000, help="requests per round [1000]")
+
+    g = p.add_argument_group("policy", SCENARIOS["policy"].summary)
+    g.add_argument(
+        "--policy-reps", type=int, default=3, help="wrk runs of each proxy per form, median [3]"
+    )
 
     g = p.add_argument_group("metrics", SCENARIOS["metrics"].summary)
     g.add_argument("--metrics-files", type=int, default=100_000, help="stored files [100000]")

@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "proxypypi")
 
 #: Modules of the package root that every part may stand on.
-FLOOR = {"__init__", "names", "interfaces", "internals", "sizes", "text", "waiting"}
+FLOOR = {"__init__", "names", "interfaces", "internals", "sizes", "text", "durations", "waiting"}
 
 #: Each part and the parts it may import (besides itself and the floor),
 #: lowest first.
@@ -25,11 +25,12 @@ ALLOWED: dict[str, set[str]] = {
     "config": set(),
     "simple": {"config"},
     "upstream": {"config", "simple"},
-    "cache": {"config", "simple", "upstream"},
-    "private": {"config", "simple", "upstream", "cache"},
-    "ops": {"config", "simple", "upstream", "cache", "private"},
-    "web": {"config", "simple", "upstream", "cache", "private", "ops"},
-    "service": {"config", "simple", "upstream", "cache", "private", "ops", "web"},
+    "policy": {"config", "simple"},
+    "cache": {"config", "simple", "upstream", "policy"},
+    "private": {"config", "simple", "upstream", "policy", "cache"},
+    "ops": {"config", "simple", "upstream", "policy", "cache", "private"},
+    "web": {"config", "simple", "upstream", "policy", "cache", "private", "ops"},
+    "service": {"config", "simple", "upstream", "policy", "cache", "private", "ops", "web"},
     "testing": set(),
 }
 

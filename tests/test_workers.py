@@ -22,6 +22,7 @@ from twisted.internet.defer import DeferredList
 from twisted.internet.task import deferLater
 
 from proxypypi.config.model import Config, UpstreamConfig
+from proxypypi.config.policy import PolicyConfig
 from proxypypi.config.serial import config_from_json, config_to_json
 from proxypypi.testing import make_wheel
 from tests.support.clients import Twistd, spawn
@@ -169,6 +170,9 @@ async def test_worker_killed_mid_download(
     response = await treq.get(url, persistent=False)
     assert hashlib.sha256(await response.content()).hexdigest() == dist.sha256
     stored = os.path.join(data, "files", "proto-killed", dist.filename)
+    # Clients get the last byte once it is verified, a moment before the
+    # commit renames the file into place.
+    await until(lambda: os.path.exists(stored), "the file to be stored")
     with open(stored, "rb") as f:
         assert hashlib.sha256(f.read()).hexdigest() == dist.sha256
     ranges = [r.range for r in upstream.index.requests if r.path.endswith(dist.filename)]
@@ -204,8 +208,9 @@ def _writes_partial(pid: int) -> bool:
 def test_config_round_trip() -> None:
     """What the supervisor hands its workers is the configuration it has."""
     config = Config(
-        upstreams=((UpstreamConfig("https://a.example/simple/", weight=2.0),),),
+        upstreams=((UpstreamConfig("https://u:secret@a.example/simple/", weight=2.0),),),
         merge_upstream=("x",),
         workers=3,
+        policy=PolicyConfig(cooldown=3600.0, cooldown_projects=(("y", 60.0),)),
     )
     assert config_from_json(config_to_json(config)) == config

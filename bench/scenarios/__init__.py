@@ -24,6 +24,7 @@ from bench.scenarios import (
     pages,
     perrequest,
     pip,
+    policy,
     slowloris,
 )
 
@@ -89,6 +90,12 @@ SCENARIOS: dict[str, Scenario] = {
         hostile.run,
         "issue 14: peak RSS with 8 concurrent gzip bombs, anchor floods and JSON value floods "
         "from a hostile upstream; every answer a 502, no traceback",
+    ),
+    "policy": Scenario(
+        policy.run,
+        "issue 15: cached page requests/s without and with a policy (7-day cooldown, "
+        "100 deny rules): within 5%",
+        needs=("wrk",),
     ),
     "outage": Scenario(
         outage.run,

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet import task
@@ -58,23 +59,7 @@ def run(b: Bench) -> None:
         f"gzip {'asked' if a.perrequest_gzip else 'not asked'}; best of "
         f"{a.perrequest_rounds} rounds of {a.perrequest_count} requests"
     )
-    # -P: this file's directory stays off sys.path, where its neighbours'
-    # names (pip, metrics) would shadow the real modules.
-    argv = [sys.executable, "-P", os.path.abspath(__file__), "--accept", a.perrequest_accept]
-    argv += ["--files", str(a.page_files), "--rounds", str(a.perrequest_rounds)]
-    argv += ["--count", str(a.perrequest_count), *(["--gzip"] if a.perrequest_gzip else [])]
-    with Processes() as procs:
-        proc = procs.start(
-            argv,
-            env={**os.environ, "PYTHONPATH": REPO},
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-        )
-        assert proc.stdout is not None
-        line = read_line(proc, proc.stdout, timeout=600)
-    if not line:
-        raise BenchError("the per-request measurement printed no result")
-    got = json.loads(line)
+    got = measure_apart(a, a.perrequest_accept, a.perrequest_gzip)
     proxy_us, floor_us = got["proxy_us"], got["floor_us"]
     rep.table(
         Table(
@@ -89,6 +74,39 @@ def run(b: Bench) -> None:
             f"{a.perrequest_accept}, gzip={a.perrequest_gzip}",
         )
     )
+
+
+def measure_apart(
+    a: argparse.Namespace, accept: str, gzip: bool, settings: Sequence[str] = ()
+) -> dict[str, Any]:
+    """
+    Run the measurement in a process of its own: the page's size and both
+    sites' microseconds per request.
+
+    :param settings: ``KEY=VALUE`` settings of the proxy measured (the
+        policy scenario gives it a policy).
+    :raises BenchError: when it prints no result.
+    """
+    # -P: this file's directory stays off sys.path, where its neighbours'
+    # names (pip, metrics) would shadow the real modules.
+    argv = [sys.executable, "-P", os.path.abspath(__file__), "--accept", accept]
+    argv += ["--files", str(a.page_files), "--rounds", str(a.perrequest_rounds)]
+    argv += ["--count", str(a.perrequest_count), *(["--gzip"] if gzip else [])]
+    for setting in settings:
+        argv += ["--setting", setting]
+    with Processes() as procs:
+        proc = procs.start(
+            argv,
+            env={**os.environ, "PYTHONPATH": REPO},
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        line = read_line(proc, proc.stdout, timeout=600)
+    if not line:
+        raise BenchError("the per-request measurement printed no result")
+    got: dict[str, Any] = json.loads(line)
+    return got
 
 
 class Bytes(Resource):
@@ -154,6 +172,7 @@ async def measure(reactor: Any, argv: list[str]) -> None:
     p.add_argument("--files", type=int, required=True)
     p.add_argument("--rounds", type=int, required=True)
     p.add_argument("--count", type=int, required=True)
+    p.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
 
     index = FakeIndex(reactor)
@@ -164,8 +183,9 @@ async def measure(reactor: Any, argv: list[str]) -> None:
     logs.use_logfile(os.devnull)
     globalLogBeginner.beginLoggingTo([logs.text_observer()], redirectStandardIO=False)
     with tempfile.TemporaryDirectory() as storage:
+        settings = dict(s.split("=", 1) for s in args.setting)
         config = build_config(
-            {"storage": storage, "workers": 1},
+            {"storage": storage, "workers": 1, **settings},
             upstreams=[base + "simple/"],
             listen=["tcp:0:interface=127.0.0.1"],
         )

@@ -26,6 +26,7 @@ from urllib.parse import quote
 import attrs
 from isal import isal_zlib
 
+from proxypypi.policy.decision import Held
 from proxypypi.simple.model import DistFile, ProjectPage
 from proxypypi.simple.negotiate import JSON_V1
 from proxypypi.simple.render import render_project_html, render_project_json
@@ -136,11 +137,13 @@ def render(
     return out
 
 
-def form_path(forms_dir: str, project: str, form: Form) -> str:
+def form_path(forms_dir: str, project: str, form: Form | str) -> str:
     """
-    The file of one form of a stored page.
+    The file of one form of a stored page (or, given a suffix, of
+    another file kept with them).
     """
-    return os.path.join(forms_dir, f"{project}.{form.value}")
+    suffix = form.value if isinstance(form, Form) else form
+    return os.path.join(forms_dir, f"{project}.{suffix}")
 
 
 def file_etag(size: int, mtime_ns: int, inode: int) -> str:
@@ -167,9 +170,12 @@ class MemoryForms:
     """
     The forms of a small page kept in memory (a private project), each
     rendered when first asked for.
+
+    :ivar held: what the policy left out of ``page``.
     """
 
     page: ProjectPage
+    held: Held = attrs.field(factory=Held)
     _rendered: dict[Form, Rendered] = attrs.field(factory=dict)
 
     def get(self, form: Form) -> Rendered:

@@ -8,6 +8,7 @@ one of which an installer picks, costs its size on disk, not in memory).
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
@@ -16,6 +17,8 @@ from packaging.utils import NormalizedName
 
 from proxypypi.cache.forms import Form
 from proxypypi.cache.pagestore import Stored
+from proxypypi.policy.decision import Held
+from proxypypi.policy.ledger import Ledger
 from proxypypi.simple.model import DistFile
 from proxypypi.upstream.pages import Validators
 
@@ -36,6 +39,8 @@ class PageFacts:
 
     :ivar rendered: forms not written to disk yet (or that could not be),
         served from memory meanwhile.
+    :ivar held: what the policy holds back of the page, and until when
+        that judgement stands.
     """
 
     name: NormalizedName
@@ -46,6 +51,7 @@ class PageFacts:
     last_serial: int | None = None
     files: int = 0
     rendered: Mapping[Form, bytes] = attrs.field(factory=dict, repr=False)
+    held: Held = attrs.field(factory=Held)
 
     @classmethod
     def of(cls, stored: Stored) -> PageFacts:
@@ -59,6 +65,7 @@ class PageFacts:
             c.page.last_serial,
             len(c.page.files),
             stored.rendered,
+            stored.held,
         )
 
     def validators(self) -> Validators:
@@ -69,12 +76,16 @@ class PageFacts:
 class PageMemory:
     """
     The facts of pages, and the file entries of some, each least recently
-    used first out past its bound.
+    used first out past its bound; what the policy holds back of them is
+    summed in the ``ledger``, and when their judgements expire is kept in
+    order (`due`).
     """
 
     facts_limit: int = FACTS
     listed_limit: int = LISTED_FILES
+    ledger: Ledger = attrs.field(factory=Ledger)
     _facts: OrderedDict[str, PageFacts] = attrs.field(factory=OrderedDict)
+    _expiries: list[tuple[float, str]] = attrs.field(factory=list)
     _listings: OrderedDict[str, dict[str, DistFile]] = attrs.field(factory=OrderedDict)
     _listed: int = 0
 
@@ -85,10 +96,32 @@ class PageMemory:
         return facts
 
     def set(self, facts: PageFacts) -> None:
+        old = self._facts.get(facts.name)
         self._facts[facts.name] = facts
         self._facts.move_to_end(facts.name)
+        held = facts.held
+        if old is None or old.held is not held:
+            self.ledger.note(facts.name, held)
+            expiring = held.valid_until != float("inf")
+            if expiring and (old is None or old.held.valid_until != held.valid_until):
+                heapq.heappush(self._expiries, (held.valid_until, facts.name))
         while len(self._facts) > self.facts_limit:
-            self._facts.popitem(last=False)
+            name, _ = self._facts.popitem(last=False)
+            self.ledger.note(name, None)
+
+    def due(self, now: float, generation: int) -> list[str]:
+        """
+        The pages whose judgement has expired at ``now``, or was made under
+        another generation of the rules: each to be judged again.
+        """
+        names = []
+        while self._expiries and self._expiries[0][0] <= now:
+            _, name = heapq.heappop(self._expiries)
+            facts = self._facts.get(name)
+            if facts is not None and facts.held.valid_until <= now:
+                names.append(name)
+        names += [n for n, f in self._facts.items() if f.held.generation != generation]
+        return list(dict.fromkeys(names))
 
     def remember(self, stored: Stored) -> PageFacts:
         """
@@ -134,4 +167,5 @@ class PageMemory:
 
     def forget(self, name: str) -> None:
         self._facts.pop(name, None)
+        self.ledger.note(name, None)
         self._drop_entries(name)

@@ -4,20 +4,15 @@ Project pages: stored on disk, fresh for a while, refreshed from the
 upstreams, and never lost.
 
 A page is answered from its forms on disk (`proxypypi.cache.pagestore`)
-while fresh.  A stale page is answered at once and refreshed in the
-background (one refresh per project however many requests); when no
-upstream answers, the last page stays in use.  Files we stored stay listed
-after the upstream drops them, marked as removed upstream.
-
-Memory holds only small facts per page (where and when it came from, its
-validators) and, for the requests of files, the entries of the pages whose
-files were asked for most recently, bounded by their number: a page of ten
-thousand files costs its size on disk, not in memory.
+while fresh; a stale one at once, refreshed in the background (once per
+project across the worker processes); when no upstream answers, the last
+page stays in use.  Files we stored stay listed after the upstream drops
+them, marked as removed upstream.  Memory holds small facts per page
+(`proxypypi.cache.pagememory`), not pages.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from functools import partial
 
@@ -28,14 +23,17 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from proxypypi.cache.complete import CompleteFile
-from proxypypi.cache.forms import Form, SmallForms, file_etag
+from proxypypi.cache.answers import Answer, answer_of
+from proxypypi.cache.forms import Form, SmallForms
 from proxypypi.cache.locks import Locks
 from proxypypi.cache.notfound import NotFound
 from proxypypi.cache.page import CachedPage
 from proxypypi.cache.pagememory import PageFacts, PageMemory
 from proxypypi.cache.pagestore import PageStore, Prepared, Stored
 from proxypypi.cache.storage import Chunks, Runner, Storage
+from proxypypi.config.policy import PolicyConfig
+from proxypypi.policy.decision import Judge
+from proxypypi.policy.state import Policy
 from proxypypi.simple.model import DistFile
 from proxypypi.upstream.fetch import describe_failure
 from proxypypi.upstream.pages import PageFetcher, PageResult, ProjectNotFound
@@ -44,27 +42,6 @@ from proxypypi.waiting import SingleFlight
 #: Seconds a stale page is served without another refresh attempt after
 #: one failed (stale-if-error without hammering a dead upstream).
 STALE_RETRY_AFTER = 30.0
-
-
-@attrs.frozen
-class Answer:
-    """
-    A form of a page, ready to send, with its entity tag: its bytes when
-    held in memory (a small form, or one the disk would not take), else
-    its file.
-
-    :ivar cache: ``hit``, ``stale`` or ``miss`` (fetched for this request).
-    :ivar source: the form's file (none when the disk would not take it).
-    :ivar body: the form's bytes, when memory has them: sent rather than
-        the file.
-    """
-
-    facts: PageFacts
-    form: Form
-    etag: str
-    cache: str
-    source: CompleteFile | None = None
-    body: bytes | None = None
 
 
 @attrs.define
@@ -81,8 +58,15 @@ class PageCache:
     negative_ttl: float = 60.0
     forget_removed: bool = False
     offline: bool = False
+    #: What pages serve of their files (`proxypypi.policy`).
+    policy: Policy = attrs.field(
+        kw_only=True,
+        default=attrs.Factory(lambda self: Policy.start(PolicyConfig(), self.clock), True),
+    )
     #: The facts and file entries kept in memory.
-    memory: PageMemory = attrs.field(factory=PageMemory)
+    memory: PageMemory = attrs.field(
+        default=attrs.Factory(lambda self: PageMemory(ledger=self.policy.ledger), True)
+    )
     #: The bytes of small forms asked for lately.
     small: SmallForms = attrs.field(factory=SmallForms)
     #: One fetch of a page across the worker processes.
@@ -130,13 +114,26 @@ class PageCache:
     def ready(self, name: NormalizedName) -> PageFacts | None:
         """
         The facts of ``name``'s page if it can be answered without waiting:
-        fresh, or stale (a background refresh is then started).  The hot
+        fresh, or stale (a background refresh is then started), and judged
+        under the rules in force, a judgement still standing.  The hot
         path of every index request: no I/O at all.
         """
         facts = self.known(name)
-        if facts is not None and not self.is_fresh(facts):
+        if facts is None:
+            return None
+        if not self.is_fresh(facts):
             self._refresh(name, facts, None).addErrback(lambda _: None)
+        held = facts.held
+        if held.generation != self.policy.generation or self.clock.seconds() >= held.valid_until:
+            return None
         return facts
+
+    def judge(self) -> Judge:
+        """
+        The rules in force, now: what pages rendered in a thread are
+        judged by.
+        """
+        return Judge(self.policy.rules, self.clock.seconds())
 
     def get(self, name: NormalizedName, form: Form | None = None) -> Deferred[PageFacts]:
         """
@@ -167,9 +164,15 @@ class PageCache:
     async def _get_from_disk_or_upstream(
         self, name: NormalizedName, form: Form | None
     ) -> tuple[PageFacts, str]:
-        loaded = await self.load(name)
+        loaded = await self._load(name)
         if loaded is not None:
-            facts = self.known(name) or self.memory.remember(Stored(loaded))
+            # Known but judged under other rules, or a judgement expired.
+            known = self.known(name)
+            if known is None:
+                facts = self.memory.remember(loaded)
+            else:
+                facts = attrs.evolve(known, held=loaded.held)
+                self.memory.set(facts)
             if not self.is_fresh(facts):
                 self._refresh(name, facts, None).addErrback(lambda _: None)
             return facts, self._result(facts)
@@ -187,7 +190,7 @@ class PageCache:
         facts = self.ready(name)
         if facts is None:
             return None
-        return self._answer(facts, form, self._result(facts))
+        return answer_of(self._store, self.small, facts, form, self._result(facts))
 
     async def answer(self, name: NormalizedName, form: Form) -> Answer:
         """
@@ -196,48 +199,39 @@ class PageCache:
         :raises ProjectNotFound: and what else `get` raises.
         """
         facts, cache = await self._obtain(name, form)
-        found = self._answer(facts, form, cache)
+        found = answer_of(self._store, self.small, facts, form, cache)
         if found is not None:
             return found
         await self._saving.landed(name)
-        facts = await self._rendering.run((name, form), lambda: self.work(self._render, name, form))
-        found = self._answer(facts, form, cache)
+        facts = await self._rendering.run(
+            (name, form), lambda: self.work(self._render, name, form, self.judge())
+        )
+        found = answer_of(self._store, self.small, facts, form, cache)
         if found is None:
             raise ProjectNotFound(name)
         return found
 
-    async def load(self, name: NormalizedName) -> CachedPage | None:
+    async def _load(self, name: NormalizedName) -> Stored | None:
         """
-        The stored page of ``name``, once any write of it has landed;
-        never fetched (the browse pages show what is stored, and nothing
-        else).
+        The stored page of ``name``, judged, once any write of it landed.
         """
         await self._saving.landed(name)
-        loaded: CachedPage | None = await self.work(self._store.load, name)
+        loaded: Stored | None = await self.work(self._store.load, name, self.judge())
         return loaded
 
-    def _render(self, name: NormalizedName, form: Form) -> PageFacts:
+    async def load(self, name: NormalizedName) -> CachedPage | None:
+        """The stored page of ``name``, whole, never fetched (for browsing)."""
+        loaded = await self._load(name)
+        return None if loaded is None else loaded.cached
+
+    def _render(self, name: NormalizedName, form: Form, judge: Judge) -> PageFacts:
         """
         Render ``form`` of a stored page.  Blocking.
         """
-        stored = self._store.render_form(name, form)
+        stored = self._store.render_form(name, form, judge)
         if stored is None:
             raise ProjectNotFound(name)
         return PageFacts.of(stored)
-
-    def _answer(self, facts: PageFacts, form: Form, cache: str) -> Answer | None:
-        body = facts.rendered.get(form)
-        if body is not None:
-            # Only while the disk takes no writes: not worth remembering.
-            tag = hashlib.sha256(body).hexdigest()[:32]
-            return Answer(facts, form, f'"{tag}"', cache, body=body)
-        path = self._store.form_path(facts.name, form)
-        source = CompleteFile.at(path)
-        if source is None:
-            return None
-        etag = file_etag(source.size, source.mtime_ns, source.identity[1])
-        small = self.small.bytes_of(path, (source.identity[1], source.mtime_ns, source.size))
-        return Answer(facts, form, etag, cache, source=source, body=small)
 
     # Files
 
@@ -274,10 +268,23 @@ class PageCache:
         :raises ProjectNotFound: and what else `get` raises.
         """
         await self.get(name)
-        cached = await self.load(name)
-        if cached is None:
+        loaded = await self._load(name)
+        if loaded is None:
             raise ProjectNotFound(name)
-        return cached
+        return loaded.cached
+
+    async def rejudge_due(self) -> None:
+        """
+        Judge again, one after the other, the pages in memory whose
+        judgement expired (a file came of age) or was made under other
+        rules, so that their next request finds their forms ready and the
+        ledger tells what is held back now.
+        """
+        for name in self.memory.due(self.clock.seconds(), self.policy.generation):
+            try:
+                await self._obtain(NormalizedName(name), None)
+            except Exception as e:
+                self.log.warn("cannot judge {project} again: {error}", project=name, error=e)
 
     # Refreshing
 
@@ -302,9 +309,9 @@ class PageCache:
             if when is not None and self.clock.seconds() - when < self.ttl and (
                 facts is None or when > facts.fetched_at
             ):
-                loaded = await self.load(name)
+                loaded = await self._load(name)
                 if loaded is not None:
-                    return self.memory.remember(Stored(loaded))
+                    return self.memory.remember(loaded)
             return await self._fetch(name, facts, form)
         finally:
             self._saving.landed(name).addBoth(lambda _: held.release())
@@ -347,11 +354,13 @@ class PageCache:
         page = result.page
         cached = CachedPage(page, result.source, self.clock.seconds(), result.etag,
                             result.last_modified)  # fmt: skip
+        keep = facts is not None and not self.forget_removed
         prepared: Prepared = await self.work(
-            self._store.prepare_merged, cached, facts is not None and not self.forget_removed, forms
+            self._store.prepare_merged, cached, keep, forms, self.judge()
         )
         written: bool = await self.storage.run(self._store.write_forms, prepared)
-        stored = Stored(prepared.cached, {} if written else prepared.rendered)
+        stored = Stored(prepared.cached, {} if written else prepared.rendered,
+                        prepared.decision.held)  # fmt: skip
         remembered = self.memory.remember(stored)
         self._saving.run(name, partial(self._save, prepared.cached, prepared.raw))
         return remembered
@@ -412,7 +421,7 @@ class PageCache:
         """
         kept: Stored | None = None
         if not self.forget_removed:
-            kept = await self.work(self._store.keep_only_stored, name)
+            kept = await self.work(self._store.keep_only_stored, name, self.judge())
         if kept is None:
             # Gone everywhere, nothing of it stored: forget the old page, or
             # it would be served stale forever.

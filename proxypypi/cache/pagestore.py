@@ -16,6 +16,14 @@ A fetched page's forms are written before the stored page (which the
 client that asked need not wait for): a crash in between leaves forms
 newer than the stored page, which only makes the page look older than it
 is, so it is fetched again sooner; never the reverse.
+
+The stored page keeps every file; the forms list what the policy serves
+(`proxypypi.policy`).  Beside a page's forms, ``<project>.policy`` holds
+the digest of the files its forms leave out (no file: none left out), so
+a page judged anew, after a rule change, a restart or a file coming of
+age, has its forms rendered again only when what they leave out changed.
+It says ``dirty`` while forms are being rewritten, so that a crash
+midway leaves them to be rendered again.
 """
 
 from __future__ import annotations
@@ -43,9 +51,16 @@ from proxypypi.cache.page import (
     with_bookkeeping,
 )
 from proxypypi.cache.storage import Chunks, Storage, unlink_all, write_atomically
+from proxypypi.policy.decision import Decision, Held, Judge
 from proxypypi.simple.model import DistFile
 from proxypypi.simple.parse import PageParseError
-from proxypypi.simple.render import render_project_jsons
+from proxypypi.simple.render import render_project_json, render_project_jsons
+
+#: The suffix of the file recording what a page's forms leave out.
+POLICY_SUFFIX = "policy"
+
+#: What that file says while forms are being rewritten.
+_DIRTY = b"dirty"
 
 
 @attrs.frozen
@@ -56,10 +71,12 @@ class Stored:
     :ivar cached: the page as stored.
     :ivar rendered: forms rendered and kept in memory because they could
         not be written (a full or read-only disk): served from there.
+    :ivar held: what the policy holds back of it.
     """
 
     cached: CachedPage
     rendered: dict[Form, bytes] = attrs.field(factory=dict)
+    held: Held = attrs.field(factory=Held)
 
 
 @attrs.frozen
@@ -72,6 +89,7 @@ class Prepared:
     cached: CachedPage
     raw: Chunks
     rendered: dict[Form, bytes]
+    decision: Decision
 
 
 @attrs.define
@@ -88,16 +106,18 @@ class PageStore:
     log = Logger()
 
     forms_dir: str = attrs.field(init=False)
+    #: Upstreams already named in the log for giving no upload times.
+    _timeless: set[str] = attrs.field(init=False, factory=set)
 
     def __attrs_post_init__(self) -> None:
         self.forms_dir = os.path.join(
             self.storage.pages_dir, OFFLINE_FORMS_DIR if self.offline else FORMS_DIR
         )
 
-    def form_path(self, name: str, form: Form) -> str:
+    def form_path(self, name: str, form: Form | str) -> str:
         return form_path(self.forms_dir, name, form)
 
-    def load(self, name: NormalizedName) -> CachedPage | None:
+    def read(self, name: NormalizedName) -> CachedPage | None:
         """
         The stored page of ``name``, or ``None`` (none, or damaged: logged).
         Offline, only the files on disk are kept: listing others would only
@@ -137,22 +157,58 @@ class PageStore:
             return None
         return f
 
-    def prepare(self, cached: CachedPage, forms: Iterable[Form]) -> Prepared:
+    def prepare(self, cached: CachedPage, forms: Iterable[Form], judge: Judge) -> Prepared:
         """
         Render ``cached`` for storage, and ``forms`` of it plus every form
-        already on disk (they would show the old page otherwise).  The
-        stored page is rendered here, with the forms, though written after
-        them: its bytes are one block that goes back to the system once
-        written, where the parsed page it comes from is thousands of small
-        objects that would have to wait for it.
+        already on disk (they would show the old page otherwise), as the
+        policy serves it.  The stored page is rendered here, with the
+        forms, though written after them: its bytes are one block that
+        goes back to the system once written, where the parsed page it
+        comes from is thousands of small objects that would have to wait
+        for it.
         """
         page = cached.page
+        decision = self._judge(cached, judge)
         wanted = set(forms) | set(self.forms_on_disk(page.name))
-        # The stored page and the JSON form differ only in the file URLs.
-        stored, served = render_project_jsons(
-            page, [lambda f: f.url, lambda f: local_url(f, page.name)]
-        )
-        return Prepared(cached, cached.to_chunks(stored), render(page, wanted, served))
+        if decision.page is page:
+            # The stored page and the JSON form differ only in the file URLs.
+            stored, served = render_project_jsons(
+                page, [lambda f: f.url, lambda f: local_url(f, page.name)]
+            )
+        else:
+            stored = render_project_json(page, lambda f: f.url)
+            served = render_project_json(decision.page, lambda f: local_url(f, page.name))
+        rendered = render(decision.page, wanted, served)
+        return Prepared(cached, cached.to_chunks(stored), rendered, decision)
+
+    def _judge(self, cached: CachedPage, judge: Judge) -> Decision:
+        """
+        What the policy serves of ``cached``, saying in the log what a
+        person should know: an upstream without upload times (once), a
+        page with nothing left, what report-only mode would hold back.
+        """
+        decision = judge(cached.page)
+        held, name = decision.held, cached.page.name
+        if decision.unknown_times and cached.source not in self._timeless:
+            self._timeless.add(cached.source)
+            self.log.warn(
+                "{upstream} gives no upload times (first seen on {project}): files of unknown "
+                "age are held back by the cooldown (--cooldown-unknown deny); ask the upstream "
+                "for JSON pages, which carry them",
+                upstream=cached.source,
+                project=name,
+            )
+        if held.empty_reason is not None:
+            self.log.info("{reason}", reason=held.empty_reason)
+        elif held.total and not held.enforced:
+            self.log.info(
+                "policy, report only: {count} files of {project} would be held back, e.g. "
+                "{example}",
+                count=held.total,
+                project=name,
+                example=decision.withheld[0][1].message,
+            )
+        return decision
 
     def write_forms(self, prepared: Prepared) -> bool:
         """
@@ -163,9 +219,7 @@ class PageStore:
         """
         name = prepared.cached.page.name
         try:
-            os.makedirs(self.forms_dir, exist_ok=True)
-            for form, body in prepared.rendered.items():
-                self._write_if_changed(self.form_path(name, form), body)
+            self._write_forms(name, prepared.rendered, prepared.decision.held.digest)
         except OSError as e:
             self._failed(name, e, "serving it from memory")
             return False
@@ -196,18 +250,18 @@ class PageStore:
             consequence=consequence,
         )
 
-    def store(self, cached: CachedPage, forms: Iterable[Form]) -> Stored:
+    def store(self, cached: CachedPage, forms: Iterable[Form], judge: Judge) -> Stored:
         """
         `prepare` and write the forms, then the stored page, all at once:
         the forms stay in memory when they could not be written.
         """
-        prepared = self.prepare(cached, forms)
+        prepared = self.prepare(cached, forms, judge)
         written = self.write_forms(prepared)
         self.write_stored(cached.page.name, prepared.raw)
-        return Stored(cached, {} if written else prepared.rendered)
+        return Stored(cached, {} if written else prepared.rendered, prepared.decision.held)
 
     def prepare_merged(
-        self, cached: CachedPage, keep_removed: bool, forms: Iterable[Form]
+        self, cached: CachedPage, keep_removed: bool, forms: Iterable[Form], judge: Judge
     ) -> Prepared:
         """
         `prepare` a page fetched now; with ``keep_removed``, plus the files
@@ -219,7 +273,7 @@ class PageStore:
             listed = {f.filename for f in cached.page.files}
             stored_here = self._stored_files(name)
             if not stored_here <= listed:
-                old = self.load(name)
+                old = self.read(name)
                 if old is not None:
                     kept = tuple(
                         attrs.evolve(f, removed_upstream=True)
@@ -228,14 +282,14 @@ class PageStore:
                     )
                     page = attrs.evolve(cached.page, files=cached.page.files + kept)
                     cached = attrs.evolve(cached, page=page)
-        return self.prepare(cached, forms)
+        return self.prepare(cached, forms, judge)
 
-    def keep_only_stored(self, name: NormalizedName) -> Stored | None:
+    def keep_only_stored(self, name: NormalizedName, judge: Judge) -> Stored | None:
         """
         The stored page reduced to the files on disk, marked as removed
         upstream, stored; ``None`` when none of its files is.
         """
-        old = self.load(name)
+        old = self.read(name)
         if old is None:
             return None
         stored_here = self._stored_files(name)
@@ -247,7 +301,7 @@ class PageStore:
         if not files:
             return None
         page = attrs.evolve(old.page, files=files)
-        return self.store(attrs.evolve(old, page=page), ())
+        return self.store(attrs.evolve(old, page=page), (), judge)
 
     def _stored_files(self, name: str) -> set[str]:
         try:
@@ -255,22 +309,66 @@ class PageStore:
         except OSError:
             return set()
 
-    def render_form(self, name: NormalizedName, form: Form) -> Stored | None:
+    def load(self, name: NormalizedName, judge: Judge) -> Stored | None:
+        """
+        The stored page of ``name``, judged by the policy; its forms on
+        disk are rendered again if they were rendered under another
+        judgement.  ``None`` when no page is stored.
+        """
+        return self._judged(name, (), judge)
+
+    def render_form(self, name: NormalizedName, form: Form, judge: Judge) -> Stored | None:
         """
         Render one form of the stored page of ``name`` (first asked for
         now); ``None`` when no page is stored.
         """
-        cached = self.load(name)
+        return self._judged(name, (form,), judge)
+
+    def _judged(self, name: NormalizedName, forms: Iterable[Form], judge: Judge) -> Stored | None:
+        cached = self.read(name)
         if cached is None:
             return None
-        body = render(cached.page, [form])[form]
+        decision = self._judge(cached, judge)
+        held = decision.held
+        wanted = set(forms)
+        if self._recorded(name) != held.digest.encode():
+            wanted |= set(self.forms_on_disk(name))
+        if not wanted:
+            return Stored(cached, held=held)
+        rendered = render(decision.page, wanted)
         try:
-            os.makedirs(self.forms_dir, exist_ok=True)
-            self._write_if_changed(self.form_path(name, form), body)
+            self._write_forms(name, rendered, held.digest)
         except OSError as e:
             self.storage.failed_write(e)
-            return Stored(cached, {form: body})
-        return Stored(cached)
+            return Stored(cached, rendered, held)
+        return Stored(cached, held=held)
+
+    def _recorded(self, name: str) -> bytes:
+        """
+        The digest of what the forms on disk leave out (empty: nothing).
+        """
+        try:
+            with open(self.form_path(name, POLICY_SUFFIX), "rb") as f:
+                return f.read(64)
+        except FileNotFoundError:
+            return b""
+
+    def _write_forms(self, name: str, rendered: dict[Form, bytes], digest: str) -> None:
+        """
+        Write forms rendered under the judgement of ``digest``, and record
+        it.  Blocking.
+        """
+        os.makedirs(self.forms_dir, exist_ok=True)
+        record = self.form_path(name, POLICY_SUFFIX)
+        changed = self._recorded(name) != digest.encode()
+        if changed:
+            write_atomically(record, _DIRTY)
+        for form, body in rendered.items():
+            self._write_if_changed(self.form_path(name, form), body)
+        if changed and digest:
+            write_atomically(record, digest.encode())
+        elif changed:
+            unlink_all([record])
 
     def fetched_at(self, name: NormalizedName) -> float | None:
         """
@@ -313,7 +411,7 @@ class PageStore:
         return [form for form in Form if os.path.exists(self.form_path(name, form))]
 
     def _form_paths(self, name: str) -> list[str]:
-        return [self.form_path(name, form) for form in Form]
+        return [self.form_path(name, form) for form in (*Form, POLICY_SUFFIX)]
 
     def _write_if_changed(self, path: str, body: bytes) -> None:
         try:

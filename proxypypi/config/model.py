@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from proxypypi.config.policy import PolicyConfig
 from proxypypi.config.urls import (
     ConfigError,
     basic_authorization,
@@ -155,6 +156,7 @@ class Config:
     :ivar max_client_connections: client connections open at most from
         one address (trusted proxies are not capped).
     :ivar admins: users who may change every private project.
+    :ivar policy: the supply-chain policy (cooldown, deny and allow rules).
     """
 
     upstreams: tuple[tuple[UpstreamConfig, ...], ...]
@@ -190,6 +192,7 @@ class Config:
         default=128, validator=_positive("max-client-connections")
     )
     admins: tuple[str, ...] = ()
+    policy: PolicyConfig = attrs.field(factory=PolicyConfig)
 
     def __attrs_post_init__(self) -> None:
         if not self.upstreams:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from proxypypi.config.model import DEFAULT_LISTEN, Config, UpstreamConfig
+from proxypypi.config.policy import POLICY_KEYS, policy_config
 from proxypypi.config.urls import ConfigError, parse_upstream_url
 from proxypypi.sizes import parse_size
 
@@ -169,6 +170,7 @@ def build_config(
     kwargs: dict[str, Any] = {}
     file_upstreams: tuple[tuple[UpstreamConfig, ...], ...] = ()
     file_listen: list[str] = []
+    policy: dict[str, object] = {}
     for raw_key, value in settings.items():
         key = raw_key.replace("_", "-")
         if value is None:
@@ -179,6 +181,8 @@ def build_config(
             file_listen = _as_list(key, value)
         elif key in _LISTS:
             kwargs[_LISTS[key]] = tuple(_as_list(key, value))
+        elif key in POLICY_KEYS:
+            policy[key] = value
         elif key in _SCALARS:
             field, convert = _SCALARS[key]
             try:
@@ -190,6 +194,7 @@ def build_config(
     cli_groups = tuple(parse_upstream_group(g) for g in upstreams)
     kwargs["upstreams"] = cli_groups or file_upstreams
     kwargs["listen"] = tuple(listen) or tuple(file_listen) or (DEFAULT_LISTEN,)
+    kwargs["policy"] = policy_config(policy)
     try:
         return Config(**kwargs)
     except ConfigError:

@@ -7,7 +7,6 @@ as their project's page records them, and the refusals.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -229,28 +228,6 @@ class AddResult:
     existing: bool = False
 
 
-
-
-def read_project(directory: str, name: NormalizedName) -> PrivateProject | None:
-    """
-    The private project whose page is in ``directory``, or ``None`` when
-    there is none (blocking).
-
-    :raises ValueError: (or ``KeyError``, ``TypeError``, ``OSError``) for a
-        damaged page.
-    """
-    page = os.path.join(directory, PAGE_FILE)
-    if not os.path.isfile(page):
-        return None
-    with open(page, "rb") as f:
-        doc = json.load(f)
-    files = [PrivateFile.from_json(item) for item in doc["files"]]
-    owners = doc.get("owners")
-    if owners is None:
-        owners = first_uploaders(files)
-    elif not all(isinstance(o, str) for o in owners):
-        raise TypeError("owners must be user names")
-    return PrivateProject.build(name, files, owners)
 
 
 def is_sdist_of(filename: str, version: Version) -> bool:

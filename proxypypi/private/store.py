@@ -24,6 +24,7 @@ Every change is durable before it is acknowledged: files are fsynced and
 renamed into place, the page written last (temp file, fsync, rename), so a
 crash leaves the old page or the new one, never one listing a missing
 file; then ``.generation`` is replaced, so every worker reads it again.
+The pages are served as the policy judges them (`proxypypi.private.served`).
 Nothing here is evicted: this tree is outside ``DATA/files/``.
 """
 
@@ -45,14 +46,16 @@ from proxypypi.cache.locks import Generation, Locks
 from proxypypi.cache.pages import PageCache
 from proxypypi.cache.storage import (
     Runner,
-    fsync_dir,
     remove_quietly,
     unlink_all,
     write_atomically,
 )
+from proxypypi.config.policy import PolicyConfig
 from proxypypi.names import METADATA_SUFFIX, normalize
+from proxypypi.policy.decision import Withheld
+from proxypypi.policy.state import Policy
 from proxypypi.private.archive import Inspected, inspect_upload
-from proxypypi.private.merged import MergedForms
+from proxypypi.private.disk import commit_upload, read_project
 from proxypypi.private.model import (
     PAGE_FILE,
     AddResult,
@@ -62,9 +65,9 @@ from proxypypi.private.model import (
     Upload,
     UploadRejected,
     is_sdist_of,
-    read_project,
     upload_time,
 )
+from proxypypi.private.served import ServedForms
 from proxypypi.simple.model import Yanked
 
 #: Replaced whenever a worker changes a private project, so that the
@@ -86,6 +89,7 @@ class PrivateStore:
     :ivar allow_overwrite: let a different file replace one of the same
         name.
     :ivar admins: users who may change every private project.
+    :ivar policy: the deny and allow rules private files answer to too.
     """
 
     root: str
@@ -95,16 +99,20 @@ class PrivateStore:
     merge_upstream: frozenset[NormalizedName] = frozenset()
     allow_overwrite: bool = False
     admins: frozenset[str] = frozenset()
+    policy: Policy = attrs.field(
+        default=attrs.Factory(lambda self: Policy.start(PolicyConfig(), self.clock), True)
+    )
     log = Logger()
     _projects: dict[NormalizedName, PrivateProject] = attrs.field(factory=dict)
     _lock: DeferredLock = attrs.field(factory=DeferredLock)
-    _merged: MergedForms = attrs.field(factory=MergedForms)
+    _served: ServedForms = attrs.field(init=False)
     #: Replaced by any worker that changes a private project.
     _generation: Generation = attrs.field(init=False)
     #: Changes across the worker processes, one at a time.
     _locks: Locks = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        self._served = ServedForms(self.policy, self.clock)
         self._generation = Generation(os.path.join(self.root, GENERATION))
         self._locks = Locks(os.path.join(os.path.dirname(self.root), "locks"), self.clock)
 
@@ -119,6 +127,7 @@ class PrivateStore:
         merge_upstream: Iterable[str] = (),
         allow_overwrite: bool = False,
         admins: Iterable[str] = (),
+        policy: Policy | None = None,
     ) -> PrivateStore:
         """
         Create the directory if needed and load every private project
@@ -127,7 +136,8 @@ class PrivateStore:
         operator must fix.
         """
         merged = frozenset(n for n in (normalize(m) for m in merge_upstream) if n is not None)
-        store = cls(root, spool_dir, run, clock, merged, allow_overwrite, frozenset(admins))
+        store = cls(root, spool_dir, run, clock, merged, allow_overwrite, frozenset(admins),
+                    *(() if policy is None else (policy,)))  # fmt: skip
         os.makedirs(root, exist_ok=True)
         store._current()
         if store._projects:
@@ -154,7 +164,7 @@ class PrivateStore:
             if project is not None:
                 projects[name] = project
         self._projects = projects
-        self._merged.forget()
+        self._served.forget()
 
     def _current(self) -> dict[NormalizedName, PrivateProject]:
         """
@@ -213,7 +223,7 @@ class PrivateStore:
         private = self._current().get(name)
         if private is None or name in self.merge_upstream:
             return None
-        return private.forms
+        return self._served.own(private)
 
     async def forms_for(self, name: NormalizedName, pages: PageCache) -> MemoryForms:
         """
@@ -227,8 +237,20 @@ class PrivateStore:
         """
         private = self._current()[name]
         if name not in self.merge_upstream:
-            return private.forms
-        return await self._merged.forms_for(private, pages)
+            return self._served.own(private)
+        return await self._served.merged(private, pages)
+
+    def rejudge(self) -> None:
+        """Judge every private page again (the rules changed)."""
+        self._served.rejudge(list(self._current().values()))
+
+    def verdict(self, project: str, filename: str) -> Withheld | None:
+        """
+        Why the private file ``filename`` (a distribution) is withheld, or
+        ``None``.
+        """
+        private = self.project(project)
+        return None if private is None else self._served.verdict(private, filename)
 
     # Changing
 
@@ -288,7 +310,7 @@ class PrivateStore:
         owners = project.owners if project is not None else (upload.user,)
         updated = PrivateProject.build(upload.project, files, owners)
         await self.run(
-            self._commit_files, upload.project, upload.filename, upload.spool_path,
+            commit_upload, self.root, upload.project, upload.filename, upload.spool_path,
             inspected.metadata_path, updated.to_bytes(),
         )  # fmt: skip
         await self._bump()
@@ -301,28 +323,6 @@ class PrivateStore:
             project=upload.project,
         )
         return AddResult(record)
-
-    def _commit_files(
-        self, project: str, filename: str, spool: str, metadata: str | None, page: bytes
-    ) -> None:
-        """
-        Rename the (already fsynced) spool files into place, then write the
-        page.  Blocking.
-        """
-        directory = os.path.join(self.root, project)
-        os.makedirs(directory, exist_ok=True)
-        os.replace(spool, os.path.join(directory, filename))
-        meta_path = os.path.join(directory, filename + METADATA_SUFFIX)
-        if metadata is not None:
-            os.replace(metadata, meta_path)
-        else:
-            try:
-                os.unlink(meta_path)  # an overwritten wheel's, say
-            except FileNotFoundError:
-                pass
-        fsync_dir(directory)
-        fsync_dir(self.root)
-        write_atomically(os.path.join(directory, PAGE_FILE), page)
 
     async def set_yanked(
         self, project: str, filename: str, yanked: Yanked, user: str
@@ -380,7 +380,7 @@ class PrivateStore:
             await self.run(shutil.rmtree, os.path.join(self.root, project))
             await self._bump()
             del self._projects[private.name]
-            self._merged.forget(private.name)
+            self._served.forget(private.name)
             self.log.info("released the private name {project}", project=project)
 
     async def set_owners(self, project: str, owners: Iterable[str], user: str) -> PrivateProject:

@@ -14,6 +14,7 @@ import os
 import resource
 import shutil
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import attrs
@@ -33,10 +34,12 @@ from proxypypi.cache.projectlist import ProjectList
 from proxypypi.cache.storage import Runner, Storage
 from proxypypi.cache.usage import IUsageTracker, SizeAccounting, UsageService
 from proxypypi.config.model import Config, UpstreamConfig
+from proxypypi.config.policy import PolicyConfig
 from proxypypi.config.urls import ConfigError
 from proxypypi.internals import QuietConnectionPool
 from proxypypi.ops.metrics import Metrics
 from proxypypi.ops.shared import InFlight, SharedFigures
+from proxypypi.policy.state import Policy
 from proxypypi.private.auth import Authenticator
 from proxypypi.private.store import PrivateStore
 from proxypypi.service.describe import log_configuration
@@ -50,8 +53,9 @@ from proxypypi.service.lifecycle import (
     WebServer,
 )
 from proxypypi.service.malloc import tune_malloc
+from proxypypi.service.policywatch import PolicyWatch
 from proxypypi.service.sockets import AdoptedEndpoint, Inherited
-from proxypypi.service.supervisor import Supervisor
+from proxypypi.service.supervisor import RUN_DIR, Supervisor, read_shared_policy
 from proxypypi.upstream.agents import upstream_agents
 from proxypypi.upstream.pages import PageFetcher
 from proxypypi.upstream.pool import Pool
@@ -70,8 +74,7 @@ STORAGE_PROBE_INTERVAL = 10.0
 #: Seconds between two publications of a worker's figures.
 SHARE_INTERVAL = 1.0
 
-#: Where the workers publish their figures, under the storage directory.
-RUN_DIR = "run"
+
 
 
 def _probe_storage(storage: Storage) -> Deferred[None]:
@@ -113,6 +116,7 @@ def build_proxy(
     auth_run: Runner | None = None,
     page_run: Runner | None = None,
     role: Role = Role(),
+    reread: Callable[[], PolicyConfig] | None = None,
 ) -> Proxy:
     """
     The proxy's collaborators, wired together.
@@ -122,10 +126,13 @@ def build_proxy(
         the storage's runner when not given.
     :param page_run: runs the parsing and rendering of pages off the
         reactor thread; the storage's runner when not given.
+    :param reread: the policy's settings read again (on ``SIGHUP``).
     :raises proxypypi.private.auth.AuthFileError: when the auth file is
         unreadable.
+    :raises ConfigError: when a policy rules file is unreadable or bad.
     """
     metrics = Metrics()
+    policy = Policy.start(config.policy, reactor, reread)
     pool = Pool.from_config(
         config.upstreams,
         metrics.metered(agent_for, reactor),
@@ -155,6 +162,7 @@ def build_proxy(
             forget_removed=config.forget_removed,
             offline=config.offline,
             work=page_run,
+            policy=policy,
         ),
         downloads=downloads,
         project_list=ProjectList(pool, storage, reactor, offline=config.offline),
@@ -167,7 +175,9 @@ def build_proxy(
             merge_upstream=config.merge_upstream,
             allow_overwrite=config.allow_overwrite,
             admins=config.admins,
+            policy=policy,
         ),
+        policy=policy,
         metrics=metrics,
         auth=None
         if config.auth_file is None
@@ -216,10 +226,14 @@ def build_site(proxy: Proxy) -> ProxySite:
     )
 
 
-def make_service(config: Config, reactor: Any) -> IService:
+def make_service(
+    config: Config, reactor: Any, reread: Callable[[], PolicyConfig] | None = None
+) -> IService:
     """
     The whole service: one process serving the listen endpoints, or, with
     more than one worker, the supervisor of the worker processes.
+
+    :param reread: the policy's settings read again, on ``SIGHUP``.
 
     :raises proxypypi.cache.storage.StorageError: when the storage is unusable.
     :raises ConfigError: when a listen endpoint cannot be used.
@@ -237,9 +251,9 @@ def make_service(config: Config, reactor: Any) -> IService:
             )
         Storage(config.storage, _no_runner).prepare()
         shutil.rmtree(os.path.join(config.storage, RUN_DIR), ignore_errors=True)
-        return Supervisor(config, reactor, count)
+        return Supervisor(config, reactor, count, reread=reread)
     endpoints_ = [listen_endpoint(reactor, description) for description in config.listen]
-    return _node(config, reactor, endpoints_, Role())
+    return _node(config, reactor, endpoints_, Role(), reread)
 
 
 def make_worker_service(
@@ -250,7 +264,7 @@ def make_worker_service(
     supervisor handed down, with a storage the supervisor prepared.
     """
     endpoints_ = [AdoptedEndpoint(reactor, item) for item in inherited]
-    return _node(config, reactor, endpoints_, role)
+    return _node(config, reactor, endpoints_, role, partial(read_shared_policy, config.storage))
 
 
 def _no_runner(*args: Any) -> Any:
@@ -258,7 +272,11 @@ def _no_runner(*args: Any) -> Any:
 
 
 def _node(
-    config: Config, reactor: Any, listen: Sequence[IStreamServerEndpoint], role: Role
+    config: Config,
+    reactor: Any,
+    listen: Sequence[IStreamServerEndpoint],
+    role: Role,
+    reread: Callable[[], PolicyConfig] | None,
 ) -> IService:
     """
     Disk threads, upstream connections, and one web server per endpoint.
@@ -299,6 +317,7 @@ def _node(
         auth_run=passwords.run,
         page_run=pages.run,
         role=role,
+        reread=reread,
     )
     HealthProbes(proxy.pool).setServiceParent(top)
     # Stopped after the web servers drained: what is still downloading then
@@ -312,6 +331,7 @@ def _node(
         figures = TimerService(SHARE_INTERVAL, proxy.shared.write)
         figures.clock = reactor
         figures.setServiceParent(top)
+    PolicyWatch(proxy.policy, proxy.pages, proxy.private, reactor).setServiceParent(top)
     site = build_site(proxy)
     for endpoint in listen:
         WebServer(endpoint, site, reactor).setServiceParent(top)

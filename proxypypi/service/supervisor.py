@@ -20,8 +20,10 @@ finished in time.
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -35,7 +37,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from proxypypi.config.model import Config
-from proxypypi.config.serial import config_to_json
+from proxypypi.config.policy import PolicyConfig
+from proxypypi.config.serial import config_from_json, config_to_json
+from proxypypi.config.urls import ConfigError
 from proxypypi.ops.logs import relay_lines
 from proxypypi.service.sockets import FIRST_LISTEN_FD, Inherited, bind, family_of
 
@@ -54,6 +58,27 @@ DRAIN_TIMEOUT = 60.0
 
 #: The descriptors of a worker's pipes to the supervisor.
 LOG_FD, ERR_FD, BEAT_FD = 1, 2, 3
+
+#: Where the supervisor and its workers share files, under the storage
+#: directory (emptied when the service starts).
+RUN_DIR = "run"
+
+#: The configuration as the supervisor last read it (on SIGHUP).
+CONFIG_FILE = "config.json"
+
+
+def read_shared_policy(root: str) -> PolicyConfig:
+    """
+    The policy settings as the supervisor read them again on SIGHUP (a
+    worker's part; it cannot read the command line or the TOML file).
+
+    :raises ConfigError: when there is no such file.
+    """
+    try:
+        with open(os.path.join(root, RUN_DIR, CONFIG_FILE)) as f:
+            return config_from_json(f.read()).policy
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read the settings the supervisor wrote: {e}") from e
 
 
 class WorkerProtocol(ProcessProtocol):
@@ -117,6 +142,8 @@ class Supervisor(Service):
     config: Config
     reactor: Any
     count: int
+    #: The policy settings read again, on SIGHUP.
+    reread: Callable[[], PolicyConfig] | None = None
     #: The command that runs one worker (its arguments follow).
     command: Sequence[str] = (sys.executable, "-m", "proxypypi.service.worker")
     _ports: list[tuple[str, IListeningPort]] = attrs.field(factory=list)
@@ -128,6 +155,8 @@ class Supervisor(Service):
     def startService(self) -> None:
         super().startService()
         self._config_json = config_to_json(self.config).encode()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGHUP, self._hangup)
         self._slots = [_Slot(i) for i in range(self.count)]
         d = Deferred.fromCoroutine(self._bind_and_start())
         d.addErrback(self._failed)
@@ -170,6 +199,30 @@ class Supervisor(Service):
             slot.protocol, args[0], args, env=os.environ.copy(), childFDs=child_fds
         )
         log.info("worker {index} started (pid {pid})", index=slot.index, pid=slot.process.pid)
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        # A signal handler may run in the middle of anything: hand over.
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self) -> None:
+        """
+        Read the policy settings again and tell every worker (SIGHUP), which
+        reads them from the file written here.
+        """
+        if self.reread is not None:
+            try:
+                config = attrs.evolve(self.config, policy=self.reread())
+            except ConfigError as e:
+                log.error("the policy settings were not changed: {error}", error=e)
+                return
+            path = os.path.join(self.config.storage, RUN_DIR, CONFIG_FILE)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path + ".new", "w") as f:
+                f.write(config_to_json(config))
+            os.replace(path + ".new", path)
+        for slot in self._slots:
+            if slot.process is not None:
+                _signal(slot.process, "HUP")
 
     def beat(self, index: int) -> None:
         self._slots[index].last_beat = self.reactor.seconds()

@@ -16,6 +16,8 @@ from proxypypi.config.model import DEFAULT_STORAGE, Config
 from proxypypi.config.settings import build_config, load_toml
 from proxypypi.config.urls import ConfigError
 from proxypypi.ops.logs import use_logfile
+from proxypypi.policy.rules import RulesError
+from proxypypi.policy.state import build_rules
 from proxypypi.private.auth import AuthFileError, check_auth_file
 
 
@@ -80,6 +82,15 @@ class Options(usage.Options):
             None,
             "Connections open at most per client address [128].",
         ],
+        ["cooldown", None, None, "Hold back files uploaded upstream more recently, e.g. 7d."],
+        [
+            "cooldown-unknown",
+            None,
+            None,
+            "Files without an upload time under a cooldown: allow or deny [deny].",
+        ],
+        ["deny", None, None, "Rules file of what is never served (re-read on SIGHUP)."],
+        ["allow", None, None, "Rules file of all that is served (a curated mirror)."],
     ]
     optFlags = [
         ["offline", None, "Serve only what is stored; never contact an upstream."],
@@ -90,6 +101,7 @@ class Options(usage.Options):
         ],
         ["auth-read", None, "Require a valid user for reads too."],
         ["allow-overwrite", None, "Let uploads replace a private file of the same name."],
+        ["policy-report-only", None, "Serve everything; log and count what the policy holds."],
     ]
 
     def __init__(self) -> None:
@@ -100,6 +112,7 @@ class Options(usage.Options):
         self["trusted-proxy"] = []
         self["file-host"] = []
         self["admin"] = []
+        self["cooldown-exempt"] = []
 
     def opt_version(self) -> None:
         """
@@ -151,6 +164,13 @@ class Options(usage.Options):
         """
         self["admin"].append(user)
 
+    def opt_cooldown_exempt(self, name: str) -> None:
+        """
+        A project (NAME) or release (NAME==VERSION) the cooldown never
+        holds back (repeatable).
+        """
+        self["cooldown-exempt"].append(name)
+
     def postOptions(self) -> None:
         try:
             self["config_obj"] = config = options_to_config(self)
@@ -161,7 +181,8 @@ class Options(usage.Options):
             Storage(self["config_obj"].storage, _no_runner).prepare()
             if config.auth_file is not None:
                 check_auth_file(config.auth_file)
-        except (ConfigError, StorageError, AuthFileError) as e:
+            build_rules(config.policy, 1)
+        except (ConfigError, StorageError, AuthFileError, RulesError) as e:
             raise usage.UsageError(str(e)) from e
 
 
@@ -184,7 +205,7 @@ def options_to_config(options: usage.Options) -> Config:
         key = str(flag[0])
         if options[key]:
             settings[key] = True
-    for key in ("merge-upstream", "trusted-proxy", "file-host", "admin"):
+    for key in ("merge-upstream", "trusted-proxy", "file-host", "admin", "cooldown-exempt"):
         if options[key]:
             settings[key] = options[key]
     return build_config(settings, options["upstreams"], options["listens"] or ())
@@ -199,7 +220,10 @@ def makeService(options: usage.Options) -> IService:
     from proxypypi.service.compose import make_service
 
     try:
-        return make_service(options["config_obj"], reactor)
+        # SIGHUP reads the --config file again, under the same command line.
+        return make_service(
+            options["config_obj"], reactor, reread=lambda: options_to_config(options).policy
+        )
     except (ConfigError, StorageError) as e:
         # twistd would print a traceback; the message says it all.
         raise SystemExit(f"proxypypi: {e}") from e

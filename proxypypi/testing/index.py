@@ -80,6 +80,8 @@ class _Project:
     name: NormalizedName
     files: dict[str, _Listed] = attrs.field(factory=dict)
     last_serial: int = 0
+    #: PEP 792 status and reason, listed on the JSON page.
+    status: tuple[str, str | None] | None = None
 
 
 
@@ -196,6 +198,17 @@ class FakeIndex:
             return
         del self._projects[name].files[filename]
         self._bump(self._projects[name])
+
+    def set_status(self, project: str, status: str, reason: str | None = None) -> None:
+        """
+        Give a project a PEP 792 status (``quarantined``, ``archived``,
+        ...), listed on its JSON page.
+
+        :raises KeyError: if there is no such project.
+        """
+        listed = self._projects[canonicalize_name(project)]
+        listed.status = (status, reason)
+        self._bump(listed)
 
     def count(self, path_prefix: str, method: str | None = None) -> int:
         """
@@ -336,6 +349,10 @@ class FakeIndex:
             "versions": self._versions(project),
             "files": files,
         }
+        if project.status is not None:
+            status, reason = project.status
+            page["project-status"] = {"status": status} if reason is None else {
+                "status": status, "reason": reason}  # fmt: skip
         return json.dumps(page).encode()
 
     def _project_html(self, request: server.Request, project: _Project) -> bytes:

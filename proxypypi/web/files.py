@@ -6,6 +6,10 @@ A complete file is served from disk.  Anything else must be listed on the
 project's page: the page gives the only URL it may be fetched from, and
 the hashes it must match.  Clients are answered as soon as the upstream's
 headers arrive and read the file while it downloads.
+
+A file the policy withholds (`proxypypi.policy`) is refused with 403 and
+the reason before anything else happens: never fetched, and never served
+from disk, whenever it was stored.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from proxypypi.cache.transfer import FileNotFoundUpstream
 from proxypypi.interfaces import IFileSource
 from proxypypi.internals import request_gone
 from proxypypi.names import METADATA_SUFFIX, is_safe_filename, normalize
+from proxypypi.policy.decision import Withheld
 from proxypypi.simple.model import DistFile
 from proxypypi.upstream.fetch import FetchError
 from proxypypi.upstream.origin import Origin
@@ -96,6 +101,9 @@ class FilesResource(Page):
         if self.proxy.private.claims(project, dist):
             # Private files never come from an upstream (proxypypi.private.store).
             facts_of(request).note("private")
+            refused = self._refused(request, self.proxy.private.verdict(project, dist))
+            if refused is not None:
+                return refused
             return respond_private_file(request, self.proxy, project, filename, content_type)
         # Before looking at the disk: a file being served is never evicted.
         done = self.proxy.usage.reading(FileKey(project, filename))
@@ -103,6 +111,9 @@ class FilesResource(Page):
         complete = CompleteFile.at(self.proxy.storage.file_path(project, filename))
         listed = self.proxy.pages.listed(project, dist) if complete is not None else None
         if complete is not None and listed is not None and _intact(complete, listed[1], metadata):
+            refused = self._judged(request, listed[1], listed[0].held.quarantine)
+            if refused is not None:
+                return refused
             facts_of(request).note("hit")
             return self._send(request, complete, listed[1], metadata)
 
@@ -125,6 +136,9 @@ class FilesResource(Page):
             return error(request, 502, f"no upstream answered for {project}: {e}")
         if f is None or not f.url:
             return error(request, 404, f"{dist} is not listed on the page of {project}")
+        refused = self._judged(request, f, facts.held.quarantine)
+        if refused is not None:
+            return refused
         if metadata and not f.core_metadata:
             return error(request, 404, f"the index offers no core metadata for {dist}")
         complete = CompleteFile.at(self.proxy.storage.file_path(project, filename))
@@ -159,6 +173,28 @@ class FilesResource(Page):
         if request_gone(request):
             return NOT_DONE_YET
         return self._send(request, download, f, metadata)
+
+    def _judged(self, request: IRequest, f: DistFile, quarantine: str | None) -> bytes | None:
+        """
+        `_refused`, for a file of an upstream's page.
+        """
+        project = normalize(request.postpath[0].decode("utf-8"))
+        assert project is not None
+        now = self.proxy.clock.seconds()
+        return self._refused(request, self.proxy.policy.rules.verdict(project, f, now, quarantine))
+
+    def _refused(self, request: IRequest, withheld: Withheld | None) -> bytes | None:
+        """
+        The 403 refusing a withheld file, or ``None`` when it is served
+        (reporting only, the refusal is logged and counted, not made).
+        """
+        if withheld is None:
+            return None
+        self.proxy.policy.ledger.refuse(withheld.reason)
+        if self.proxy.policy.rules.report_only:
+            self.log.info("policy, report only: would refuse {why}", why=withheld.message)
+            return None
+        return error(request, 403, withheld.message)
 
     def _send(
         self, request: IRequest, source: IFileSource, f: DistFile, metadata: bool

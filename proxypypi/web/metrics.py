@@ -57,6 +57,7 @@ class ProxyCollector:
         yield from self._upstreams(proxy, m)
         yield from self._downloads(proxy)
         yield from self._storage(proxy, m)
+        yield from self._policy(proxy)
 
     def _requests(self, m: Metrics) -> Iterator[Metric]:
         yield _counter(
@@ -235,6 +236,37 @@ class ProxyCollector:
             "Private (uploaded) projects.",
             value=len(proxy.private.names()),
         )
+
+
+    def _policy(self, proxy: Proxy) -> Iterator[Metric]:
+        ledger = proxy.policy.ledger
+        withheld = GaugeMetricFamily(
+            "proxypypi_policy_withheld_files",
+            "Files the policy holds back now (reporting only: would), on the pages in use, "
+            "by reason: cooldown, deny, allow-list, quarantine.",
+            labels=["reason"],
+        )
+        for reason, n in ledger.by_reason().items():
+            withheld.add_metric([reason], n)
+        yield withheld
+        yield _counter(
+            "proxypypi_policy_refused_requests",
+            "File requests refused by the policy (reporting only: that would be), by reason.",
+            ["reason"],
+            {(reason,): n for reason, n in ledger.refused.items()},
+        )
+        rules = proxy.policy.rules
+        yield GaugeMetricFamily(
+            "proxypypi_policy_report_only",
+            "1 when the policy only reports what it would withhold (--policy-report-only).",
+            value=1 if rules.report_only else 0,
+        )
+        count = GaugeMetricFamily(
+            "proxypypi_policy_rules", "Rules in force, by list.", labels=["list"]
+        )
+        count.add_metric(["deny"], len(rules.deny.rules) if rules.deny else 0)
+        count.add_metric(["allow"], len(rules.allow.rules) if rules.allow else 0)
+        yield count
 
 
 def registry_for(proxy: Proxy) -> CollectorRegistry:

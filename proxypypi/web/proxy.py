@@ -19,6 +19,7 @@ from proxypypi.config.model import Config
 from proxypypi.ops.figures import StorageFigures, storage_figures
 from proxypypi.ops.metrics import Metrics
 from proxypypi.ops.shared import InFlight, SharedFigures
+from proxypypi.policy.state import Policy
 from proxypypi.private.auth import Authenticator
 from proxypypi.private.store import PrivateStore
 from proxypypi.upstream.pool import Pool
@@ -34,6 +35,7 @@ class Proxy:
     :ivar private: uploaded projects; they shadow every upstream.
     :ivar auth: who may upload (and read, with ``--auth-read``); ``None``:
         nobody.
+    :ivar policy: the supply-chain policy in force, and what it holds back.
     :ivar metrics: this process's counters, for ``/metrics`` and the status
         page (`all_metrics` adds the other workers').
     """
@@ -47,6 +49,7 @@ class Proxy:
     project_list: ProjectList
     usage: IUsageTracker
     private: PrivateStore
+    policy: Policy
     metrics: Metrics
     auth: Authenticator | None = None
     started_at: float = 0.0

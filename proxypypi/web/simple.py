@@ -10,10 +10,11 @@ import functools
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
+from proxypypi.cache.answers import Answer
 from proxypypi.cache.complete import CompleteFile
 from proxypypi.cache.forms import Form, Rendered, file_etag
-from proxypypi.cache.pages import Answer
 from proxypypi.names import normalize
+from proxypypi.policy.decision import Held
 from proxypypi.simple.negotiate import negotiate
 from proxypypi.upstream.fetch import FetchError
 from proxypypi.upstream.pages import ProjectNotFound
@@ -26,6 +27,11 @@ from proxypypi.web.ranges import if_none_match_matches
 from proxypypi.web.site import facts_of
 
 VARY = b"Accept, Accept-Encoding"
+
+#: How many files of the page the policy withheld (sent while a policy is
+#: in force), and, reporting only, how many it would have.
+WITHHELD = b"x-proxypypi-policy-withheld"
+WOULD_WITHHOLD = b"x-proxypypi-policy-would-withhold"
 
 
 def _negotiate(request: IRequest) -> str | None:
@@ -150,11 +156,11 @@ class ProjectResource(Page):
             facts_of(request).note("private")
             forms = private.forms_ready(name)
             if forms is not None:
-                return self._send(request, name, media_type, form, forms.get(form))
+                return self._send(request, name, media_type, form, forms.get(form), forms.held)
 
             async def merged() -> bytes:
                 found = await private.forms_for(name, pages)
-                return self._send(request, name, media_type, form, found.get(form))
+                return self._send(request, name, media_type, form, found.get(form), found.held)
 
             return render_async(request, merged)
         ready = pages.answer_ready(name, form)
@@ -184,9 +190,11 @@ class ProjectResource(Page):
             facts_of(request).note(answer.cache, facts.source)
         if answer.body is not None:
             rendered = Rendered(answer.body, answer.etag)
-            return self._send(request, facts.name, media_type, answer.form, rendered)
+            return self._send(request, facts.name, media_type, answer.form, rendered, facts.held)
         assert answer.source is not None
-        self._headers(request, facts.name, media_type, answer.form)
+        if facts.held.empty_reason is not None:
+            return self._emptied(request, facts.held)
+        self._headers(request, facts.name, media_type, answer.form, facts.held)
         return respond_with_file(
             request,
             answer.source,
@@ -196,20 +204,43 @@ class ProjectResource(Page):
             cache_control=page_cache_control(self.proxy, facts.name),
         )
 
-    def _headers(self, request: IRequest, name: str, media_type: str, form: Form) -> None:
+    def _headers(
+        self, request: IRequest, name: str, media_type: str, form: Form, held: Held
+    ) -> None:
         request.setHeader(b"content-type", media_type.encode())
         request.setHeader(b"vary", VARY)
         request.setHeader(b"cache-control", page_cache_control(self.proxy, name).encode())
         if form.gzipped:
             request.setHeader(b"content-encoding", b"gzip")
+        if self.proxy.policy.rules.active:
+            request.setHeader(WITHHELD, b"%d" % held.withheld)
+            if not held.enforced:
+                request.setHeader(WOULD_WITHHOLD, b"%d" % held.total)
+
+    def _emptied(self, request: IRequest, held: Held) -> bytes:
+        """
+        Answer for a page whose every file the policy withheld: a 404
+        saying why, never an empty page that would leave an installer
+        guessing.
+        """
+        request.setHeader(WITHHELD, b"%d" % held.withheld)
+        return error(request, 404, held.empty_reason or "every file is withheld")
 
     def _send(
-        self, request: IRequest, name: str, media_type: str, form: Form, rendered: Rendered
+        self,
+        request: IRequest,
+        name: str,
+        media_type: str,
+        form: Form,
+        rendered: Rendered,
+        held: Held,
     ) -> bytes:
         """
         Answer with a form held in memory (or 304).
         """
-        self._headers(request, name, media_type, form)
+        if held.empty_reason is not None:
+            return self._emptied(request, held)
+        self._headers(request, name, media_type, form, held)
         request.setHeader(b"etag", rendered.etag.encode())
         cached_tags = request.getHeader(b"if-none-match")
         if cached_tags is not None and if_none_match_matches(

@@ -15,28 +15,16 @@ from twisted.web.iweb import IRequest
 
 from proxypypi import __version__
 from proxypypi.config.urls import display_url
+from proxypypi.durations import human_duration
 from proxypypi.ops.metrics import RESULTS_BY_KIND, SAVED_RESULTS
+from proxypypi.policy.decision import HELD_AS
+from proxypypi.policy.state import describe
 from proxypypi.web.address import external_base
 from proxypypi.web.markup import count, counted, data, document, e, sized, table, token
 from proxypypi.web.proxy import Proxy
 
 #: Most rows shown for downloads in flight and for private projects.
 MAX_ROWS = 100
-
-
-def human_duration(seconds: float) -> str:
-    """
-    An uptime for people: ``42 s``, ``5 min``, ``3 h 12 min``, ``2 d 4 h``.
-    """
-    s = int(max(0.0, seconds))
-    if s < 60:
-        return f"{s} s"
-    minutes, hours, days = s // 60, s // 3600, s // 86400
-    if s < 3600:
-        return f"{minutes} min"
-    if s < 86400:
-        return f"{hours} h {minutes % 60} min"
-    return f"{days} d {hours % 24} h"
 
 
 def _percent(ratio: float | None) -> str:
@@ -220,6 +208,34 @@ def _private(proxy: Proxy) -> str:
     )
 
 
+def _policy(proxy: Proxy) -> str:
+    """
+    The policy in force and what it holds back now, on the pages in use.
+    """
+    rules, ledger = proxy.policy.rules, proxy.policy.ledger
+    parts = [f'<p id="policy">{e(describe(rules))}.</p>']
+    if not rules.active:
+        return parts[0]
+    held = ledger.by_reason()
+    would = "would be " if rules.report_only else ""
+    shown = [f"{count(n, f'held-{r}')} {e(HELD_AS[r])}" for r, n in held.items() if n]
+    total = sum(held.values())
+    parts.append(
+        f"<p>{counted(total, 'file', 'held')} {would}held back now"
+        + (f" ({', '.join(shown)})" if shown else "")
+        + f" on {counted(ledger.projects(), 'page')} in use.</p>"
+    )
+    upcoming = ledger.next_release()
+    if upcoming is not None:
+        when, what = upcoming
+        left = human_duration(when - proxy.clock.seconds())
+        parts.append(f'<p>Next release to pass: <span id="next-release">{e(what)} in {e(left)}'
+                     "</span>.</p>")  # fmt: skip
+    refused = sum(ledger.refused.values())
+    parts.append(f"<p>{counted(refused, 'file request', 'refused')} {would}refused.</p>")
+    return "".join(parts)
+
+
 def _usage(proxy: Proxy, base: str) -> str:
     index = base + "simple/"
     # pip's trusted-host takes host:port; base is scheme://host[:port]/.
@@ -273,6 +289,7 @@ def render_status(proxy: Proxy, request: IRequest) -> bytes:
         ("Storage", _storage(proxy)),
         ("Downloads in flight", _downloads(proxy)),
         ("Private projects", _private(proxy)),
+        ("Supply-chain policy", _policy(proxy)),
     ]
     body = "".join(f"<h2>{e(title)}</h2>{content}" for title, content in sections)
     return document(

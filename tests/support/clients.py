@@ -89,12 +89,28 @@ class Twistd(ProcessProtocol):
         self.output = bytearray()
         self.port: Deferred[int] = Deferred()
         self.ended: Deferred[int] = Deferred()
+        self._awaited: list[tuple[bytes, int, Deferred[None]]] = []
+
+    def logged(self, text: bytes, timeout: float = 30) -> Deferred[None]:
+        """
+        Fires once ``text`` appears in the output after what is there now
+        (fails after ``timeout`` seconds).
+        """
+        d: Deferred[None] = Deferred()
+        self._awaited.append((text, len(self.output), d))
+        return d.addTimeout(timeout, reactor)
 
     def outReceived(self, data: bytes) -> None:
         self.output.extend(data)
         match = LISTENING.search(self.output)
         if match and not self.port.called:
             self.port.callback(int(match.group(1)))
+        for entry in list(self._awaited):
+            text, start, d = entry
+            if self.output.find(text, start) >= 0:
+                self._awaited.remove(entry)
+                if not d.called:
+                    d.callback(None)
 
     errReceived = outReceived
 

@@ -15,6 +15,9 @@ it works on the storage of a stopped service as well as a running one:
 ``prefetch``
     warm the cache through a running service by having pip download a set
     of requirements (dependencies included) through it.
+``policy explain NAME [VERSION]``
+    for each file of a project, whether the supply-chain policy serves it,
+    and why not.
 
 Every change ``verify`` makes is one ``rename`` or ``unlink``, each atomic,
 so it is safe next to a running service: a quarantined or removed upstream
@@ -29,6 +32,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from proxypypi.ops.admin import policy
 from proxypypi.ops.admin.common import AdminError
 from proxypypi.ops.admin.prefetch import prefetch
 from proxypypi.ops.admin.stats import stats
@@ -84,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dest", help="keep the downloaded files here (default: discard them)")
     p.set_defaults(func=prefetch)
+
+    policy.add_parser(commands)
     return parser
 
 
