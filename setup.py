@@ -17,7 +17,12 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["proxypypi", "proxypypi.*"]) + ["twisted.plugins"],
     package_data={"proxypypi": ["py.typed"]},
-    entry_points={"console_scripts": ["proxypypi-admin = proxypypi.ops.admin.cli:main"]},
+    entry_points={
+        "console_scripts": [
+            "proxypypi = proxypypi.service.cli:main",
+            "proxypypi-admin = proxypypi.ops.admin.cli:main",
+        ]
+    },
     install_requires=[
         "Twisted[tls]>=25.5.0",
         "treq>=23.11.0",

@@ -14,9 +14,11 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
@@ -393,6 +395,29 @@ def pip_download(
     if done.returncode != 0:
         lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
         raise ClientError(f"pip download failed ({done.returncode}): {' / '.join(lines[-2:])}")
+    return elapsed
+
+
+def uv_install(uv: str, index: str, root: str, work: str) -> float:
+    """
+    ``uv pip install --target`` of the install set, cold uv cache; seconds.
+
+    :raises ClientError: when uv fails.
+    """
+    target = tempfile.mkdtemp(dir=work, prefix="uv-target-")
+    cache = tempfile.mkdtemp(dir=work, prefix="uv-cache-")
+    env = {**clean_pip_env(work), "UV_NO_CONFIG": "1", "UV_CACHE_DIR": cache}
+    started = time.monotonic()
+    done = subprocess.run(
+        [uv, "pip", "install", "--python", sys.executable, "--target", target,
+         "--index-url", index, "-q", root],
+        env=env, capture_output=True, timeout=300, check=False,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    shutil.rmtree(target)
+    shutil.rmtree(cache)
+    if done.returncode != 0:
+        raise ClientError(f"uv failed: {done.stderr.decode(errors='replace')[-500:]}")
     return elapsed
 
 

@@ -203,9 +203,9 @@ def build(args: argparse.Namespace, index: FakeIndex) -> dict[str, Any]:
     """
     manifest: dict[str, Any] = {}
 
-    def add(dist: Dist) -> PrehashedDist:
+    def add(dist: Dist, offer_metadata: bool = True) -> PrehashedDist:
         prehashed = PrehashedDist.of(dist)
-        index.add(prehashed, upload_time=UPLOAD_TIME)
+        index.add(prehashed, upload_time=UPLOAD_TIME, offer_metadata=offer_metadata)
         return prehashed
 
     big = add(make_wheel(BIG_PROJECT, "1.0", payload_size=args.big_size))
@@ -224,7 +224,10 @@ def build(args: argparse.Namespace, index: FakeIndex) -> dict[str, Any]:
         add(dist)
     manifest["page"] = {"project": PAGE_PROJECT, "files": args.page_files}
 
-    installed = [add(d) for d in install_set()]
+    # Offered without core metadata, as by the index of issue 16: uv then
+    # probes every wheel with HEAD and Range requests, unless the proxy
+    # offers the metadata of the wheels it stored.
+    installed = [add(d, offer_metadata=False) for d in install_set()]
     manifest["install"] = {
         "root": APP_PROJECT,
         "files": [_entry(d) for d in installed],

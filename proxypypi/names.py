@@ -120,7 +120,7 @@ def _sdist_stem(filename: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=VERDICTS)
-def _version_text(text: str) -> str | None:
+def normal_version(text: str) -> str | None:
     """
     The normal form of a version, or ``None`` when ``text`` is none; each
     distinct text is parsed once (a release's files share one).
@@ -145,7 +145,7 @@ def _wheel_version(filename: str, project: NormalizedName) -> str | None:
         return None
     if _wheel_project(parts[0]) != project:
         return None
-    return _version_text(parts[1])
+    return normal_version(parts[1])
 
 
 @functools.lru_cache(maxsize=VERDICTS)
@@ -184,10 +184,10 @@ def version_of(filename: str, project: NormalizedName) -> str | None:
     except InvalidSdistFilename:
         return None
     if name == project:
-        return _version_text(str(version))
+        return normal_version(str(version))
     for i, c in enumerate(stem):
         if c == "-" and normalize(stem[:i]) == project:
-            return _version_text(stem[i + 1 :])
+            return normal_version(stem[i + 1 :])
     return None
 
 

@@ -12,7 +12,7 @@ import zipfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from proxypypi.private.ziplimits import (
+from proxypypi.cache.ziplimits import (
     MAX_CENTRAL_DIRECTORY,
     MAX_MEMBERS,
     ArchiveRefused,

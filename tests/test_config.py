@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 
-from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from proxypypi.config.defaultindex import DefaultIndex
 from proxypypi.config.settings import build_config
 from proxypypi.config.urls import ConfigError, parse_upstream_url
 from proxypypi.service.tap import Options
@@ -110,15 +110,17 @@ class OptionsTests(SynchronousTestCase):
         options.parseOptions(["--config", path])
         self.assertEqual(options["config_obj"].upstreams[0][0].url, "https://a.example/simple/")
 
-    def test_errors_are_usage_errors(self) -> None:
-        """Missing upstreams and unwritable storage are one-line usage errors."""
-        with self.assertRaises(usage.UsageError) as e:
-            Options().parseOptions(["--storage", self.mktemp()])
-        self.assertIn("--upstream", str(e.exception))
+    def test_errors_are_one_line(self) -> None:
+        """Bad values and unwritable storage end the process with one line, reason first."""
+        with self.assertRaises(SystemExit) as e:
+            Options().parseOptions(["--upstream", "ftp://a.example/", "--storage", self.mktemp()])
+        self.assertTrue(str(e.exception).startswith("proxypypi: upstream URL 'ftp://a.example/'"))
+        self.assertIn("--help", str(e.exception))
+        self.assertNotIn("\n", str(e.exception))
         blocker = self.mktemp()
         with open(blocker, "w") as f:
             f.write("a file, not a directory")
-        with self.assertRaises(usage.UsageError) as e:
+        with self.assertRaises(SystemExit) as e:
             Options().parseOptions(
                 [
                     "--upstream",
@@ -143,12 +145,19 @@ class PluginTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 0)
         self.assertIn(f"proxypypi {__version__}", result.stdout)
 
-    def test_twistd_refuses_without_upstream(self) -> None:
-        """`twistd proxypypi` without an upstream exits with a one-line reason."""
-        result = twistd("proxypypi", "--storage", self.mktemp())
+    def test_twistd_configuration_error_is_one_line(self) -> None:
+        """
+        `twistd proxypypi` with a bad setting exits non-zero with the reason
+        and a pointer to --help, not twistd's usage.
+        """
+        result = twistd("proxypypi", "--storage", self.mktemp(), "--page-ttl", "soon")
         self.assertNotEqual(result.returncode, 0)
-        self.assertIn("--upstream", result.stdout + result.stderr)
-        self.assertNotIn("Traceback", result.stdout + result.stderr)
+        self.assertEqual(result.stdout, "")
+        self.assertEqual(
+            result.stderr.splitlines(),
+            ["proxypypi: page-ttl has a bad value 'soon': could not convert string to float: "
+             "'soon' (see twistd proxypypi --help)"],
+        )  # fmt: skip
 
 
 class SettingsTests(SynchronousTestCase):
@@ -180,7 +189,7 @@ class SettingsTests(SynchronousTestCase):
             ["--log-format", "xml"],
             ["--page-memory", "0"],
         ):
-            with self.assertRaises(usage.UsageError) as e:
+            with self.assertRaises(SystemExit) as e:
                 Options().parseOptions(["--upstream", "https://a.example/simple/", *args])
             self.assertTrue(args[0].lstrip("-") in str(e.exception) or "log" in str(e.exception))
 
@@ -190,6 +199,9 @@ class ExampleConfigTests(SynchronousTestCase):
         """contrib/proxypypi.toml, with every documented key, is a valid config."""
         from proxypypi.config.settings import load_toml
 
-        config = build_config(load_toml(os.path.join(ROOT, "contrib", "proxypypi.toml")))
-        self.assertEqual(config.upstreams[0][0].url, "https://mirror.example/simple/")
+        config = build_config(
+            load_toml(os.path.join(ROOT, "contrib", "proxypypi.toml")),
+            default_index=lambda listen: DefaultIndex("https://found.example/simple/", "found"),
+        )
+        self.assertEqual(config.upstreams[0][0].url, "https://found.example/simple/")
         self.assertEqual(config.max_upload_size, 1024**3)

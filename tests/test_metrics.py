@@ -14,11 +14,14 @@ import gzip
 from typing import Any
 
 from twisted.internet.protocol import Protocol
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from proxypypi import __version__
 from proxypypi.cache.pagememory import PageMemory
 from proxypypi.config.urls import display_url
+from proxypypi.ops.logs import message
 from proxypypi.ops.metrics import Histogram, route_of
 from proxypypi.testing import Fault, make_wheel
 from tests.support.harness import PIP_ACCEPT, UPSTREAM, MeteredHarness, Samples
@@ -242,6 +245,42 @@ class MetricsTests(MeteredHarness):
         self.finish_downloads()
         response, body = self.get(self.file_path(self.upstream_alpha))
         self.assertEqual(body, self.upstream_alpha.data)
+
+    def test_project_list_is_its_own_kind(self) -> None:
+        """
+        ``/simple/`` counts under the kind ``list``, not as a file: the file
+        hit ratio and the bytes saved leave it out.
+        """
+        sizes = [len(self.get("/simple/", accept="text/html")[1]) for _ in range(2)]
+        s = self.scrape()
+        for result, size in zip(("miss", "hit"), sizes, strict=True):
+            labels = {"kind": "list", "result": result}
+            self.assertEqual(value(s, "proxypypi_cache_responses_total", **labels), 1)
+            self.assertEqual(value(s, "proxypypi_cache_sent_bytes_total", **labels), size)
+        self.assertEqual(total(s, "proxypypi_cache_responses_total", kind="file"), 0)
+        metrics = self.proxy.metrics
+        self.assertIsNone(metrics.hit_ratio("file"))
+        self.assertIsNone(metrics.hit_ratio())
+        self.assertEqual(metrics.cache_sent("hit", "miss"), 0)
+
+    def test_client_leaving_before_the_answer(self) -> None:
+        """
+        A client that leaves while the project list is still awaited is
+        logged and counted as cut short, not as a success.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.index.fault = Fault(hang=True)
+        d = self.send("/simple/")
+        self.settle()
+        d.cancel()
+        self.failureResultOf(d)
+        self.settle()
+        self.assertEqual(value(self.scrape(), "proxypypi_requests_aborted_total",
+                               route="simple_index"), 1)  # fmt: skip
+        (access,) = [e for e in events if e.get("path") == "/simple/"]
+        self.assertFalse(access["completed"])
+        self.assertTrue(message(access).endswith(" cut short"), message(access))
+        self.assertEqual(message(access), formatEvent(access))
 
     def test_upstream_errors_and_state(self) -> None:
         """Upstream 5xx answers count as errors; three in a row take the member down."""

@@ -49,10 +49,16 @@ class NegotiateTests(SynchronousTestCase):
 
     def test_missing_header_is_wildcard(self) -> None:
         """
-        No or an empty ``Accept`` header counts as ``*/*``, which prefers JSON.
+        No or an empty ``Accept`` header counts as ``*/*``, which gets
+        ``text/html``, as from the public index (curl, browsers).
         """
-        for accept in (None, "", "   ", "*/*"):
-            self.assertEqual(negotiate(accept), JSON_V1, accept)
+        for accept in (None, "", "   ", "*/*", "*/*;q=0.8"):
+            self.assertEqual(negotiate(accept), HTML, accept)
+
+    def test_named_beats_wildcard(self) -> None:
+        """A type the client named wins over what only ``*/*`` admits at the same q."""
+        self.assertEqual(negotiate(f"{JSON_V1}, */*"), JSON_V1)
+        self.assertEqual(negotiate(f"*/*, {HTML_V1}"), HTML_V1)
 
     def test_highest_q_wins_regardless_of_order(self) -> None:
         """
@@ -81,7 +87,7 @@ class NegotiateTests(SynchronousTestCase):
         """
         An explicit ``q=0`` for a type refuses it even when a wildcard accepts all.
         """
-        self.assertEqual(negotiate(f"*/*, {JSON_V1};q=0"), HTML_V1)
+        self.assertEqual(negotiate(f"*/*, {JSON_V1};q=0"), HTML)
         self.assertEqual(negotiate(f"{JSON_V1};q=0, {HTML_V1};q=0, */*"), HTML)
         self.assertIsNone(negotiate("application/*;q=0, text/html;q=0, */*"))
 
@@ -111,7 +117,7 @@ class NegotiateTests(SynchronousTestCase):
         """
         A header with no readable element at all is treated as absent.
         """
-        self.assertEqual(negotiate(",,, nonsense ,"), JSON_V1)
+        self.assertEqual(negotiate(",,, nonsense ,"), HTML)
 
 
 class MediaTypeTests(SynchronousTestCase):

@@ -16,10 +16,11 @@ import pytest_twisted
 import treq
 from twisted.internet import reactor
 
-from proxypypi.testing import Dist, FakeIndex, make_sdist, make_wheel, serve
+from proxypypi.testing import FakeIndex, make_sdist, make_wheel, serve
 from tests.support.auth import htpasswd_line
 from tests.support.clients import find_uv, run
 from tests.support.proxies import RunningProxy, running_proxy
+from tests.support.uploads import write_dists
 
 PY = f"python{sys.version_info[0]}.{sys.version_info[1]}"
 
@@ -52,17 +53,6 @@ async def private_proxy(
         [confusion[1]], os.path.join(str(tmp_path), "data"), auth_file=auth_file
     ) as running:
         yield running
-
-
-def write_dists(directory: str, *dists: Dist) -> list[str]:
-    os.makedirs(directory, exist_ok=True)
-    paths = []
-    for dist in dists:
-        path = os.path.join(directory, dist.filename)
-        with open(path, "wb") as f:
-            f.write(dist.data)
-        paths.append(path)
-    return paths
 
 
 def installed_version(site: str, module: str) -> str:

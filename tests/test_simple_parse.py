@@ -124,6 +124,18 @@ class JSONPageTests(SynchronousTestCase):
         body = json_page([json_file(), json_file(SDIST)], versions=["3.0", 4, "1.0"])
         self.assertEqual(parse_json(body)[0].versions, ("3.0", "1.0", "2.0"))
 
+    def test_versions_compared_as_versions(self) -> None:
+        """
+        The upstream's list is kept as it spelled it: a file whose version
+        equals a listed one as a version (``0.6c1`` and the file's
+        ``0.6rc1``) adds nothing; one the list lacks is added once.
+        """
+        body = json_page(
+            [json_file("proto_beta-0.6c1.tar.gz"), json_file("proto_beta-2.0-py3-none-any.whl")],
+            versions=["0.6c1", "1.0.0", "1.0"],
+        )
+        self.assertEqual(parse_json(body)[0].versions, ("0.6c1", "1.0.0", "1.0", "2.0"))
+
     def test_legacy_metadata_keys(self) -> None:
         """
         Both legacy spellings of the metadata key are read, and the PEP 714
@@ -200,6 +212,20 @@ class JSONPageTests(SynchronousTestCase):
         ]
         page = parse_json(json_page(files))[0]
         self.assertEqual([f.removed_upstream for f in page.files], [True, False])
+
+    def test_invalid_names_said_as_such(self) -> None:
+        """
+        A file name that is no valid wheel or sdist name is dropped as
+        invalid, not as another project's; another project's is named.
+        """
+        files = [json_file("proto_beta-1.0_x_y-py3-none-any.whl"), json_file("evil-1.0.tar.gz"),
+                 json_file(WHEEL)]  # fmt: skip
+        page, warnings = parse_json(json_page(files))
+        self.assertEqual([f.filename for f in page.files], [WHEEL])
+        invalid = "dropped 'proto_beta-1.0_x_y-py3-none-any.whl': invalid file name (Invalid"
+        self.assertTrue(warnings[0].startswith(invalid), warnings[0])
+        foreign = "dropped 'evil-1.0.tar.gz': a file of evil, not of proto-beta"
+        self.assertEqual(warnings[1], foreign)
 
     def test_hostile_links_dropped(self) -> None:
         """

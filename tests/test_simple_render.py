@@ -92,7 +92,6 @@ class JSONRenderTests(SynchronousTestCase):
                         "requires-python": ">=3.8",
                         "yanked": 'broken "build" <b>',
                         "core-metadata": {"sha256": META_SHA},
-                        "dist-info-metadata": {"sha256": META_SHA},
                         "gpg-sig": False,
                         "size": 1238,
                         "upload-time": "2025-01-02T03:04:05.123456Z",
@@ -117,12 +116,14 @@ class JSONRenderTests(SynchronousTestCase):
 
     def test_metadata_without_hash(self) -> None:
         """
-        Metadata offered without a hash is ``true`` under both keys.
+        Metadata offered without a hash is ``true``, under PEP 714's key
+        alone: pip 22.3 to 23.1 fail on pages with the old one.
         """
         page = ProjectPage(NAME, (attrs.evolve(PLAIN, core_metadata=True),))
         files: list[dict[str, object]] = rendered_json(page)["files"]  # type: ignore[assignment]
         (entry,) = files
-        self.assertEqual((entry["core-metadata"], entry["dist-info-metadata"]), (True, True))
+        self.assertIs(entry["core-metadata"], True)
+        self.assertNotIn("dist-info-metadata", entry)
 
     def test_api_version_claims(self) -> None:
         """
@@ -172,6 +173,16 @@ class JSONRenderTests(SynchronousTestCase):
         self.assertNotIn(b": ", body)
         self.assertTrue(body.isascii())
         self.assertEqual(json.loads(body)["files"][0]["yanked"], "caf\xe9 \ud800")
+
+    def test_versions_add_only_releases_the_upstream_dropped(self) -> None:
+        """
+        ``versions`` is the upstream's list plus the version of a stored
+        file whose release it no longer lists, compared as versions.
+        """
+        kept = DistFile("proto_beta-0.9c1-py3-none-any.whl", "u", removed_upstream=True)
+        listed = DistFile("proto_beta-1.0rc1.tar.gz", "u")
+        page = ProjectPage(NAME, (listed, kept), ("1.0c1", "1.1"))
+        self.assertEqual(rendered_json(page)["versions"], ["1.0c1", "1.1", "0.9rc1"])
 
     def test_round_trip(self) -> None:
         """

@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import CannotListenError
 from twisted.internet.ssl import Certificate
 from twisted.internet.testing import EventLoggingObserver, MemoryReactor
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.resource import Resource
@@ -92,19 +92,40 @@ class ListenTests(SynchronousTestCase):
         self.assertIn("missing.pem", str(e.exception))
         self.assertIn("readable by this user", str(e.exception))
 
-    def test_listen_failure_stops_the_service(self) -> None:
-        """A port that cannot be bound (in use, say) stops the process once it runs."""
+    def test_listen_failure_ends_the_process(self) -> None:
+        """
+        A port that cannot be bound (in use, say) ends the process at start
+        with one line naming the endpoint, before anything else starts.
+        """
 
         class Taken:
             def listen(self, factory: object) -> Deferred[object]:
                 return fail(CannotListenError("127.0.0.1", 3141, OSError(98, "in use")))
 
+        server = WebServer(Taken(), ProxySite(Resource()), MemoryReactor(),  # type: ignore[arg-type]
+                           "tcp:3141")  # fmt: skip
+        with self.assertRaises(SystemExit) as e:
+            server.privilegedStartService()
+        self.assertEqual(
+            str(e.exception),
+            "proxypypi: cannot listen on tcp:3141 (in use); stop whatever uses it, or choose "
+            "another with --listen (e.g. --listen tcp:3142:interface=127.0.0.1)",
+        )
+
+    def test_late_listen_failure_stops_the_service(self) -> None:
+        """An endpoint that fails once the reactor runs stops it, with one critical line."""
+        later: Deferred[object] = Deferred()
+
+        class Late:
+            def listen(self, factory: object) -> Deferred[object]:
+                return later
+
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         reactor = MemoryReactor()
-        server = WebServer(Taken(), ProxySite(Resource()), reactor)  # type: ignore[arg-type]
+        reactor.running = True
+        server = WebServer(Late(), ProxySite(Resource()), reactor, "unix:/x")  # type: ignore[arg-type]
         server.startService()
-        self.assertFalse(reactor.hasStopped)
-        reactor.run()
+        later.errback(CannotListenError("", 0, OSError(13, "denied")))
         self.assertTrue(reactor.hasStopped)
-        self.assertEqual(events[0]["log_format"], "cannot listen; check --listen")
-        self.flushLoggedErrors(CannotListenError)
+        self.assertEqual(events[0]["log_level"], LogLevel.critical)
+        self.assertIn("cannot listen on unix:/x (denied)", events[0]["reason"])

@@ -13,7 +13,7 @@ import pytest_twisted
 import treq
 
 from proxypypi.testing import make_wheel
-from tests.support.clients import ROOT, Twistd, spawn
+from tests.support.clients import ROOT, Twistd, serves_then_stops, spawn
 from tests.support.proxies import Upstream
 
 
@@ -73,12 +73,4 @@ async def test_tac_reads_config(upstream: Upstream, tmp_path: object) -> None:
         )
     proc = spawn(["-y", os.path.join(ROOT, "proxypypi.tac")], str(tmp_path),
                  PROXYPYPI_CONFIG=config)  # fmt: skip
-    try:
-        port = await proc.port
-        response = await treq.get(f"http://127.0.0.1:{port}/simple/proto-beta/", persistent=False)
-        assert response.code == 200
-        assert b"proto_beta-1.1+local" in await response.content()
-    finally:
-        proc.transport.signalProcess("TERM")  # type: ignore[union-attr]
-        code = await proc.ended
-        assert code == -signal.SIGTERM, proc.output.decode()
+    await serves_then_stops(proc)

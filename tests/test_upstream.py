@@ -702,6 +702,23 @@ class BadAnswerTests(SynchronousTestCase):
         self.assertEqual(len(said), 1)
         self.assertIn(f"and {200 - MAX_WARNINGS} more like these", said[0]["warnings"])
 
+    def test_dropped_entries_said_once_per_file(self) -> None:
+        """
+        The same unusable entry is not said again at every refresh of the
+        page; a new one is, alone.
+        """
+        bad = {"filename": "../evil-1.tar.gz", "url": "/x"}
+        members = Members(Clock(), [[("odd", 1)]])
+        said: list[str] = []
+        for extra in ([bad], [bad], [bad, {"filename": "../evil-2.tar.gz", "url": "/y"}]):
+            script = Scripted(200, JSON_TYPE, json_page_of(PROJECT, extra=extra))
+            members.agents["odd"] = members.switch["odd"].target = RequestTraversalAgent(script)
+            with capturedLogs() as events:
+                self.successResultOf(members.fetch())
+            said += [e["warnings"] for e in events if "warnings" in e]
+        self.assertEqual(said, ["dropped '../evil-1.tar.gz': unsafe file name",
+                                "dropped '../evil-2.tar.gz': unsafe file name"])  # fmt: skip
+
     def test_slow_drip(self) -> None:
         """A body trickling in just fast enough to dodge the idle timeout hits the total bound."""
         members = self.members_with(page_timeout=5.0)

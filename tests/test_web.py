@@ -100,6 +100,30 @@ class WebTests(ProxyCase):
         response, _ = self.request("GET", "/simple/proto-alpha/", accept="application/json")
         self.assertEqual(response.code, 406)
 
+    def test_unspecific_clients_get_html(self) -> None:
+        """
+        No Accept, or only ``*/*`` (curl, browsers), gets ``text/html`` for
+        pages and the list, as from the public index.
+        """
+        for path in ("/simple/proto-alpha/", "/simple/"):
+            for headers in ({}, {"accept": "*/*"}):
+                response, body = self.request("GET", path, **headers)
+                self.assertEqual(self.header(response, "content-type"), HTML, (path, headers))
+                self.assertTrue(body.startswith(b"<!DOCTYPE html>"))
+
+    def test_format_parameter(self) -> None:
+        """``?format=`` chooses the media type whatever Accept says; one not served is 406."""
+        escaped = JSON_V1.replace("+", "%2B")
+        for path in ("/simple/proto-alpha/", "/simple/"):
+            for value in (escaped, JSON_V1):  # "+" unescaped reads as a space
+                response, body = self.request("GET", f"{path}?format={value}", accept="text/html")
+                self.assertEqual(self.header(response, "content-type"), JSON_V1)
+                self.assertIn("meta", json.loads(body))
+            response, _ = self.request("GET", f"{path}?format=text/html", accept=PIP_ACCEPT)
+            self.assertEqual(self.header(response, "content-type"), HTML)
+            response, _ = self.request("GET", f"{path}?format=application/json")
+            self.assertEqual(response.code, 406)
+
     def test_redirects(self) -> None:
         """Non-normalized names and a missing slash redirect to the normalized page."""
         response, _ = self.request("GET", "/simple/Proto_Alpha/")

@@ -51,7 +51,8 @@ async def workers(upstream: Upstream, tmp_path: object) -> AsyncIterator[tuple[T
         str(tmp_path),
     )  # fmt: skip
     port = await proc.port
-    await until(lambda: proc.output.count(b"] listening on") >= 3, "both workers to listen")
+    accepting = b"] accepting connections on"
+    await until(lambda: proc.output.count(accepting) >= 2, "both workers to listen")
     try:
         yield proc, f"http://127.0.0.1:{port}/", os.path.join(str(tmp_path), "data")
     finally:

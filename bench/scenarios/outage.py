@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 
-from bench import BenchError
-from bench.clients import clean_pip_env, pip_download
+from bench.clients import clean_pip_env, pip_download, uv_install
 from bench.context import Bench
 from bench.processes import Processes
 from bench.report import Table, verdict
@@ -81,24 +77,3 @@ def run(b: Bench) -> None:
     )
 
 
-def uv_install(uv: str, index: str, root: str, work: str) -> float:
-    """
-    ``uv pip install --target`` of the install set, cold uv cache; seconds.
-
-    :raises BenchError: when uv fails.
-    """
-    target = tempfile.mkdtemp(dir=work, prefix="uv-target-")
-    cache = tempfile.mkdtemp(dir=work, prefix="uv-cache-")
-    env = {**clean_pip_env(work), "UV_NO_CONFIG": "1", "UV_CACHE_DIR": cache}
-    started = time.monotonic()
-    done = subprocess.run(
-        [uv, "pip", "install", "--python", sys.executable, "--target", target,
-         "--index-url", index, "-q", root],
-        env=env, capture_output=True, timeout=300, check=False,
-    )  # fmt: skip
-    elapsed = time.monotonic() - started
-    shutil.rmtree(target)
-    shutil.rmtree(cache)
-    if done.returncode != 0:
-        raise BenchError(f"uv failed: {done.stderr.decode(errors='replace')[-500:]}")
-    return elapsed

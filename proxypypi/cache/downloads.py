@@ -39,6 +39,8 @@ class Manager:
     #: Told of each download's start, end and commit (`IUsageTracker`).
     usage: IUsageTracker
     idle_timeout: float = 30.0
+    #: Told of each file stored (`proxypypi.cache.extractor`), if anyone.
+    on_stored: Callable[[FileKey], None] | None = None
     _active: dict[FileKey, Download | ForeignDownload] = attrs.field(factory=dict)
     #: Files whose last download failed its hash, and the origins to blame.
     _tainted: OrderedDict[FileKey, frozenset[str]] = attrs.field(factory=OrderedDict)
@@ -130,6 +132,8 @@ class Manager:
         # Stored by this process: another's counts it there.
         if download.is_complete() and download.stored_here:
             self.usage.stored(download.key, download.available())
+            if self.on_stored is not None:
+                self.on_stored(download.key)
 
     def _remember_blame(self, download: Download | ForeignDownload) -> None:
         key = download.key

@@ -260,12 +260,25 @@ class PageCache:
                 self.memory.keep_entry(name, f)
         return facts, f
 
+    async def offer_metadata(self, name: NormalizedName) -> None:
+        """
+        Render ``name``'s stored page again (under its lock, after any
+        refresh) now that a wheel's ``.metadata`` is stored here.
+        """
+        await self._refreshing.landed(name)
+        held, _ = await self.locks.acquire(f"page:{name}")
+        try:
+            await self._saving.landed(name)
+            stored: Stored | None = await self.work(self._store.restore, name, self.judge())
+        finally:
+            held.release()
+        if stored is not None:
+            self.memory.remember(stored)
+
     async def stored(self, name: NormalizedName) -> CachedPage:
         """
-        The whole stored page of ``name`` (for a private project merged
-        with it), fetched or loaded as needed.
-
-        :raises ProjectNotFound: and what else `get` raises.
+        The whole stored page of ``name`` (a private project merges it),
+        fetched or loaded as needed.  :raises ProjectNotFound: and so on.
         """
         await self.get(name)
         loaded = await self._load(name)
@@ -275,10 +288,9 @@ class PageCache:
 
     async def rejudge_due(self) -> None:
         """
-        Judge again, one after the other, the pages in memory whose
-        judgement expired (a file came of age) or was made under other
-        rules, so that their next request finds their forms ready and the
-        ledger tells what is held back now.
+        Judge again, one by one, the pages in memory whose judgement expired
+        or was made under other rules (their forms then ready, the ledger
+        current).
         """
         for name in self.memory.due(self.clock.seconds(), self.policy.generation):
             try:
@@ -299,9 +311,8 @@ class PageCache:
         self, name: NormalizedName, facts: PageFacts | None, form: Form | None
     ) -> PageFacts:
         """
-        `_fetch`, once across the worker processes: under the page's lock,
-        held until its stored page is written; a page another worker stored
-        meanwhile, fresh, is taken from the disk instead.
+        `_fetch`, once across the workers: under the page's lock, held until
+        the page is written; a fresh one another worker stored is read.
         """
         held, waited = await self.locks.acquire(f"page:{name}")
         try:
@@ -333,11 +344,8 @@ class PageCache:
         except Exception as e:
             if facts is None:
                 raise
-            self.log.warn(
-                "serving stale page of {project}: {reason}",
-                project=name,
-                reason=describe_failure(Failure(e)),
-            )
+            self.log.warn("serving stale page of {project}: {reason}", project=name,
+                          reason=describe_failure(Failure(e)))  # fmt: skip
             # Keep serving it without trying again for a while: a group
             # that is down would otherwise be asked again on every request.
             retry = attrs.evolve(
@@ -392,22 +400,13 @@ class PageCache:
         """
         etag, last_modified = (result.etag, result.last_modified) if result.page is None else (
             None, None)  # fmt: skip
-        touched = attrs.evolve(
-            facts,
-            fetched_at=self.clock.seconds(),
-            etag=etag or facts.etag,
-            last_modified=last_modified or facts.last_modified,
-        )
+        touched = attrs.evolve(facts, fetched_at=self.clock.seconds(), etag=etag or facts.etag,
+                               last_modified=last_modified or facts.last_modified)  # fmt: skip
         self.memory.set(touched)
         try:
-            await self.storage.run(
-                self._store.retouch,
-                touched.name,
-                touched.source,
-                touched.fetched_at,
-                touched.etag,
-                touched.last_modified,
-            )
+            t = touched
+            await self.storage.run(self._store.retouch, t.name, t.source, t.fetched_at, t.etag,
+                                   t.last_modified)  # fmt: skip
         except OSError as e:
             self.storage.failed_write(e)
         return touched

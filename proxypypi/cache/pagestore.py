@@ -35,6 +35,7 @@ import attrs
 from packaging.utils import NormalizedName
 from twisted.logger import Logger
 
+from proxypypi.cache.coremetadata import with_stored_metadata
 from proxypypi.cache.forms import (
     FORMS_DIR,
     OFFLINE_FORMS_DIR,
@@ -165,9 +166,13 @@ class PageStore:
         forms, though written after them: its bytes are one block that
         goes back to the system once written, where the parsed page it
         comes from is thousands of small objects that would have to wait
-        for it.
+        for it.  Wheels whose ``.metadata`` was taken out here offer it
+        (`with_stored_metadata`).
         """
-        page = cached.page
+        page = with_stored_metadata(
+            cached.page, os.path.join(self.storage.files_dir, cached.page.name)
+        )
+        cached = attrs.evolve(cached, page=page)
         decision = self._judge(cached, judge)
         wanted = set(forms) | set(self.forms_on_disk(page.name))
         if decision.page is page:
@@ -283,6 +288,14 @@ class PageStore:
                     page = attrs.evolve(cached.page, files=cached.page.files + kept)
                     cached = attrs.evolve(cached, page=page)
         return self.prepare(cached, forms, judge)
+
+    def restore(self, name: NormalizedName, judge: Judge) -> Stored | None:
+        """
+        The stored page of ``name`` rendered and stored again (to offer
+        metadata stored since); ``None`` when none is stored.
+        """
+        cached = self.read(name)
+        return None if cached is None else self.store(cached, (), judge)
 
     def keep_only_stored(self, name: NormalizedName, judge: Judge) -> Stored | None:
         """

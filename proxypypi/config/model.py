@@ -157,6 +157,8 @@ class Config:
         one address (trusted proxies are not capped).
     :ivar admins: users who may change every private project.
     :ivar policy: the supply-chain policy (cooldown, deny and allow rules).
+    :ivar upstream_reason: why the upstream is what it is, when it was not
+        given but found (`proxypypi.config.defaultindex`); logged at start.
     """
 
     upstreams: tuple[tuple[UpstreamConfig, ...], ...]
@@ -193,6 +195,7 @@ class Config:
     )
     admins: tuple[str, ...] = ()
     policy: PolicyConfig = attrs.field(factory=PolicyConfig)
+    upstream_reason: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if not self.upstreams:
@@ -211,7 +214,7 @@ class Config:
         if self.auth_read and self.auth_file is None:
             raise ConfigError(
                 "--auth-read needs --auth-file FILE (an htpasswd file of bcrypt entries, "
-                "made with htpasswd -cB FILE USER)"
+                "made with proxypypi-admin adduser USER --auth-file FILE)"
             )
         if self.upstream_proxy is not None:
             proxy_address(self.upstream_proxy)

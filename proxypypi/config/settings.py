@@ -7,9 +7,10 @@ Settings as given (option names, TOML keys, their text forms) into a
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from proxypypi.config.defaultindex import DefaultIndex
 from proxypypi.config.model import DEFAULT_LISTEN, Config, UpstreamConfig
 from proxypypi.config.policy import POLICY_KEYS, policy_config
 from proxypypi.config.urls import ConfigError, parse_upstream_url
@@ -158,12 +159,20 @@ def _as_list(key: str, value: object) -> list[str]:
 
 
 def build_config(
-    settings: Mapping[str, object], upstreams: Iterable[str] = (), listen: Iterable[str] = ()
+    settings: Mapping[str, object],
+    upstreams: Iterable[str] = (),
+    listen: Iterable[str] = (),
+    default_index: Callable[[tuple[str, ...]], DefaultIndex] | None = None,
 ) -> Config:
     """
     Build a `Config` from option-style keys (``page-ttl``; underscores are
     accepted too).  ``upstreams`` and ``listen``, when not empty, replace the
     ones in ``settings``: the command line overrides the file.
+
+    :param default_index: when neither gives an upstream, finds the one to
+        use from the listen endpoints (the entry points pass
+        `proxypypi.config.defaultindex.find_default_index`); without it,
+        an upstream is required.
 
     :raises ConfigError: naming the first bad or unknown key.
     """
@@ -195,6 +204,10 @@ def build_config(
     kwargs["upstreams"] = cli_groups or file_upstreams
     kwargs["listen"] = tuple(listen) or tuple(file_listen) or (DEFAULT_LISTEN,)
     kwargs["policy"] = policy_config(policy)
+    if not kwargs["upstreams"] and default_index is not None:
+        found = default_index(kwargs["listen"])
+        kwargs["upstreams"] = ((UpstreamConfig(found.url),),)
+        kwargs["upstream_reason"] = found.reason
     try:
         return Config(**kwargs)
     except ConfigError:

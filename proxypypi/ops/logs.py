@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +33,11 @@ from proxypypi.ops.facts import RequestFacts
 from proxypypi.text import printable
 
 ACCESS_NAMESPACE = "proxypypi.access"
-ACCESS_FORMAT = "{method} {path} {status} {bytes} {duration:.3f}s"
+ACCESS_FORMAT = "{method} {path} {status} {bytes} {duration:.3f}s{ending}"
+
+#: How the access line of a response that did not reach its end ends: the
+#: client left (or was cut off) first, whatever its status says.
+CUT_SHORT = " cut short"
 access_log = Logger(namespace=ACCESS_NAMESPACE)
 
 
@@ -50,7 +55,10 @@ def message(event: LogEvent) -> str:
     """
     if event.get("log_namespace") == ACCESS_NAMESPACE and "duration" in event:
         e = event
-        return f"{e['method']} {e['path']} {e['status']} {e['bytes']} {e['duration']:.3f}s"
+        return (
+            f"{e['method']} {e['path']} {e['status']} {e['bytes']} {e['duration']:.3f}s"
+            f"{e['ending']}"
+        )
     return formatEvent(event)
 
 
@@ -177,6 +185,28 @@ def event_as_text(event: LogEvent, stamp: Callable[[float], str] = _STAMP) -> st
     return f"{stamp(event.get('log_time', 0.0))} [{system}] {text}\n"
 
 
+#: Twisted's routine lines that say nothing to an operator: factories
+#: starting and stopping (``Starting factory <... object at 0x...>``) and
+#: ports opening and closing, which the service logs in words of its own
+#: (``listening on HOST:PORT``).
+_NOISE_FORMATS = frozenset(("Starting factory {factory!r}", "Stopping factory {factory!r}"))
+_LEGACY_NOISE = re.compile(r"\S+ starting on \d+|\(\S+ Port \d+ Closed\)")
+
+
+def is_noise(event: LogEvent) -> bool:
+    """
+    Whether an informational event is one of Twisted's routine lines.
+    """
+    if event.get("log_format") in _NOISE_FORMATS:
+        return True
+    text = event.get("log_text")
+    return (
+        event.get("log_namespace") == "log_legacy"
+        and isinstance(text, str)
+        and _LEGACY_NOISE.fullmatch(text) is not None
+    )
+
+
 #: Log levels by severity: debug is dropped, warn and above are urgent.
 _RANK = {LogLevel.debug: 0, LogLevel.info: 1, LogLevel.warn: 2, LogLevel.error: 3,
          LogLevel.critical: 4}  # fmt: skip
@@ -186,7 +216,8 @@ _RANK = {LogLevel.debug: 0, LogLevel.info: 1, LogLevel.warn: 2, LogLevel.error: 
 @attrs.define(eq=False)
 class LineObserver:
     """
-    Renders each event as one line for a `LineWriter`.
+    Renders each event as one line for a `LineWriter`; Twisted's routine
+    lines (`is_noise`) are left out.
     """
 
     writer: LineWriter
@@ -196,7 +227,7 @@ class LineObserver:
         # A dict lookup rather than LogLevel comparisons or a filtering
         # observer: this runs once per request.
         rank = _RANK.get(event.get("log_level"), 1)
-        if rank >= 1:
+        if rank >= 2 or (rank == 1 and not is_noise(event)):
             self.writer.write(self.render(event), urgent=rank >= 2)
 
 
@@ -280,6 +311,7 @@ def log_access(request: Any, facts: RequestFacts, duration: float, completed: bo
             "cache": facts.cache,
             "upstream": facts.upstream,
             "completed": completed,
+            "ending": "" if completed else CUT_SHORT,
             "client": getattr(request.getClientAddress(), "host", None),
         }
     )

@@ -65,11 +65,21 @@ ROUTES = (
     "other",
 )
 
-#: The cache results each kind of response can have.
+#: The cache results each kind of response can have.  The project list
+#: is a kind of its own: counted as a file, its hits would swell the file
+#: hit ratio and the bytes saved.
 RESULTS_BY_KIND = {
     "page": ("hit", "stale", "miss", "private"),
     "file": ("hit", "join", "miss", "private"),
+    "list": ("hit", "stale", "miss"),
 }
+
+#: The kinds the hit ratio and the bytes saved are about: what installers
+#: fetch by the thousand.
+CACHE_KINDS = ("page", "file")
+
+#: The kind of cache response of each route that notes one.
+_KIND_OF_ROUTE = {"project_page": "page", "simple_index": "list"}
 
 #: Results that cost no upstream transfer of their own.
 SAVED_RESULTS = ("hit", "stale", "join")
@@ -322,10 +332,11 @@ class Metrics:
             histogram = self.durations[route] = Histogram(DURATION_BUCKETS)
         histogram.observe(duration)
         if not completed:
+            # Cut short: the client left (or was cut off) before the end.
             self.aborted[route] = self.aborted.get(route, 0) + 1
         cache = facts.cache
         if cache is not None:
-            ck = ("page" if route == "project_page" else "file", cache)
+            ck = (_KIND_OF_ROUTE.get(route, "file"), cache)
             self.cache[ck] = self.cache.get(ck, 0) + 1
             self.cache_bytes[ck] = self.cache_bytes.get(ck, 0) + sent
         if route == "upload" and request.method == b"POST":
@@ -337,7 +348,13 @@ class Metrics:
         return sum(self.cache.get((kind, r), 0) for r in results)
 
     def cache_sent(self, *results: str) -> int:
-        return sum(n for (_, r), n in self.cache_bytes.items() if r in results)
+        """
+        Body bytes of page and file responses (`CACHE_KINDS`) with these
+        results.
+        """
+        return sum(
+            n for (k, r), n in self.cache_bytes.items() if r in results and k in CACHE_KINDS
+        )
 
     def hit_ratio(self, kind: str | None = None) -> float | None:
         """
@@ -345,7 +362,7 @@ class Metrics:
         that needed no upstream transfer of their own (``hit``, ``stale``,
         ``join``); ``None`` before the first.
         """
-        kinds = ("page", "file") if kind is None else (kind,)
+        kinds = CACHE_KINDS if kind is None else (kind,)
         hits = sum(self.cache_count(k, *SAVED_RESULTS) for k in kinds)
         total = hits + sum(self.cache_count(k, "miss") for k in kinds)
         return None if total == 0 else hits / total

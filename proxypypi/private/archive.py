@@ -9,7 +9,7 @@ METADATA's ``Name`` and ``Version`` say the same, as the public index
 requires.  Otherwise a user allowed to upload ``corp-lib`` could serve
 METADATA that says ``Name: requests`` to every installer.  Its table of
 contents is bounded before ``zipfile`` reads it
-(`proxypypi.private.ziplimits`).
+(`proxypypi.cache.ziplimits`).
 """
 
 from __future__ import annotations
@@ -17,23 +17,19 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import zipfile
 from email.parser import BytesHeaderParser
 from typing import Any
 
 import attrs
 from packaging.version import InvalidVersion, Version
 
+from proxypypi.cache.coremetadata import WheelMetadataError, read_wheel_metadata
 from proxypypi.cache.storage import (
     PARTIAL_SUFFIX,
     write_synced,
 )
 from proxypypi.names import normalize
 from proxypypi.private.model import DigestMismatch, Upload, UploadRejected
-from proxypypi.private.ziplimits import ArchiveRefused, check_members
-
-#: The largest wheel METADATA extracted.
-MAX_METADATA = 16 * 1024 * 1024
 
 _READ_CHUNK = 1024 * 1024
 
@@ -106,33 +102,15 @@ def wheel_metadata(path: str, upload: Upload) -> bytes:
     :raises UploadRejected: when the file is not a wheel of the upload's
         project and version with one.
     """
-    filename = upload.filename
     expected = f"{upload.project}-{upload.version}.dist-info/METADATA"
     try:
-        with open(path, "rb") as f:
-            check_members(f)
-        with zipfile.ZipFile(path) as zf:
-            found = [n for n in zf.namelist() if _is_dist_info_of(n, upload)]
-            if len(found) != 1:
-                raise UploadRejected(
-                    400, f"{filename!r} is not a valid wheel: no {expected} (or several)"
-                )
-            info = zf.getinfo(found[0])
-            if info.file_size > MAX_METADATA:
-                raise UploadRejected(400, f"{filename!r}: METADATA is too large")
-            with zf.open(info) as member:
-                data = member.read(MAX_METADATA + 1)
-    except UploadRejected:
-        raise
-    except ArchiveRefused as e:
-        raise UploadRejected(400, f"{filename!r} is not a valid wheel: {e}") from None
-    except Exception as e:
-        raise UploadRejected(400, f"{filename!r} is not a valid wheel ({e})") from None
-    if len(data) > MAX_METADATA:
-        raise UploadRejected(400, f"{filename!r}: METADATA is too large")
+        data = read_wheel_metadata(
+            path, upload.filename, lambda n: _is_dist_info_of(n, upload), expected
+        )
+    except WheelMetadataError as e:
+        raise UploadRejected(400, str(e)) from None
     _check_metadata(data, upload)
     return data
-
 
 def _write_spool(spool_dir: str, data: bytes) -> str:
     path = os.path.join(spool_dir, f"upload-{secrets.token_hex(12)}.metadata{PARTIAL_SUFFIX}")

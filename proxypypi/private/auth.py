@@ -212,7 +212,7 @@ class HtpasswdChecker:
         except OSError as e:
             raise AuthFileError(
                 f"cannot read the auth file {self.path!r} ({e.strerror}); create it with "
-                "'htpasswd -cB FILE USER' or fix --auth-file"
+                "'proxypypi-admin adduser USER --auth-file FILE' or fix --auth-file"
             ) from e
         return len(self._users.entries)
 
@@ -232,7 +232,7 @@ class HtpasswdChecker:
         for user in refused:
             self.log.warn(
                 "auth file {path}: {user} has no bcrypt entry and cannot log in; "
-                "recreate it with 'htpasswd -B {path} {user}'",
+                "set it again with 'proxypypi-admin adduser {user} --auth-file {path}'",
                 path=self.path,
                 user=user.decode("utf-8", "replace"),
             )

@@ -29,6 +29,7 @@ from twisted.web.iweb import IAgent
 
 from proxypypi.cache.downloads import Manager
 from proxypypi.cache.eviction import Evictor
+from proxypypi.cache.extractor import MetadataExtractor
 from proxypypi.cache.pages import PageCache
 from proxypypi.cache.projectlist import ProjectList
 from proxypypi.cache.storage import Runner, Storage
@@ -147,23 +148,28 @@ def build_proxy(
         usage = Evictor(storage, reactor, config.max_cache_size)
     else:
         usage = SizeAccounting(storage, reactor)
-    downloads = Manager(storage, reactor, usage, config.download_idle_timeout)
+    pages = PageCache(
+        fetcher,
+        storage,
+        reactor,
+        ttl=config.page_ttl,
+        negative_ttl=config.negative_ttl,
+        forget_removed=config.forget_removed,
+        offline=config.offline,
+        work=page_run,
+        policy=policy,
+    )
+    # Stored wheels offer their core metadata when the upstream has none.
+    extractor = MetadataExtractor(storage, pages)
+    downloads = Manager(
+        storage, reactor, usage, config.download_idle_timeout, on_stored=extractor.stored
+    )
     return Proxy(
         config=config,
         clock=reactor,
         storage=storage,
         pool=pool,
-        pages=PageCache(
-            fetcher,
-            storage,
-            reactor,
-            ttl=config.page_ttl,
-            negative_ttl=config.negative_ttl,
-            forget_removed=config.forget_removed,
-            offline=config.offline,
-            work=page_run,
-            policy=policy,
-        ),
+        pages=pages,
         downloads=downloads,
         project_list=ProjectList(pool, storage, reactor, offline=config.offline),
         usage=usage,
@@ -252,8 +258,8 @@ def make_service(
         Storage(config.storage, _no_runner).prepare()
         shutil.rmtree(os.path.join(config.storage, RUN_DIR), ignore_errors=True)
         return Supervisor(config, reactor, count, reread=reread)
-    endpoints_ = [listen_endpoint(reactor, description) for description in config.listen]
-    return _node(config, reactor, endpoints_, Role(), reread)
+    listen = [(listen_endpoint(reactor, d), d) for d in config.listen]
+    return _node(config, reactor, listen, Role(), reread)
 
 
 def make_worker_service(
@@ -263,8 +269,8 @@ def make_worker_service(
     One worker's service: as a single process's, on the sockets the
     supervisor handed down, with a storage the supervisor prepared.
     """
-    endpoints_ = [AdoptedEndpoint(reactor, item) for item in inherited]
-    return _node(config, reactor, endpoints_, role, partial(read_shared_policy, config.storage))
+    listen = [(AdoptedEndpoint(reactor, item), item.description) for item in inherited]
+    return _node(config, reactor, listen, role, partial(read_shared_policy, config.storage))
 
 
 def _no_runner(*args: Any) -> Any:
@@ -274,7 +280,7 @@ def _no_runner(*args: Any) -> Any:
 def _node(
     config: Config,
     reactor: Any,
-    listen: Sequence[IStreamServerEndpoint],
+    listen: Sequence[tuple[IStreamServerEndpoint, str]],
     role: Role,
     reread: Callable[[], PolicyConfig] | None,
 ) -> IService:
@@ -333,8 +339,9 @@ def _node(
         figures.setServiceParent(top)
     PolicyWatch(proxy.policy, proxy.pages, proxy.private, reactor).setServiceParent(top)
     site = build_site(proxy)
-    for endpoint in listen:
-        WebServer(endpoint, site, reactor).setServiceParent(top)
+    for endpoint, description in listen:
+        server = WebServer(endpoint, site, reactor, description, announce=role.count == 1)
+        server.setServiceParent(top)
     FrozenHeap().setServiceParent(top)
     return top
 

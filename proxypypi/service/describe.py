@@ -1,11 +1,13 @@
 # -*- test-case-name: tests.test_logs -*-
 """
-The effective configuration, logged at start-up as understood.
+The effective configuration, logged at start-up as understood, and what to
+do next once the service listens.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 
 from twisted.logger import Logger
 
@@ -33,6 +35,11 @@ def log_configuration(config: Config) -> None:
         version=__version__,
         upstreams=config.describe(),
     )
+    if config.upstream_reason is not None:
+        log.info(
+            "  upstream: no --upstream given, so {upstream_reason}",
+            upstream_reason=config.upstream_reason,
+        )
     for rank, group in enumerate(config.upstreams, 1):
         for u in group:
             idle = u.idle_timeout if u.idle_timeout is not None else config.download_idle_timeout
@@ -79,3 +86,59 @@ def log_configuration(config: Config) -> None:
         log.info("  listen endpoint: {endpoint}", endpoint=endpoint)
 
 
+
+
+def service_urls(address: object, description: str) -> tuple[str, str] | None:
+    """
+    The index URL and the status page URL of a bound address, or ``None``
+    for one that has no URL (a Unix socket).  A wildcard address is shown
+    by this machine's name, which other machines can use.
+
+    :param description: the ``--listen`` value (``ssl:`` means https).
+    """
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if not isinstance(host, str) or not isinstance(port, int):
+        return None
+    if host in ("0.0.0.0", "::"):
+        host = socket.gethostname()
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if description.startswith("ssl:") else "http"
+    base = f"{scheme}://{host}:{port}/"
+    return f"{base}simple/", base
+
+
+def cannot_listen(description: str, error: BaseException) -> str:
+    """
+    Why an endpoint could not be bound, and what to do, in one line (the
+    port's owner is another program far more often than a bad value).
+    """
+    reason: object = getattr(error, "socketError", None) or error
+    reason = getattr(reason, "strerror", None) or reason
+    return (
+        f"cannot listen on {description} ({reason}); stop whatever uses it, "
+        "or choose another with --listen (e.g. --listen tcp:3142:interface=127.0.0.1)"
+    )
+
+
+def announce_listening(address: object, description: str) -> None:
+    """
+    Where the service listens and what a newcomer does next, on the first
+    screen of the log: the index URL to give pip and uv, ready to paste,
+    and the status page.
+    """
+    log.info(
+        "listening on {host}:{port}",
+        host=getattr(address, "host", getattr(address, "name", "?")),
+        port=getattr(address, "port", "-"),
+    )
+    urls = service_urls(address, description)
+    if urls is None:
+        return
+    index, status = urls
+    log.info(
+        "give pip and uv this index: export PIP_INDEX_URL={index} UV_DEFAULT_INDEX={index}",
+        index=index,
+    )
+    log.info("status page: {status}", status=status)

@@ -23,6 +23,7 @@ from twisted.web.client import (
 )
 
 from proxypypi.cache.downloads import Manager
+from proxypypi.service.describe import announce_listening, cannot_listen
 from proxypypi.upstream.pool import Pool
 from proxypypi.web.site import ProxySite
 
@@ -149,37 +150,65 @@ SHUTDOWN_GRACE = 10.0
 class WebServer(Service):
     """
     Listen on one endpoint; logs the address actually bound (``tcp:0``
-    picks a free port, which tests and operators need to know).
+    picks a free port, which tests and operators need to know) and the
+    URLs to give installers.
+
+    :ivar description: the ``--listen`` value, to name in errors.
+    :ivar announce: log the address and the URLs (a worker process does
+        not: its supervisor bound the socket and said so once).
     """
 
     endpoint: IStreamServerEndpoint
     site: ProxySite
     reactor: Any
+    description: str = "the listen endpoint"
+    announce: bool = True
     port: IListeningPort | None = None
     _waiting: list[Deferred[IListeningPort]] = attrs.field(factory=list)
+    _bound: bool = False
+
+    def privilegedStartService(self) -> None:
+        """
+        Listen, before any service starts (and before twistd sheds root,
+        for a port below 1024).  TCP, TLS and Unix endpoints bind at once:
+        a failure then ends the process with one line and a non-zero
+        status, before any thread has started (twistd would log a
+        traceback, stop the reactor and exit with 0, which neither systemd
+        nor CI notices).
+
+        :raises SystemExit: when the endpoint cannot be bound.
+        """
+        super().privilegedStartService()
+        self._bound = True
+        at_once: list[Failure] = []
+        errback = at_once.append
+        d = self.endpoint.listen(self.site)
+        d.addCallbacks(self._listening, lambda failure: errback(failure))
+        if at_once:
+            raise SystemExit(f"proxypypi: {self._cannot_listen(at_once[0])}")
+        errback = self._failed
 
     def startService(self) -> None:
         super().startService()
-        d = self.endpoint.listen(self.site)
-        d.addCallbacks(self._listening, self._failed)
+        if not self._bound:
+            self.privilegedStartService()
+
+    def _cannot_listen(self, failure: Failure) -> str:
+        return cannot_listen(self.description, failure.value)
 
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
-        address = port.getHost()
-        log.info(
-            "listening on {host}:{port}",
-            host=getattr(address, "host", "?"),
-            port=getattr(address, "port", "?"),
-        )
+        if self.announce:
+            announce_listening(port.getHost(), self.description)
+        else:
+            log.info("accepting connections on {description}", description=self.description)
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(port)
 
     def _failed(self, failure: Failure) -> None:
-        log.failure("cannot listen; check --listen", failure)
-        # Services start before the reactor runs: stopping it right away
-        # would raise, and leave a service that listens nowhere.
-        self.reactor.callWhenRunning(self.reactor.stop)
+        log.critical("{reason}", reason=self._cannot_listen(failure))
+        self.reactor.stop()
 
     def when_listening(self) -> Deferred[IListeningPort]:
         """
@@ -198,7 +227,7 @@ class WebServer(Service):
         a bounded time.
         """
         super().stopService()
-        port, self.port = self.port, None
+        port, self.port, self._bound = self.port, None, False
         d: Deferred[Any] = Deferred.fromCoroutine(self._stop(port))
         return d
 

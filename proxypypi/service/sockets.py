@@ -27,6 +27,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 #: A separator of an endpoint description's fields (not an escaped colon).
@@ -70,14 +71,24 @@ def family_of(port: IListeningPort) -> int:
     return family
 
 
-async def bind(reactor: Any, description: str) -> IListeningPort:
+def bind(reactor: Any, description: str) -> IListeningPort:
     """
-    Bind and listen on ``description`` without accepting (the supervisor's
-    part): the port stays open for the workers, and out of the reactor.
-    A TLS endpoint is bound as plain TCP here; the workers add TLS.
+    Bind and listen on ``description`` at once, without accepting (the
+    supervisor's part): the port stays open for the workers, and out of
+    the reactor.  A TLS endpoint is bound as plain TCP here; the workers
+    add TLS.
+
+    :raises Exception: why it could not be bound (TCP and Unix endpoints
+        bind synchronously, so the answer is known on return).
     """
     endpoint = endpoints.serverFromString(reactor, _plain(description))
-    port: IListeningPort = await endpoint.listen(Factory.forProtocol(Protocol))
+    outcome: list[IListeningPort | Failure] = []
+    endpoint.listen(Factory.forProtocol(Protocol)).addBoth(outcome.append)
+    if not outcome:
+        raise RuntimeError(f"the endpoint {description} did not bind at once")
+    if isinstance(outcome[0], Failure):
+        outcome[0].raiseException()
+    port: IListeningPort = outcome[0]
     port.stopReading()  # type: ignore[attr-defined]
     return port
 

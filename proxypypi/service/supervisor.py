@@ -41,6 +41,7 @@ from proxypypi.config.policy import PolicyConfig
 from proxypypi.config.serial import config_from_json, config_to_json
 from proxypypi.config.urls import ConfigError
 from proxypypi.ops.logs import relay_lines
+from proxypypi.service.describe import announce_listening, cannot_listen
 from proxypypi.service.sockets import FIRST_LISTEN_FD, Inherited, bind, family_of
 
 log = Logger()
@@ -152,35 +153,39 @@ class Supervisor(Service):
     _stopping: bool = False
     _config_json: bytes = b""
 
+    def privilegedStartService(self) -> None:
+        """
+        Bind every endpoint before anything starts (and before twistd sheds
+        root): a failure ends the process with one line and a non-zero
+        status, as a single process's start does.
+
+        :raises SystemExit: when an endpoint cannot be bound.
+        """
+        super().privilegedStartService()
+        for description in self.config.listen:
+            try:
+                port = bind(self.reactor, description)
+            except Exception as e:
+                for _, bound in self._ports:
+                    bound.stopListening()
+                raise SystemExit(f"proxypypi: {cannot_listen(description, e)}") from None
+            self._ports.append((description, port))
+            announce_listening(port.getHost(), description)
+
     def startService(self) -> None:
+        if not self._ports:
+            self.privilegedStartService()
         super().startService()
         self._config_json = config_to_json(self.config).encode()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, self._hangup)
         self._slots = [_Slot(i) for i in range(self.count)]
-        d = Deferred.fromCoroutine(self._bind_and_start())
-        d.addErrback(self._failed)
-
-    async def _bind_and_start(self) -> None:
-        for description in self.config.listen:
-            port = await bind(self.reactor, description)
-            self._ports.append((description, port))
-            address = port.getHost()
-            log.info(
-                "listening on {host}:{port}",
-                host=getattr(address, "host", getattr(address, "name", "?")),
-                port=getattr(address, "port", "-"),
-            )
         log.info("starting {count} worker processes", count=self.count)
         for slot in self._slots:
             self._spawn(slot)
         self._watch = LoopingCall(self._check_beats)
         self._watch.clock = self.reactor
         self._watch.start(HEARTBEAT * 2, now=False)
-
-    def _failed(self, failure: Failure) -> None:
-        log.failure("cannot listen; check --listen", failure)
-        self.reactor.callWhenRunning(self.reactor.stop)
 
     def _spawn(self, slot: _Slot) -> None:
         inherited = [

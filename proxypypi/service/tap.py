@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from twisted.application.service import IService
@@ -12,6 +14,7 @@ from twisted.python import usage
 
 from proxypypi import __version__
 from proxypypi.cache.storage import Storage, StorageError
+from proxypypi.config.defaultindex import find_default_index
 from proxypypi.config.model import DEFAULT_STORAGE, Config
 from proxypypi.config.settings import build_config, load_toml
 from proxypypi.config.urls import ConfigError
@@ -27,11 +30,12 @@ class Options(usage.Options):
     keys, and the command line overrides it.
     """
 
-    synopsis = "[options] --upstream URL [--upstream URL ...]"
+    synopsis = "[options] [--upstream URL ...]"
     longdesc = (
         "A caching proxy for the Python package index.  Give each upstream "
         "simple index with --upstream, in rank order; several URLs joined "
-        "by commas form one group of mirrors."
+        "by commas form one group of mirrors.  Without any, the index pip "
+        "and uv use on this machine is the upstream."
     )
     optParameters = [
         ["config", None, None, "TOML file with settings (same keys as these options)."],
@@ -171,6 +175,19 @@ class Options(usage.Options):
         """
         self["cooldown-exempt"].append(name)
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Parse, and turn any error into one line that gives the reason first
+        and points at ``--help``: twistd would print its whole usage (some
+        forty lines) before the reason.
+
+        :raises SystemExit: with that line (status 1).
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise SystemExit(f"proxypypi: {e} (see {_command()} --help)") from None
+
     def postOptions(self) -> None:
         try:
             self["config_obj"] = config = options_to_config(self)
@@ -184,6 +201,14 @@ class Options(usage.Options):
             build_rules(config.policy, 1)
         except (ConfigError, StorageError, AuthFileError, RulesError) as e:
             raise usage.UsageError(str(e)) from e
+
+
+def _command() -> str:
+    """
+    How the user ran us, for the pointer to ``--help``.
+    """
+    program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return "twistd proxypypi" if program.startswith("twistd") else "proxypypi"
 
 
 def _no_runner(*args: Any) -> Any:
@@ -208,7 +233,12 @@ def options_to_config(options: usage.Options) -> Config:
     for key in ("merge-upstream", "trusted-proxy", "file-host", "admin", "cooldown-exempt"):
         if options[key]:
             settings[key] = options[key]
-    return build_config(settings, options["upstreams"], options["listens"] or ())
+    return build_config(
+        settings,
+        options["upstreams"],
+        options["listens"] or (),
+        default_index=lambda listen: find_default_index(os.environ, listen),
+    )
 
 
 def makeService(options: usage.Options) -> IService:

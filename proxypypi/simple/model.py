@@ -9,18 +9,37 @@ values: a refreshed page is a new object.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import attrs
 from packaging.utils import NormalizedName
 
-from proxypypi.names import version_of
+from proxypypi.names import normal_version, version_of
 
 #: ``False`` (not yanked), ``True`` (yanked, no reason) or the reason.
 Yanked = bool | str
 
 #: ``False`` (none), ``True`` (offered, hash unknown) or ``{"sha256": hex}``.
 CoreMetadata = bool | Mapping[str, str]
+
+
+def merge_versions(listed: Iterable[str], found: Iterable[str]) -> tuple[str, ...]:
+    """
+    A PEP 700 ``versions`` list: the upstream's as it gave it, then each
+    version ``found`` (in file names) that equals none of those as a
+    version.  Compared as versions, not strings: the upstream lists
+    ``0.6c1`` where a file name's version reads ``0.6rc1``, and listing
+    both would show one release twice.  Strings that are no version
+    compare as they are.
+    """
+    merged = dict.fromkeys(listed)
+    seen = {normal_version(v) or v for v in merged}
+    for v in found:
+        key = normal_version(v) or v
+        if key not in seen:
+            seen.add(key)
+            merged[v] = None
+    return tuple(merged)
 
 
 @attrs.frozen
@@ -104,12 +123,9 @@ class ProjectPage:
 
     def all_versions(self) -> tuple[str, ...]:
         """
-        The PEP 700 ``versions`` list: what upstream listed plus the version
-        of every file, without duplicates, in first-seen order.
+        The PEP 700 ``versions`` list: what upstream listed, plus the
+        version of a file it does not list (one kept after the upstream
+        removed its release), compared as versions (`merge_versions`).
         """
-        seen: dict[str, None] = dict.fromkeys(self.versions)
-        for f in self.files:
-            v = version_of(f.filename, self.name)
-            if v is not None:
-                seen.setdefault(v, None)
-        return tuple(seen)
+        found = (version_of(f.filename, self.name) for f in self.files)
+        return merge_versions(self.versions, (v for v in found if v is not None))

@@ -3,9 +3,11 @@
 PEP 691 content negotiation: which serialization of an index page to send.
 
 Installers ask for JSON first and fall back to HTML with lower q-values;
-poetry offers only JSON and ``*/*``.  The answer is always one of three
-exact media types, because pip and uv reject pages whose ``Content-Type``
-is anything else (``application/json`` included).
+poetry offers only JSON and ``*/*``.  A client that names no type (no
+``Accept``, or only ``*/*``: curl, a browser) gets ``text/html``, as from
+the public index and as PEP 691 advises.  The answer is always one of
+three exact media types, because pip and uv reject pages whose
+``Content-Type`` is anything else (``application/json`` included).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ _ALIASES = {
     "application/vnd.pypi.simple.latest+html": HTML_V1,
 }
 
-#: What we can send, best first; the order breaks ties between equal q-values.
-_OFFERS = (JSON_V1, HTML_V1, HTML)
+#: What we can send, each with its rank among equal q-values when the
+#: client named it (by type or ``type/*``), and when only ``*/*`` matched.
+_OFFERS = ((JSON_V1, 2, 0), (HTML_V1, 1, 1), (HTML, 0, 2))
 
 
 class Format(enum.Enum):
@@ -88,30 +91,33 @@ def _specificity(media_range: str, offer: str) -> int:
     return 2 if sub == "*" and offer.startswith(main + "/") else 0
 
 
-def _quality(ranges: list[tuple[str, float]], offer: str) -> float:
+def _quality(ranges: list[tuple[str, float]], offer: str) -> tuple[int, float]:
     """
-    The q-value the client gave ``offer``: that of the most specific
-    matching range (RFC 9110 §12.5.1), so ``text/html;q=0, */*`` refuses
-    HTML; the highest q among equally specific ranges.
+    How specifically the client named ``offer`` and the q-value it gave
+    it: that of the most specific matching range (RFC 9110 §12.5.1), so
+    ``text/html;q=0, */*`` refuses HTML; the highest q among equally
+    specific ranges.
     """
     best = (0, 0.0)
     for media_range, q in ranges:
         specificity = _specificity(media_range, offer)
         if specificity:
             best = max(best, (specificity, q))
-    return best[1]
+    return best
 
 
 @functools.lru_cache(maxsize=256)
 def negotiate(accept: str | None) -> str | None:
     """
-    Choose the media type of an index page for an ``Accept`` header.
+    Choose the media type of an index page for an ``Accept`` header (or a
+    ``?format=`` value, which the public index takes in its place).
 
-    The highest q-value wins; ties go to JSON, then v1 HTML, then
-    ``text/html`` (PEP 691 wants ``text/html`` as the last resort), which
-    also makes every wildcard answer JSON.  The order of the header's
-    elements means nothing.  A missing, empty or entirely unreadable header
-    counts as ``*/*``.
+    The highest q-value wins; among equal ones, a type the client named
+    (``application/vnd.pypi.simple.v1+json``, ``application/*``) beats
+    one only ``*/*`` admits.  Named ties go to JSON, then v1 HTML, then
+    ``text/html`` (installers list JSON first); ``*/*`` alone, a missing
+    or empty header, or one with nothing readable, is answered with
+    ``text/html``.  The order of the header's elements means nothing.
 
     :param accept: the request's ``Accept`` header, if any.
     :returns: the exact ``Content-Type`` to send, or ``None`` when nothing
@@ -120,6 +126,12 @@ def negotiate(accept: str | None) -> str | None:
     ranges = [r for r in map(_parse_range, (accept or "").split(",")) if r is not None]
     if not ranges:
         ranges = [("*/*", 1.0)]
-    # max() keeps the first of equal scores, and _OFFERS is in preference order.
-    q, offer = max(((_quality(ranges, o), o) for o in _OFFERS), key=lambda scored: scored[0])
-    return offer if q > 0 else None
+    best: tuple[float, int, int] = (0.0, 0, 0)
+    chosen = None
+    for offer, named_rank, wildcard_rank in _OFFERS:
+        specificity, q = _quality(ranges, offer)
+        rank = named_rank if specificity > 1 else wildcard_rank
+        score = (q, min(specificity, 2), rank)
+        if q > 0 and score > best:
+            best, chosen = score, offer
+    return chosen

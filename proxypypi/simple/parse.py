@@ -26,8 +26,21 @@ import attrs
 import orjson
 from packaging.utils import NormalizedName, canonicalize_name
 
-from proxypypi.names import belongs_to, is_safe_filename, version_of
-from proxypypi.simple.model import CoreMetadata, DistFile, ProjectPage, ProjectStatus, Yanked
+from proxypypi.names import (
+    InvalidDistFilename,
+    belongs_to,
+    is_safe_filename,
+    parse_dist_filename,
+    version_of,
+)
+from proxypypi.simple.model import (
+    CoreMetadata,
+    DistFile,
+    ProjectPage,
+    ProjectStatus,
+    Yanked,
+    merge_versions,
+)
 from proxypypi.simple.negotiate import JSON_V1, Format, parse_media_type
 
 #: Our private per-file JSON key for `DistFile.removed_upstream`; clients
@@ -198,7 +211,13 @@ class _Collector:
             self.warn(f"dropped {_brief(filename)}: unsafe file name")
             return False
         elif not belongs_to(filename, self.expected):
-            self.warn(f"dropped {_brief(filename)}: not a file of {self.expected}")
+            try:
+                other = parse_dist_filename(filename).project
+            except InvalidDistFilename as e:
+                # Not someone else's file: not a valid name at all.
+                self.warn(f"dropped {_brief(filename)}: invalid file name ({e})")
+                return False
+            self.warn(f"dropped {_brief(filename)}: a file of {other}, not of {self.expected}")
             self.foreign += 1
             return False
         return True
@@ -273,7 +292,7 @@ class _Collector:
         versions (what `ProjectPage.all_versions` computes) so that the page
         round-trips through JSON unchanged.
         """
-        all_versions = tuple(dict.fromkeys([*versions, *self.file_versions]))
+        all_versions = merge_versions(versions, self.file_versions)
         files = tuple(self.files.values())
         return ProjectPage(self.expected, files, all_versions, last_serial, status)
 

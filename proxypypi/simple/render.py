@@ -97,8 +97,9 @@ def _json_file(f: DistFile, file_url: FileURL, private_keys: bool) -> dict[str, 
     if f.requires_python is not None:
         entry["requires-python"] = f.requires_python
     if f.core_metadata:
-        # PEP 714: the new key, and the old one with the same value.
-        entry["core-metadata"] = entry["dist-info-metadata"] = _json_core_metadata(f.core_metadata)
+        # PEP 714: the new key only.  pip 22.3 to 23.1 (Debian 12 ships
+        # 23.0.1) fail on every page whose JSON carries the old one.
+        entry["core-metadata"] = _json_core_metadata(f.core_metadata)
     if f.gpg_sig is not None:
         entry["gpg-sig"] = f.gpg_sig
     if f.size is not None:
@@ -205,6 +206,7 @@ def _html_attributes(f: DistFile) -> list[tuple[str, str]]:
     if f.yanked is not False:
         attributes.append(("data-yanked", "" if f.yanked is True else str(f.yanked)))
     if f.core_metadata:
+        # PEP 714: HTML keeps the old attribute too, which every pip reads.
         value = _html_core_metadata(f.core_metadata)
         attributes += [("data-core-metadata", value), ("data-dist-info-metadata", value)]
     if f.gpg_sig is not None:

@@ -10,6 +10,7 @@ Within a group, members are tried in the order `Pool.plan` gives.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -143,6 +144,10 @@ class _MemberFailed(Exception):
 
 
 
+#: Warnings about dropped page entries remembered as logged.
+MAX_WARNED = 10_000
+
+
 @attrs.define
 class PageFetcher:
     """
@@ -164,6 +169,9 @@ class PageFetcher:
     #: Pages at least this large are parsed through ``parse_in``.
     thread_threshold: int = PARSE_IN_THREAD_BYTES
     log = Logger()
+    #: What was dropped from which project's page, already logged (see
+    #: `_log_new_warnings`).
+    _warned: OrderedDict[tuple[str, str], None] = attrs.field(factory=OrderedDict)
 
     def lags(
         self, name: NormalizedName, source: str, serial: int | None, result: PageResult
@@ -293,6 +301,32 @@ class PageFetcher:
         health.report_success(timing.latency)
         return result
 
+    def _log_new_warnings(self, upstream: str, name: str, warnings: list[str]) -> None:
+        """
+        Log what a page dropped, in one line per page, and each thing once
+        (the page is fetched again at every refresh, every ten minutes,
+        with the same unusable entries).  The memory of what was said is
+        bounded: past `MAX_WARNED`, the oldest is forgotten (and said again
+        should it come back).
+        """
+        new = []
+        for warning in warnings:
+            key = (name, warning)
+            if key in self._warned:
+                self._warned.move_to_end(key)
+            else:
+                new.append(warning)
+                self._warned[key] = None
+        while len(self._warned) > MAX_WARNED:
+            self._warned.popitem(last=False)
+        if new:
+            self.log.warn(
+                "{upstream}: page of {project}: {warnings}",
+                upstream=upstream,
+                project=name,
+                warnings="; ".join(new),
+            )
+
     async def _fetch_from_member(
         self,
         member: Upstream,
@@ -334,14 +368,7 @@ class PageFetcher:
             page, warnings = await self._parse(body, gzipped, response, url, name)
         finally:
             share.release()
-        if warnings:
-            # One line per page, however much of it was dropped.
-            self.log.warn(
-                "{upstream}: page of {project}: {warnings}",
-                upstream=member.url,
-                project=name,
-                warnings="; ".join(warnings),
-            )
+        self._log_new_warnings(member.url, name, warnings)
         return PageResult(page, member.url, member.group, etag, last_modified)
 
     async def _parse(

@@ -21,6 +21,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET, Request
 
 from proxypypi.cache.complete import CompleteFile
+from proxypypi.cache.coremetadata import WheelMetadataError, extract_metadata
 from proxypypi.cache.download import MAX_METADATA_BYTES
 from proxypypi.cache.storage import FileKey
 from proxypypi.cache.transfer import FileNotFoundUpstream
@@ -141,6 +142,8 @@ class FilesResource(Page):
             return refused
         if metadata and not f.core_metadata:
             return error(request, 404, f"the index offers no core metadata for {dist}")
+        if metadata:
+            await self._metadata_from_stored_wheel(project, dist, f)
         complete = CompleteFile.at(self.proxy.storage.file_path(project, filename))
         if complete is not None:
             if _intact(complete, f, metadata):
@@ -195,6 +198,24 @@ class FilesResource(Page):
             self.log.info("policy, report only: would refuse {why}", why=withheld.message)
             return None
         return error(request, 403, withheld.message)
+
+    async def _metadata_from_stored_wheel(self, project: str, dist: str, f: DistFile) -> None:
+        """
+        Take the ``.metadata`` asked for out of the wheel when it is stored
+        here (and its METADATA has the hash the page promises) rather than
+        fetch it: so it is again after an eviction took it, and an
+        upstream's own costs no request.
+        """
+        if CompleteFile.at(self.proxy.storage.file_path(project, dist + METADATA_SUFFIX)):
+            return
+        path = self.proxy.storage.file_path(project, dist)
+        wheel = CompleteFile.at(path)
+        if wheel is None or not dist.endswith(".whl") or not _intact(wheel, f, False):
+            return
+        try:
+            await self.proxy.storage.run(extract_metadata, path, dist, f.metadata_sha256)
+        except (WheelMetadataError, OSError) as e:
+            self.log.info("{file}: metadata fetched, not taken out: {error}", file=dist, error=e)
 
     def _send(
         self, request: IRequest, source: IFileSource, f: DistFile, metadata: bool

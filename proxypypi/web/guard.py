@@ -27,7 +27,7 @@ UNAUTHORIZED = "valid credentials required (user name and password of this index
 #: The answer to writes when no auth file was given.
 UPLOADS_DISABLED = (
     "uploads are disabled on this index; start it with --auth-file FILE, an htpasswd "
-    "file of bcrypt entries (htpasswd -cB FILE USER)"
+    "file of bcrypt entries (proxypypi-admin adduser USER --auth-file FILE)"
 )
 
 

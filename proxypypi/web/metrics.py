@@ -96,14 +96,14 @@ class ProxyCollector:
     def _cache(self, m: Metrics) -> Iterator[Metric]:
         responses = CounterMetricFamily(
             "proxypypi_cache_responses",
-            "Project page and file responses by cache result: hit, stale (page served "
+            "Project page, file and project list responses by cache result: hit, stale (served "
             "while refreshed), miss (fetched for this request), join (attached to a "
             "download in flight), private.",
             labels=["kind", "result"],
         )
         sent = CounterMetricFamily(
             "proxypypi_cache_sent_bytes",
-            "Body bytes of project page and file responses, by cache result.",
+            "Body bytes of project page, file and project list responses, by cache result.",
             labels=["kind", "result"],
         )
         for kind, results in RESULTS_BY_KIND.items():

@@ -35,7 +35,14 @@ WOULD_WITHHOLD = b"x-proxypypi-policy-would-withhold"
 
 
 def _negotiate(request: IRequest) -> str | None:
-    accept = request.getHeader(b"accept")
+    """
+    The media type to answer with: a ``?format=`` media type, which the
+    public index honours in place of ``Accept`` (for browsers and
+    scripts), else the ``Accept`` header.  A ``+`` left unescaped in the
+    query reads as a space, which no media type holds: it is put back.
+    """
+    chosen = request.args.get(b"format") if request.args else None
+    accept = chosen[0].replace(b" ", b"+") if chosen else request.getHeader(b"accept")
     return negotiate(accept.decode("latin-1") if accept is not None else None)
 
 

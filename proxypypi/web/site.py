@@ -84,6 +84,9 @@ class ProxySite(Site):
     # that could switch to HTTP/2, which needs a package not installed here.
     protocol = ProxyChannel  # type: ignore[assignment]
     displayTracebacks = False
+    #: No "Starting factory <ProxySite object at 0x...>" lines: the log
+    #: says where the service listens, in words (`proxypypi.service`).
+    noisy = False
 
     def __init__(
         self,

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
 
+import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
@@ -27,6 +29,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 #: twistd's command line, run with this Python (``-c``), so the ``twistd``
 #: found on PATH (perhaps another Python's) does not matter.
 TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+
+#: The ``proxypypi`` command, run with this Python as its console script
+#: would be.
+CLI = "import sys; from proxypypi.service.cli import main; sys.argv[0] = 'proxypypi'; main()"
 
 #: How the service logs its address once it listens.
 LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
@@ -63,20 +69,39 @@ def find_uv() -> str | None:
     return here if os.path.exists(here) else shutil.which("uv")
 
 
-def twistd(*args: str) -> subprocess.CompletedProcess[str]:
+def twistd(*args: str, program: str = TWISTD, env: dict[str, str] | None = None
+           ) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """
-    Run twistd to the end (at most a minute), for tests that only look at
-    what it prints.
+    Run twistd (or the ``program`` given, Python source) to the end, at
+    most a minute, for tests that only look at what it prints; ``env``
+    replaces the environment (the project is importable either way).
     """
-    env = {**os.environ, "PYTHONPATH": ROOT}
     return subprocess.run(
-        [sys.executable, "-c", TWISTD, *args],
+        [sys.executable, "-c", program, *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
-        env=env,
+        env={**(os.environ if env is None else env), "PYTHONPATH": ROOT},
     )
+
+
+async def serves_then_stops(proc: Twistd) -> int:
+    """
+    Once ``proc`` listens, a page of the fake upstream comes through it;
+    then SIGTERM, as systemd stops it, ends it with that signal.  Returns
+    the port it listened on.
+    """
+    try:
+        port = await proc.port
+        response = await treq.get(f"http://127.0.0.1:{port}/simple/proto-beta/", persistent=False)
+        assert response.code == 200
+        assert b"proto_beta-1.1+local" in await response.content()
+    finally:
+        proc.transport.signalProcess("TERM")  # type: ignore[union-attr]
+        code = await proc.ended
+        assert code == -signal.SIGTERM, proc.output.decode()
+    return port
 
 
 class Twistd(ProcessProtocol):
@@ -123,19 +148,17 @@ class Twistd(ProcessProtocol):
         self.ended.callback(code if code is not None else -(sig or 0))
 
 
-def spawn(args: list[str], cwd: str, **env: str) -> Twistd:
+def spawn(args: list[str], cwd: str, *, command: bool = False, **env: str) -> Twistd:
     """
-    Start ``twistd -n`` (no daemon, no pid file) with ``args`` in ``cwd``;
-    its ``port`` fails if it does not listen within 30 seconds.
+    Start ``twistd -n`` (no daemon, no pid file) with ``args`` in ``cwd``,
+    or with ``command`` the ``proxypypi`` command; its ``port`` fails if
+    it does not listen within 30 seconds.
     """
     proto = Twistd()
     environ = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": ROOT, **env}
+    program = ["-c", CLI] if command else ["-c", TWISTD, "-n", "--pidfile="]
     reactor.spawnProcess(
-        proto,
-        sys.executable,
-        [sys.executable, "-c", TWISTD, "-n", "--pidfile=", *args],
-        env=environ,
-        path=cwd,
+        proto, sys.executable, [sys.executable, *program, *args], env=environ, path=cwd
     )
     proto.port.addTimeout(30, reactor)
     return proto

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import zipfile
 from collections.abc import Iterable
 
@@ -87,3 +88,16 @@ def metadata(name: str, version: str) -> bytes:
     The smallest METADATA naming a project and version.
     """
     return f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+def write_dists(directory: str, *dists: Dist) -> list[str]:
+    """
+    Write ``dists`` into ``directory`` (created), as a build leaves them
+    for twine or ``uv publish``; their paths.
+    """
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for dist in dists:
+        path = os.path.join(directory, dist.filename)
+        with open(path, "wb") as f:
+            f.write(dist.data)
+        paths.append(path)
+    return paths

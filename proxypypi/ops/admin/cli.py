@@ -18,6 +18,8 @@ it works on the storage of a stopped service as well as a running one:
 ``policy explain NAME [VERSION]``
     for each file of a project, whether the supply-chain policy serves it,
     and why not.
+``adduser``
+    add a user who may upload (or change a password) in the htpasswd file.
 
 Every change ``verify`` makes is one ``rename`` or ``unlink``, each atomic,
 so it is safe next to a running service: a quarantined or removed upstream
@@ -36,6 +38,7 @@ from proxypypi.ops.admin import policy
 from proxypypi.ops.admin.common import AdminError
 from proxypypi.ops.admin.prefetch import prefetch
 from proxypypi.ops.admin.stats import stats
+from proxypypi.ops.admin.users import adduser
 from proxypypi.ops.admin.verify import DEFAULT_MIN_AGE, verify
 
 
@@ -90,11 +93,24 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=prefetch)
 
     policy.add_parser(commands)
+    p = commands.add_parser(
+        "adduser",
+        help="add a user who may upload, or change a password",
+        description="Write a bcrypt entry for NAME into the htpasswd file given to the "
+        "service with --auth-file (created when missing), as htpasswd -B would.  The password "
+        "is asked twice on a terminal, else read from the first line of standard input.",
+    )
+    p.add_argument("name", metavar="NAME", help="the user name")
+    p.add_argument("--auth-file", required=True, metavar="FILE", help="the htpasswd file")
+    p.set_defaults(func=adduser)
     return parser
 
 
 def main(
-    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+    argv: Sequence[str] | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    stdin: TextIO | None = None,
 ) -> int:
     """
     Run one command; the console script ``proxypypi-admin``.
@@ -111,6 +127,7 @@ def main(
     err = sys.stderr if err is None else err
     args = _parser().parse_args(args_list)
     args.extra = extra
+    args.stdin = sys.stdin if stdin is None else stdin
     try:
         code: int = args.func(args, out, err)
     except AdminError as e:
