@@ -166,11 +166,15 @@ def start_proxy(
     timeout: float = 60.0,
     fresh: bool = True,
     extra: Sequence[str] = (),
+    workers: int = 1,
 ) -> Proxy:
     """
     Start ``twistd -n proxypypi`` with the storage directory ``workdir/name``
     (emptied first when ``fresh``) on an ephemeral loopback port; wait for
-    its "listening on" line.
+    its "listening on" line.  One process unless ``workers`` says more
+    (the service's default is one per CPU, but the scenarios' targets
+    compare one process with one nginx worker, and measure the process
+    they started).
 
     :raises BenchError: if it exits or does not listen within ``timeout``.
     """
@@ -191,6 +195,8 @@ def start_proxy(
         "tcp:0:interface=127.0.0.1",
         "--storage",
         storage,
+        "--workers",
+        str(workers),
         *extra,
     ]
     env = {**os.environ, "PYTHONPATH": REPO, "PYTHONDONTWRITEBYTECODE": "1"}
