@@ -85,8 +85,8 @@ async def test_sigkill_mid_download(upstream: Upstream, tmp_path: object) -> Non
         check_storage(data, upstream)
 
     proc = spawn(args, str(tmp_path))
-    port = await proc.port
     try:
+        port = await proc.port
         assert os.listdir(os.path.join(data, "tmp")) == []
         for d in dists:
             response = await treq.get(

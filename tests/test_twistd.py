@@ -24,8 +24,8 @@ async def twistd_proxy(upstream: Upstream, tmp_path: object) -> AsyncIterator[tu
          "--storage", "data"],
         str(tmp_path),
     )  # fmt: skip
-    port = await proc.port
     try:
+        port = await proc.port
         yield proc, f"http://127.0.0.1:{port}/"
     finally:
         if not proc.ended.called:

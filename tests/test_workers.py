@@ -50,10 +50,10 @@ async def workers(upstream: Upstream, tmp_path: object) -> AsyncIterator[tuple[T
          "--listen", "tcp:0:interface=127.0.0.1", "--storage", "data"],
         str(tmp_path),
     )  # fmt: skip
-    port = await proc.port
-    accepting = b"] accepting connections on"
-    await until(lambda: proc.output.count(accepting) >= 2, "both workers to listen")
     try:
+        port = await proc.port
+        accepting = b"] accepting connections on"
+        await until(lambda: proc.output.count(accepting) >= 2, "both workers to listen")
         yield proc, f"http://127.0.0.1:{port}/", os.path.join(str(tmp_path), "data")
     finally:
         if not proc.ended.called:
