@@ -26,6 +26,7 @@ from bench.scenarios import (
     pip,
     policy,
     slowloris,
+    tiers,
 )
 
 
@@ -96,6 +97,11 @@ SCENARIOS: dict[str, Scenario] = {
         "issue 15: cached page requests/s without and with a policy (7-day cooldown, "
         "100 deny rules): within 5%",
         needs=("wrk",),
+    ),
+    "tiers": Scenario(
+        tiers.run,
+        "issue 13: an edge proxypypi on a regional one on the slow upstream: cold first byte "
+        "through both tiers, one origin fetch for two edges",
     ),
     "outage": Scenario(
         outage.run,
