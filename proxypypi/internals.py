@@ -21,6 +21,7 @@ from twisted.web.iweb import IRequest
 
 __all__ = [
     "QuietConnectionPool",
+    "accept_one_per_wake",
     "buffered",
     "cache_host",
     "raise_send_limit",
@@ -45,6 +46,28 @@ class QuietConnectionPool(HTTPConnectionPool):
     """
 
     _factory = _QuietClientFactory
+
+
+def accept_one_per_wake(port: Any) -> None:
+    """
+    Make a listening port accept one connection each time the reactor
+    finds it readable, for a socket that worker processes share.
+
+    Why private: ``tcp.Port.doRead`` (``unix.Port`` inherits it) accepts up
+    to ``numberAccepts`` connections per wake-up, 100 at first and more
+    while the backlog stays full, and sets that attribute again on every
+    call; there is no public knob.  A worker that drains the whole backlog
+    at once takes a burst of connections (wrk's 16, a CI fleet's) away
+    from its idle siblings; one at a time, whichever worker returns to
+    its loop first takes the next, so the idle one takes most.
+    """
+    read = port.doRead
+
+    def one() -> object:
+        port.numberAccepts = 1
+        return read()
+
+    port.doRead = one
 
 
 def raise_send_limit(transport: Any, limit: int) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 
-from twisted.internet import abstract, tcp
+from twisted.internet import abstract, protocol, tcp
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import client, http
@@ -16,6 +16,7 @@ from twisted.web.test.requesthelper import DummyChannel
 
 from proxypypi.internals import (
     QuietConnectionPool,
+    accept_one_per_wake,
     buffered,
     cache_host,
     raise_send_limit,
@@ -82,6 +83,37 @@ class TransportTests(SynchronousTestCase):
         self.assertTrue(release_writes(t, do_write))
         self.assertNotIn("doWrite", vars(t))
         self.assertEqual(type(t).doWrite, tcp.Connection.doWrite)
+
+
+class PortTests(SynchronousTestCase):
+    def test_one_accept_per_wake(self) -> None:
+        """
+        Port.doRead accepts up to numberAccepts connections per call and
+        resets it; pinned, it accepts one per call, the rest stay queued.
+        """
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.setblocking(False)
+        built: list[object] = []
+        factory = protocol.Factory.forProtocol(protocol.Protocol)
+        factory.buildProtocol = lambda addr: built.append(addr) or protocol.Protocol()  # type: ignore[method-assign]
+        port = tcp.Port._fromListeningDescriptor(
+            MemoryReactor(), listener.fileno(), socket.AF_INET, factory
+        )
+        port.startListening()
+        self.assertEqual(port.numberAccepts, 100)
+        accept_one_per_wake(port)
+        clients = [socket.create_connection(listener.getsockname()) for _ in range(3)]
+        for c in clients:
+            self.addCleanup(c.close)
+        port.doRead()
+        self.assertEqual(len(built), 1)
+        port.doRead()
+        self.assertEqual(len(built), 2)
+        for selectable in port.reactor.readers:  # type: ignore[attr-defined]
+            selectable.socket.close()
 
 
 class RequestTests(SynchronousTestCase):

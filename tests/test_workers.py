@@ -131,6 +131,21 @@ async def test_one_fetch_across_workers_and_figures_added_up(
 
 
 @pytest_twisted.ensureDeferred
+async def test_stop_signalled_to_every_process(workers: tuple[Twistd, str, str]) -> None:
+    """
+    SIGTERM to the supervisor and to every worker at once (systemd's stop
+    signals the whole group; the supervisor then signals its workers
+    again): all drain and end, with no traceback.
+    """
+    proc, _, _ = workers
+    pids = [*worker_pids(proc).values(), proc.transport.pid]  # type: ignore[union-attr]
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    assert await proc.ended == -signal.SIGTERM
+    assert b"Traceback" not in proc.output, proc.output.decode()
+
+
+@pytest_twisted.ensureDeferred
 async def test_worker_killed_mid_download(
     upstream: Upstream, workers: tuple[Twistd, str, str]
 ) -> None:

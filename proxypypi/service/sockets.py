@@ -4,10 +4,11 @@ Listening sockets shared by worker processes.
 
 The supervisor binds every ``--listen`` endpoint once, as a single process
 would, and never accepts on them; each worker inherits the descriptors and
-accepts from the same queues (`AdoptedEndpoint`).  A worker busy with a
-request is slower to wake, so the idle ones take the new connections: the
-kernel's shared accept queue balances by load, where ``SO_REUSEPORT``
-would balance by a hash of the client's address and port.  Unix sockets
+accepts from the same queues (`AdoptedEndpoint`), one connection per
+wake-up (`proxypypi.internals.accept_one_per_wake`).  A worker busy with
+a request is slower to return to its loop, so the idle ones take the new
+connections: the kernel's shared accept queue balances by load, where
+``SO_REUSEPORT`` would balance by a hash of the client's address and port.  Unix sockets
 and TLS work the same way (TLS is layered in the worker, over the adopted
 TCP socket).
 """
@@ -29,6 +30,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from proxypypi.internals import accept_one_per_wake
 
 #: A separator of an endpoint description's fields (not an escaped colon).
 _FIELD = re.compile(r"(?<!\\):")
@@ -128,4 +131,5 @@ class AdoptedEndpoint:
         port: IListeningPort = self.reactor.adoptStreamPort(
             self.inherited.fd, self.inherited.family, factory
         )
+        accept_one_per_wake(port)
         return succeed(port)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.task import LoopingCall
@@ -46,6 +48,24 @@ def _beat(reactor: Any) -> None:
         reactor.stop()
 
 
+def _stop_once(reactor: Any) -> Callable[[int, object], None]:
+    """
+    A SIGTERM and SIGINT handler that stops the reactor once.  A worker
+    often gets SIGTERM twice (from a stop that signals the whole process
+    group, as systemd's does, and again from its supervisor), and
+    Twisted's own handler would log a ReactorNotRunning traceback for the
+    second.
+    """
+    stopping: list[bool] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if not stopping:
+            stopping.append(True)
+            reactor.callFromThread(reactor.stop)
+
+    return handler
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _arguments(sys.argv[1:] if argv is None else argv)
     config = config_from_json(sys.stdin.read())
@@ -60,6 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     reactor.callWhenRunning(service.startService)
     reactor.callWhenRunning(heartbeat.start, HEARTBEAT)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    stop = _stop_once(reactor)
+    # After Twisted's own handlers are installed, to replace them.
+    reactor.addSystemEventTrigger("after", "startup", signal.signal, signal.SIGTERM, stop)
+    reactor.addSystemEventTrigger("after", "startup", signal.signal, signal.SIGINT, stop)
     reactor.run()
 
 
