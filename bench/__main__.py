@@ -55,6 +55,8 @@ QUICK: dict[str, Any] = {
     "list_names": 50_000,
     "working_set": 100,
     "policy_reps": 1,
+    "workers_reps": 1,
+    "workers_kills": 5,
 }
 
 
@@ -188,6 +190,32 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         type=int,
         default=200,
         help="connections opened from one address to show its cap [200]",
+    )
+
+    g = p.add_argument_group("workers", SCENARIOS["workers"].summary)
+    g.add_argument(
+        "--worker-count", type=int, default=2, help="worker processes, against one process [2]"
+    )
+    g.add_argument(
+        "--workers-wrk-threads",
+        type=int,
+        default=1,
+        help="wrk threads for the page runs [1: wrk shares the cores with the service]",
+    )
+    g.add_argument(
+        "--workers-reps", type=int, default=3, help="wrk runs of each service per form, median [3]"
+    )
+    g.add_argument(
+        "--workers-throttle-mb",
+        type=float,
+        default=1.0,
+        help="upstream body MB/s for the cold clients (files of --cold-mb) [1]",
+    )
+    g.add_argument(
+        "--workers-kills",
+        type=int,
+        default=20,
+        help="SIGKILLs of a downloading worker (sizes: the crash options) [20]",
     )
 
     args = p.parse_args(argv)

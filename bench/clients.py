@@ -293,6 +293,7 @@ class WrkRun:
     latency_p99_ms: float | None
     bad_responses: int
     socket_errors: int
+    requests: int
     output: str = attrs.field(repr=False)
 
 
@@ -335,12 +336,14 @@ def wrk(
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
     p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+    total = re.search(r"(\d+) requests in ", out)
     return WrkRun(
         float(rate.group(1)),
         _ms(*p50.groups()) if p50 else None,
         _ms(*p99.groups()) if p99 else None,
         int(bad.group(1)) if bad else 0,
         sum(int(x) for x in errors.groups()) if errors else 0,
+        int(total.group(1)) if total else 0,
         out,
     )
 

@@ -76,17 +76,25 @@ class Bench:
             )
         return self._upstream
 
-    def proxy(self, name: str) -> Proxy:
+    def proxy(self, name: str, workers: int = 1) -> Proxy:
         """
-        A fresh proxy (empty storage) in front of the fake upstream.
+        A fresh proxy (empty storage) in front of the fake upstream: one
+        process, or a supervisor of ``workers`` worker processes.
         """
-        return start_proxy(self.procs, self.work, name, self.upstream().simple)
+        return start_proxy(self.procs, self.work, name, self.upstream().simple, workers=workers)
 
     def stop(self, proxy: Proxy) -> None:
         """
         Stop a proxy and note anything alarming in its log.
         """
         self.procs.stop(proxy.proc)
+        self.check_log(proxy)
+
+    def check_log(self, proxy: Proxy) -> None:
+        """
+        Note the traceback lines in a stopped proxy's log (one that this
+        run's process registry did not start, too).
+        """
         with open(proxy.log_path, "rb") as f:
             text = f.read().decode("utf-8", "replace")
         problems = [

@@ -1,11 +1,15 @@
 """
 The resident memory of a process the benchmark started: now, and at its
-peak over a stretch of time.
+peak over a stretch of time; and the worker processes of a supervisor,
+each measured on its own.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
+from collections.abc import Iterator, Sequence
 
 import attrs
 
@@ -74,3 +78,33 @@ class RssMonitor:
         if self._hwm_reset:
             peak = max(peak, _status_kib(self.pid, "VmHWM") or 0)
         self.peak_mib = peak / 1024
+
+
+def children(pid: int) -> list[int]:
+    """
+    The child processes of ``pid`` (a supervisor's workers), from every
+    one of its threads' ``children`` lists; empty once it is gone.
+    """
+    found: set[int] = set()
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found.update(int(child) for child in f.read().split())
+        except OSError:
+            continue
+    return sorted(found)
+
+
+@contextlib.contextmanager
+def monitor_each(pids: Sequence[int]) -> Iterator[dict[int, RssMonitor]]:
+    """
+    An `RssMonitor` per process over the block: a supervisor's workers
+    each hold their own memory, and the figure that matters is each one's
+    peak, not their sum.
+    """
+    with contextlib.ExitStack() as stack:
+        yield {pid: stack.enter_context(RssMonitor(pid)) for pid in pids}

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,9 @@ from bench.processes import Processes, read_line
 
 #: What a proxy and the floor print once they listen.
 LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
+#: What each worker process prints once it accepts connections, tagged with
+#: its number by the supervisor that relays its log.
+WORKER_ACCEPTING = re.compile(rb"\[worker-\d+ [^\]]*\] accepting connections")
 
 
 def twistd_argv() -> list[str]:
@@ -135,6 +139,7 @@ class Proxy:
     port: int
     storage: str
     log_path: str
+    workers: int = 1
 
     @property
     def base(self) -> str:
@@ -153,9 +158,54 @@ class Proxy:
     @property
     def pid(self) -> int:
         """
-        The twistd process id (the process to measure).
+        The twistd process id (the process to measure; with workers, their
+        supervisor).
         """
         return self.proc.pid
+
+    def log_size(self) -> int:
+        """
+        The length of the log so far: where to read lines written from now
+        on (`served_by`).
+        """
+        return os.path.getsize(self.log_path)
+
+    def log_since(self, offset: int) -> bytes:
+        """
+        What the log gained past ``offset``.
+        """
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            return f.read()
+
+    def worker_numbers(self) -> dict[int, int]:
+        """
+        Worker process id → its number (``worker-N`` in the log), as the
+        supervisor logged each start: a restarted worker keeps its number
+        under a new pid.
+        """
+        started = re.findall(rb"worker (\d+) started \(pid (\d+)\)", self.log_since(0))
+        return {int(pid): int(index) for index, pid in started}
+
+    def served_by(
+        self, path: str, offset: int, expect: int, timeout: float = 10.0
+    ) -> dict[int, int]:
+        """
+        Worker number → how many ``GET path`` requests it logged past
+        ``offset`` (the access lines carry the worker's tag), once there are
+        ``expect`` of them or ``timeout`` passed: the supervisor relays its
+        workers' lines a moment after they write them.
+        """
+        line = re.compile(
+            rb"\[worker-(\d+) proxypypi\.access#info\] GET " + re.escape(path.encode()) + rb" "
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            found = line.findall(self.log_since(offset))
+            if len(found) >= expect or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        return dict(Counter(int(index) for index in found))
 
 
 def start_proxy(
@@ -174,7 +224,9 @@ def start_proxy(
     its "listening on" line.  One process unless ``workers`` says more
     (the service's default is one per CPU, but the scenarios' targets
     compare one process with one nginx worker, and measure the process
-    they started).
+    they started).  With workers, it also waits for each of them to accept
+    connections: the supervisor listens before they have started, and a
+    measurement begun then would find one worker, or none.
 
     :raises BenchError: if it exits or does not listen within ``timeout``.
     """
@@ -206,9 +258,10 @@ def start_proxy(
     while time.monotonic() < deadline:
         with open(log_path, "rb") as f:
             f.seek(since)
-            found = LISTENING.search(f.read())
-        if found:
-            return Proxy(proc, int(found.group(1)), storage, log_path)
+            text = f.read()
+        found = LISTENING.search(text)
+        if found and len(WORKER_ACCEPTING.findall(text)) >= (workers if workers > 1 else 0):
+            return Proxy(proc, int(found.group(1)), storage, log_path, workers)
         if proc.poll() is not None:
             break
         time.sleep(0.05)

@@ -27,6 +27,7 @@ from bench.scenarios import (
     policy,
     slowloris,
     tiers,
+    workers,
 )
 
 
@@ -112,5 +113,12 @@ SCENARIOS: dict[str, Scenario] = {
         slowloris.run,
         "issue 14: page requests with 1,000 slow-header connections open (target: within "
         "100 ms); the head deadline and the per-address cap at work",
+    ),
+    "workers": Scenario(
+        workers.run,
+        "issue 13: 2 worker processes against one: cached page requests/s, 8 cold clients "
+        "over both workers, RSS per worker with 64 streaming clients, cold pip download, "
+        "SIGKILL of the downloading worker",
+        needs=("wrk",),
     ),
 }

@@ -21,6 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from typing import Any
 
 from bench import BenchError
@@ -67,32 +68,15 @@ def run(b: Bench) -> None:
             if round_ == a.crash_kills:
                 procs.stop(proxy.proc)
                 break
-            # Keep the install loop cold: forget a random half of the files.
-            directory = os.path.join(proxy.storage, "files", project)
-            if os.path.isdir(directory):
-                for name in os.listdir(directory):
-                    if rng.random() < 0.5:
-                        os.unlink(os.path.join(directory, name))
-            results: list[bytes | None] = []
-
-            def client(url: str, into: list[bytes | None] = results) -> None:
-                into.append(download(url))
-
-            threads = [
-                threading.Thread(
-                    target=client, args=(f"{proxy.base}files/{project}/{name}",), daemon=True
-                )
-                for name in wanted
-            ]
-            for t in threads:
-                t.start()
+            forget_half(proxy.storage, project, rng)
+            threads, results = start_downloads(proxy, project, wanted)
             time.sleep(rng.uniform(0.05, 1.2))
             os.kill(proxy.pid, signal.SIGKILL)
             proxy.proc.wait(timeout=30)
             stats["kills"] += 1
             for t in threads:
                 t.join(timeout=30)
-            stats["interrupted"] += sum(1 for r in results if r is None)
+            stats["interrupted"] += sum(1 for r in results.values() if r is None)
     elapsed = time.monotonic() - started
     rows = [
         ("SIGKILLs during concurrent cold downloads", stats["kills"]),
@@ -115,6 +99,37 @@ def run(b: Bench) -> None:
         raise BenchError(
             f"{stats['bad']} files served with wrong bytes, {len(problems)} problems in storage"
         )
+
+
+def forget_half(storage: str, project: str, rng: random.Random) -> None:
+    """
+    Delete a random half of the project's stored files, so that the next
+    round's downloads are cold again.
+    """
+    directory = os.path.join(storage, "files", project)
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            if rng.random() < 0.5:
+                os.unlink(os.path.join(directory, name))
+
+
+def start_downloads(
+    proxy: Proxy, project: str, names: Iterable[str]
+) -> tuple[list[threading.Thread], dict[str, bytes | None]]:
+    """
+    One client thread per file, each downloading it through the proxy
+    (`download`); join the threads, then read each file's body (``None``:
+    cut off) from the dict.
+    """
+    results: dict[str, bytes | None] = {}
+
+    def client(name: str) -> None:
+        results[name] = download(f"{proxy.base}files/{project}/{name}")
+
+    threads = [threading.Thread(target=client, args=(name,), daemon=True) for name in names]
+    for t in threads:
+        t.start()
+    return threads, results
 
 
 def download(url: str, timeout: float = 20.0) -> bytes | None:

@@ -16,7 +16,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench import BenchError
@@ -43,6 +43,36 @@ def check_download(dest: str, files: Sequence[dict[str, Any]]) -> None:
         raise BenchError(f"pip downloaded {len(got)} files, not the {len(want)} expected")
 
 
+def slow_upstream(b: Bench) -> dict[str, Any]:
+    """
+    Give the fake upstream the pip scenario's latency and throttle, with a
+    fresh request log.
+
+    :returns: the install set's manifest.
+    """
+    a, upstream = b.args, b.upstream()
+    upstream.control(
+        latency=a.pip_latency, throttle=int(a.pip_throttle_mb * MB), chunk=16384, reset=True
+    )
+    return dict(upstream.manifest["install"])
+
+
+def timed_download(b: Bench, index: str, tag: str, env: Mapping[str, str]) -> float:
+    """
+    ``pip download`` of the install set from ``index`` into a directory of
+    its own (``pip-TAG``), checked, then removed.
+
+    :returns: pip's wall time, seconds.
+    :raises BenchError: unless pip downloaded exactly the install set.
+    """
+    install = b.upstream().manifest["install"]
+    dest = os.path.join(b.work, f"pip-{tag}")
+    elapsed = pip_download(index, [install["root"]], dest, env)
+    check_download(dest, install["files"])
+    shutil.rmtree(dest)
+    return elapsed
+
+
 def run(b: Bench) -> None:
     """
     ``pip download`` of the install set: straight from the upstream, then
@@ -53,11 +83,8 @@ def run(b: Bench) -> None:
         f"latency {a.pip_latency:g} s, throttle {a.pip_throttle_mb:g} MB/s, "
         f"{a.pip_reps} repetitions"
     )
-    install = upstream.manifest["install"]
+    install = slow_upstream(b)
     files = install["files"]
-    upstream.control(
-        latency=a.pip_latency, throttle=int(a.pip_throttle_mb * MB), chunk=16384, reset=True
-    )
     rep.note(
         f"pip: {len(files)} files, {install['bytes'] / MB:.1f} MB, upstream "
         f"{ms(a.pip_latency)} per request + {a.pip_throttle_mb:g} MB/s per response; "
@@ -68,15 +95,10 @@ def run(b: Bench) -> None:
     uv_direct, uv_warm = [], []
     warm_upstream_requests = []
     for i in range(a.pip_reps):
-        home = tempfile.mkdtemp(dir=b.work, prefix="home-")
-        env = clean_pip_env(home)
+        env = clean_pip_env(tempfile.mkdtemp(dir=b.work, prefix="home-"))
 
         def download(index: str, tag: str, _i: int = i, _env: dict[str, str] = env) -> float:
-            dest = os.path.join(b.work, f"pip-{tag}-{_i}")
-            elapsed = pip_download(index, [install["root"]], dest, _env)
-            check_download(dest, files)
-            shutil.rmtree(dest)
-            return elapsed
+            return timed_download(b, index, f"{tag}-{_i}", _env)
 
         direct.append(download(upstream.simple, "direct"))
         proxy = b.proxy(f"store-pip-{i}")
