@@ -86,8 +86,7 @@ class PrivateStore:
     :ivar run: runs blocking work (hashing, fsync) off the reactor thread.
     :ivar merge_upstream: private projects whose upstream files stay
         listed after the private ones.
-    :ivar allow_overwrite: let a different file replace one of the same
-        name.
+    :ivar allow_overwrite: let a different file replace one of the same name.
     :ivar admins: users who may change every private project.
     :ivar policy: the deny and allow rules private files answer to too.
     """
@@ -102,6 +101,8 @@ class PrivateStore:
     policy: Policy = attrs.field(
         default=attrs.Factory(lambda self: Policy.start(PolicyConfig(), self.clock), True)
     )
+    #: Worker processes may change them too: look before every read.
+    shared: bool = attrs.field(default=True, kw_only=True)
     log = Logger()
     _projects: dict[NormalizedName, PrivateProject] = attrs.field(factory=dict)
     _lock: DeferredLock = attrs.field(factory=DeferredLock)
@@ -128,18 +129,19 @@ class PrivateStore:
         allow_overwrite: bool = False,
         admins: Iterable[str] = (),
         policy: Policy | None = None,
+        shared: bool = True,
     ) -> PrivateStore:
         """
-        Create the directory if needed and load every private project
-        (blocking; at start-up).  Damaged pages are skipped with an error
-        in the log: their names then fall back to the upstreams, which the
-        operator must fix.
+        Create the directory if needed and load every private project (blocking;
+        at start-up).  Damaged pages are skipped with an error in the log: their
+        names then fall back to the upstreams, which the operator must fix.
         """
         merged = frozenset(n for n in (normalize(m) for m in merge_upstream) if n is not None)
         store = cls(root, spool_dir, run, clock, merged, allow_overwrite, frozenset(admins),
-                    *(() if policy is None else (policy,)))  # fmt: skip
+                    *(() if policy is None else (policy,)), shared=shared)  # fmt: skip
         os.makedirs(root, exist_ok=True)
-        store._current()
+        store._generation.changed()
+        store._reload()
         if store._projects:
             store.log.info("{count} private projects", count=len(store._projects))
         return store
@@ -169,9 +171,9 @@ class PrivateStore:
     def _current(self) -> dict[NormalizedName, PrivateProject]:
         """
         The private projects, read again when another worker changed them
-        (it replaced the generation file): one ``stat`` per call.
+        (it replaced the generation file): a ``stat`` (none if not shared).
         """
-        if self._generation.changed():
+        if self.shared and self._generation.changed():
             self._reload()
         return self._projects
 

@@ -182,6 +182,7 @@ def build_proxy(
             allow_overwrite=config.allow_overwrite,
             admins=config.admins,
             policy=policy,
+            shared=role.count > 1,
         ),
         policy=policy,
         metrics=metrics,

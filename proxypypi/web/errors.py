@@ -79,6 +79,28 @@ class ErrorResource(Resource):
         return error(request, self.code, self.message)
 
 
+#: `_allowed_methods` by class.
+_ALLOWED: dict[type, tuple[str, ...]] = {}
+
+
+def _allowed_methods(kind: type) -> tuple[str, ...]:
+    """
+    The methods a kind of resource answers, from its ``render_*`` methods
+    (once per class: ``dir`` is slow, and this is on every request).
+    twisted.web's Resource defines ``render_HEAD`` as "render_GET", even
+    on resources without one: HEAD is answered exactly when GET is.
+    """
+    known = _ALLOWED.get(kind)
+    if known is None:
+        allowed = sorted(
+            name[len("render_") :]
+            for name in dir(kind)
+            if name.startswith("render_") and name != "render_HEAD"
+        )
+        known = _ALLOWED[kind] = (*allowed, "HEAD") if "GET" in allowed else tuple(allowed)
+    return known
+
+
 class Page(Resource):
     """
     A resource whose unsupported methods get a one-line 405 (twisted.web's
@@ -87,15 +109,7 @@ class Page(Resource):
 
     def render(self, request: IRequest) -> bytes | int:
         method = request.method.decode("ascii", "replace")
-        # twisted.web's Resource defines render_HEAD as "render_GET", even
-        # on resources without one: HEAD is answered exactly when GET is.
-        allowed = sorted(
-            name[len("render_") :]
-            for name in dir(self)
-            if name.startswith("render_") and name != "render_HEAD"
-        )
-        if "GET" in allowed:
-            allowed.append("HEAD")
+        allowed = _allowed_methods(type(self))
         handler = getattr(self, "render_" + method, None) if method in allowed else None
         if handler is None:
             request.setHeader(b"allow", ", ".join(allowed).encode())
