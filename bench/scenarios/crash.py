@@ -11,6 +11,7 @@ be served back byte-identical.  A table of the counts; the scenario fails
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import http.client
 import os
@@ -28,7 +29,7 @@ from bench import BenchError
 from bench.context import Bench
 from bench.processes import Processes
 from bench.report import Table
-from bench.services import Proxy, start_proxy, start_upstream
+from bench.services import Proxy, Upstream, start_proxy, start_upstream
 
 
 def run(b: Bench) -> None:
@@ -47,15 +48,7 @@ def run(b: Bench) -> None:
     problems: list[str] = []
     started = time.monotonic()
     with Processes() as procs:
-        upstream = start_upstream(
-            procs,
-            workdir,
-            ["--big-size", "1000", "--cold-size", str(a.crash_file_size), "--cold-files",
-             str(a.crash_files), "--page-files", "5", "--export-dir", workdir],
-        )  # fmt: skip
-        upstream.control(throttle=a.crash_throttle)
-        project = upstream.manifest["cold"]["project"]
-        wanted = {e["filename"]: e["sha256"] for e in upstream.manifest["cold"]["files"]}
+        upstream, project, wanted = crash_upstream(procs, workdir, a)
         for round_ in range(a.crash_kills + 1):
             proxy = start_proxy(procs, workdir, "crash", upstream.simple, fresh=round_ == 0)
             tmp = os.path.join(proxy.storage, "tmp")
@@ -99,6 +92,24 @@ def run(b: Bench) -> None:
         raise BenchError(
             f"{stats['bad']} files served with wrong bytes, {len(problems)} problems in storage"
         )
+
+
+def crash_upstream(
+    procs: Processes, workdir: str, a: argparse.Namespace
+) -> tuple[Upstream, str, dict[str, str]]:
+    """
+    The fake upstream of the kill scenarios: ``--crash-files`` cold files
+    served at ``--crash-throttle``; with its project and each file's sha256.
+    """
+    upstream = start_upstream(
+        procs,
+        workdir,
+        ["--big-size", "1000", "--cold-size", str(a.crash_file_size), "--cold-files",
+         str(a.crash_files), "--page-files", "5", "--export-dir", workdir],
+    )  # fmt: skip
+    upstream.control(throttle=a.crash_throttle)
+    wanted = {e["filename"]: e["sha256"] for e in upstream.manifest["cold"]["files"]}
+    return upstream, upstream.manifest["cold"]["project"], wanted
 
 
 def forget_half(storage: str, project: str, rng: random.Random) -> None:

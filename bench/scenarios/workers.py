@@ -60,12 +60,13 @@ from bench.report import Row, Table, mib, verdict
 from bench.rss import children, monitor_each, rss_mib
 from bench.scenarios.crash import (
     check_served,
+    crash_upstream,
     forget_half,
     served_tree_problems,
     start_downloads,
 )
 from bench.scenarios.pip import slow_upstream, timed_download
-from bench.services import WORKER_ACCEPTING, Proxy, start_proxy, start_upstream
+from bench.services import WORKER_ACCEPTING, Proxy, start_proxy
 from proxypypi.service.supervisor import QUICK_EXIT
 
 #: Issue 13's targets.
@@ -447,15 +448,7 @@ def _kills(b: Bench, n: int) -> None:
     restarts: list[float] = []
     started = time.monotonic()
     with Processes() as procs:
-        upstream = start_upstream(
-            procs,
-            workdir,
-            ["--big-size", "1000", "--cold-size", str(a.crash_file_size), "--cold-files",
-             str(a.crash_files), "--page-files", "5", "--export-dir", workdir],
-        )  # fmt: skip
-        upstream.control(throttle=a.crash_throttle)
-        project = upstream.manifest["cold"]["project"]
-        wanted = {e["filename"]: e["sha256"] for e in upstream.manifest["cold"]["files"]}
+        upstream, project, wanted = crash_upstream(procs, workdir, a)
         proxy = start_proxy(procs, workdir, "kills", upstream.simple, workers=n)
         up_since = time.monotonic()
         for round_ in range(a.workers_kills):
