@@ -10,6 +10,7 @@ Every call is bounded in time; the body bytes are discarded (or hashed).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
@@ -20,7 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -345,6 +347,23 @@ def wrk(
         sum(int(x) for x in errors.groups()) if errors else 0,
         int(total.group(1)) if total else 0,
         out,
+    )
+
+
+def page_load(
+    args: Any, accept: str, encoding: str | None, threads: int | None = None
+) -> Callable[[str], WrkRun]:
+    """
+    `wrk` as the page scenarios run it: the run's connections and
+    duration (``--wrk-*``), its threads unless ``threads`` says otherwise.
+    """
+    return functools.partial(
+        wrk,
+        accept=accept,
+        threads=args.wrk_threads if threads is None else threads,
+        connections=args.wrk_connections,
+        duration=args.wrk_duration,
+        encoding=encoding,
     )
 
 

@@ -64,9 +64,9 @@ def main(argv: list[str]) -> None:
     abstract.FileDescriptor.SEND_LIMIT = 1024 * 1024
     site = Site(Files(files))
     site.log = lambda request: None  # type: ignore[method-assign]
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
-    print(f"listening on 127.0.0.1:{port.getHost().port}", flush=True)
-    reactor.run()  # type: ignore[attr-defined]
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[arg-type]
+    print(f"listening on 127.0.0.1:{port.getHost().port}", flush=True)  # type: ignore[attr-defined]
+    reactor.run()
 
 
 if __name__ == "__main__":

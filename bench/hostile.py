@@ -89,7 +89,7 @@ def main(argv: list[str]) -> None:
         print(json.dumps({"port": port.getHost().port}), flush=True)  # type: ignore[attr-defined]
 
     TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site).addCallback(announce)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 if __name__ == "__main__":

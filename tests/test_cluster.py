@@ -44,13 +44,17 @@ def free_port() -> int:
 def haproxy_config(port: int, servers: list[str]) -> str:
     """
     The shipped configuration, listening on ``port`` of 127.0.0.1, in front
-    of ``servers`` (``host:port``), checked every tenth of a second.
+    of ``servers`` (``host:port``), checked every tenth of a second, with
+    its statistics at ``/haproxy-stats`` (CSV with ``;csv``).
     """
     with open(os.path.join(ROOT, "contrib", "haproxy", "haproxy.cfg")) as f:
         text = f.read()
     text = re.sub(r"(?m)^    bind .*$", f"    bind 127.0.0.1:{port}", text)
     text = re.sub(r"(?m)^    server .*\n", "", text)
     text = text.replace("inter 2s fall 3 rise 2", "inter 100ms fall 2 rise 2")
+    stats = "    stats enable\n    stats uri /haproxy-stats\n"
+    text = text.replace("frontend proxypypi\n", "frontend proxypypi\n" + stats)
+    assert "stats uri" in text
     lines = "".join(f"    server p{i} {s}\n" for i, s in enumerate(servers))
     return text.rstrip("\n") + "\n" + lines
 
@@ -135,7 +139,22 @@ async def test_one_owner_per_project_and_a_host_stopped(
     # Stop the host that owns the first project; the balancer notices.
     stopped = before[PROJECTS[0]][0]
     await proxies[stopped].service.stopService()
-    await deferLater(reactor, 1.0, lambda: None)
+    seen: list[bytes] = []
+
+    async def marked_down() -> bool:
+        response = await treq.get(base + "haproxy-stats;csv", persistent=False)
+        seen[:] = [await response.content()]
+        return any(
+            line.startswith(f"proxypypi,p{stopped},".encode()) and b",DOWN" in line
+            for line in seen[0].splitlines()
+        )
+
+    for _ in range(100):
+        if await marked_down():
+            break
+        await deferLater(reactor, 0.1, lambda: None)
+    else:
+        raise AssertionError(f"haproxy never marked p{stopped} down: {seen}")
     await install_everything(base)
     after = owners(proxies)
     for name, hosts in before.items():

@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 
 from proxypypi.testing import make_wheel
-from tests.support.clients import spawn
+from tests.support.clients import spawn, until
 from tests.support.proxies import Upstream
 
 KILLS = 3
@@ -87,7 +87,10 @@ async def test_sigkill_mid_download(upstream: Upstream, tmp_path: object) -> Non
     proc = spawn(args, str(tmp_path))
     try:
         port = await proc.port
-        assert os.listdir(os.path.join(data, "tmp")) == []
+        # Partial files of the killed runs are gone at start; a storage
+        # probe's file may come and go meanwhile.
+        tmp = os.path.join(data, "tmp")
+        await until(lambda: os.listdir(tmp) == [], "tmp/ emptied of the killed runs' files", 5)
         for d in dists:
             response = await treq.get(
                 f"http://127.0.0.1:{port}/files/{d.project}/{d.filename}", persistent=False

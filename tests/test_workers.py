@@ -13,7 +13,6 @@ import os
 import re
 import signal
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest_twisted
 import treq
@@ -25,22 +24,12 @@ from proxypypi.config.model import Config, UpstreamConfig
 from proxypypi.config.policy import PolicyConfig
 from proxypypi.config.serial import config_from_json, config_to_json
 from proxypypi.testing import make_wheel
-from tests.support.clients import Twistd, spawn
+from tests.support.clients import Twistd, spawn, until
 from tests.support.proxies import Upstream
 
 STARTED = re.compile(rb"worker (\d) started \(pid (\d+)\)")
 
 
-async def until(condition: Any, what: str, seconds: float = 20.0) -> None:
-    """
-    Wait for ``condition()`` on the real reactor, a tenth of a second a
-    look, for ``seconds`` at most.
-    """
-    for _ in range(int(seconds * 10)):
-        if condition():
-            return
-        await deferLater(reactor, 0.1, lambda: None)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 @pytest_twisted.async_yield_fixture
@@ -169,7 +158,17 @@ async def test_worker_killed_mid_download(
         return bool(holder)
 
     await until(find_holder, "a worker to start the download")
-    await deferLater(reactor, 1.0, lambda: None)
+    tmp = os.path.join(data, "tmp")
+
+    def partly_landed() -> bool:
+        # A part of the file on disk, so that the next holder resumes it.
+        try:
+            sizes = [e.stat().st_size for e in os.scandir(tmp) if e.name.endswith(".part")]
+        except FileNotFoundError:  # committed meanwhile: look again
+            return False
+        return any(200_000 <= size < len(dist.data) for size in sizes)
+
+    await until(partly_landed, "part of the file to land")
     os.kill(holder[0], signal.SIGKILL)
     outcomes = []
     for d in clients:

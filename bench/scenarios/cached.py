@@ -16,14 +16,22 @@ runs.
 from __future__ import annotations
 
 import contextlib
-import functools
 import gzip
 import math
 import os
 import time
 
 from bench import BenchError
-from bench.clients import HTML_TYPE, JSON_TYPE, MB, PIP_ENCODING, drain_many, fetch, median, wrk
+from bench.clients import (
+    HTML_TYPE,
+    JSON_TYPE,
+    MB,
+    PIP_ENCODING,
+    drain_many,
+    fetch,
+    median,
+    page_load,
+)
 from bench.context import Bench, check_digest
 from bench.references import Nginx, free_port, start_floor, start_nginx
 from bench.report import Row, mib, plural, verdict
@@ -190,14 +198,7 @@ def _page_rate(b: Bench, proxy: Proxy, root: str) -> None:
             static = f"page-{project}.{ext}"
             # As wrk sends it (no compression), then as pip and uv send it.
             for encoding, label in ((None, ""), (PIP_ENCODING, ", gzip as pip asks")):
-                load = functools.partial(
-                    wrk,
-                    accept=accept,
-                    threads=a.wrk_threads,
-                    connections=a.wrk_connections,
-                    duration=a.wrk_duration,
-                    encoding=encoding,
-                )
+                load = page_load(a, accept, encoding)
                 with RssMonitor(proxy.pid) as mon, b.profile(proxy, f"page-{ext}"):
                     px = load(page_url)
                 fl = load(floor.base + static)

@@ -16,13 +16,12 @@ rounds of the Python cost of one page request), which is steady.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import statistics
 
 from bench import BenchError
-from bench.clients import HTML_TYPE, JSON_TYPE, PIP_ENCODING, fetch, wrk
+from bench.clients import HTML_TYPE, JSON_TYPE, PIP_ENCODING, fetch, page_load
 from bench.context import Bench
 from bench.report import Table, verdict
 from bench.scenarios.perrequest import measure_apart
@@ -62,14 +61,7 @@ def run(b: Bench) -> None:
         rows = []
         for fmt, accept in (("HTML", HTML_TYPE), ("JSON", JSON_TYPE)):
             for encoding, label in ((None, ""), (PIP_ENCODING, ", gzip")):
-                load = functools.partial(
-                    wrk,
-                    accept=accept,
-                    threads=a.wrk_threads,
-                    connections=a.wrk_connections,
-                    duration=a.wrk_duration,
-                    encoding=encoding,
-                )
+                load = page_load(a, accept, encoding)
                 without, with_ = [], []
                 for _ in range(a.policy_reps):
                     without.append(load(f"{plain.simple}{project}/").requests_per_second)

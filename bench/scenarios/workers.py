@@ -29,7 +29,6 @@ much CPU each used during the page runs.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import random
@@ -52,7 +51,7 @@ from bench.clients import (
     fetch,
     fetch_many,
     median,
-    wrk,
+    page_load,
 )
 from bench.context import Bench, check_digest
 from bench.processes import Processes
@@ -170,14 +169,7 @@ def _page_rate(b: Bench, n: int) -> None:
                     raise BenchError(f"page {fmt}: the services answered different bytes")
         for fmt, accept in FORMS:
             for encoding, label in ENCODINGS:
-                load = functools.partial(
-                    wrk,
-                    accept=accept,
-                    threads=a.workers_wrk_threads,
-                    connections=a.wrk_connections,
-                    duration=a.wrk_duration,
-                    encoding=encoding,
-                )
+                load = page_load(a, accept, encoding, a.workers_wrk_threads)
                 runs: dict[int, list[WrkRun]] = {1: [], n: []}
                 cores: dict[int, list[tuple[float, float, float]]] = {1: [], n: []}
                 spreads: list[str] = []

@@ -14,11 +14,13 @@ import signal
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Callable
 
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 
@@ -84,6 +86,18 @@ def twistd(*args: str, program: str = TWISTD, env: dict[str, str] | None = None
         check=False,
         env={**(os.environ if env is None else env), "PYTHONPATH": ROOT},
     )
+
+
+async def until(condition: Callable[[], object], what: str, seconds: float = 20.0) -> None:
+    """
+    Wait for ``condition()`` on the real reactor, a tenth of a second a
+    look, for ``seconds`` at most.
+    """
+    for _ in range(int(seconds * 10)):
+        if condition():
+            return
+        await deferLater(reactor, 0.1, lambda: None)
+    raise AssertionError(f"gave up waiting for {what}")
 
 
 async def serves_then_stops(proc: Twistd) -> int:
